@@ -1,0 +1,250 @@
+"""The facts about one machine: plain frozen data, written to and read from JSON.
+
+Everything the judge sees comes through these classes, so a report saved on an H100 can be
+judged on a laptop (`check --facts FILE`). `SCHEMA` names the layout; bump it when a field
+changes meaning, not when one is added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = "attn-doctor/report-1"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as the target process would see it (after CUDA_VISIBLE_DEVICES)."""
+
+    index: int  # the index CUDA/HIP gives it inside the process
+    vendor: str  # "nvidia" | "amd"
+    name: str
+    architecture: str  # family: "Hopper", "Ampere", "CDNA3", "unknown"
+    compute_capability: str | None = None  # NVIDIA: "9.0"
+    gfx_target: str | None = None  # AMD: "gfx942"
+    memory_mib: int | None = None
+    uuid: str | None = None
+    physical_index: int | None = None  # NVML / KFD index, before CUDA_VISIBLE_DEVICES
+    mig: bool = False
+
+    @property
+    def sm(self) -> str | None:
+        """`sm_90` for compute capability 9.0: the name nvcc and wheel tags use."""
+        if self.compute_capability is None:
+            return None
+        major, _, minor = self.compute_capability.partition(".")
+        return f"sm_{major}{minor}"
+
+
+@dataclass(frozen=True)
+class Driver:
+    """What the GPU drivers say, or why they could not be read."""
+
+    # "ok", "no-gpu", "nvml-library-missing", "driver-not-loaded", "driver-mismatch", "nvml-error"
+    nvidia_status: str
+    nvidia_detail: str = ""
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None  # the newest CUDA the driver runs, "13.0"
+    rocm_version: str | None = None
+    cuda_visible_devices: str | None = None
+    hidden_gpus: int = 0  # present but hidden by CUDA_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The target Python: the one whose packages the doctor judges."""
+
+    executable: str
+    version: str
+    implementation: str
+    platform: str  # sysconfig platform, "linux-x86_64"
+    environment: str  # "venv" | "conda" | "system"
+    prefix: str
+    site_packages: tuple[str, ...] = ()
+    pip_version: str | None = None
+    uv: str | None = None  # path of the uv executable, if any
+    externally_managed: bool = False  # PEP 668 marker on a non-venv interpreter
+    glibc: str | None = None
+
+
+@dataclass(frozen=True)
+class Torch:
+    """torch as its `version.py` describes it: read as text, never imported."""
+
+    version: str
+    cuda: str | None  # "13.0" for a CUDA build
+    hip: str | None  # set for a ROCm build
+    location: str
+    git_version: str | None = None
+
+    @property
+    def build(self) -> str:
+        if self.cuda:
+            return f"CUDA {self.cuda}"
+        if self.hip:
+            return f"ROCm/HIP {self.hip}"
+        return "CPU only"
+
+
+@dataclass(frozen=True)
+class ModifiedFile:
+    path: str  # as written in RECORD, relative to the package's location
+    now_matches: str | None  # the distribution whose RECORD hash the file on disk has
+
+
+@dataclass(frozen=True)
+class SharedFiles:
+    """Files that this distribution's RECORD and another's both list."""
+
+    other: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Package:
+    """One installed distribution, from its dist-info (metadata, RECORD, direct_url.json)."""
+
+    name: str  # canonical name ("flash-attn-4"); the dist-info folder's when METADATA is unreadable
+    version: str | None  # raw, as in METADATA; judged with `packaging`
+    dist_info: str
+    location: str  # the folder RECORD paths are relative to
+    installer: str | None = None
+    editable: bool = False
+    source_url: str | None = None  # direct_url.json "url" (editable source tree, VCS, local wheel)
+    metadata_problem: str | None = None  # why METADATA/RECORD could not be read, if so
+    requires: tuple[str, ...] = ()
+    files_total: int = 0
+    files_hashed: int = 0  # compared by sha256
+    files_size_only: int = 0  # large files compared by size only (full hashing with --deep)
+    modified: tuple[ModifiedFile, ...] = ()
+    missing: tuple[str, ...] = ()
+    shared: tuple[SharedFiles, ...] = ()
+    extension_modules: tuple[str, ...] = ()  # compiled modules (.so/.pyd) listed in RECORD
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where `import NAME` would load from, found with the import system's finders only."""
+
+    module: str
+    kind: str  # "module" | "package" | "namespace" | "missing" | "error"
+    origin: str | None = None
+    search_locations: tuple[str, ...] = ()
+    finder: str | None = None  # class of the finder that answered first
+    detail: str = ""
+    # what each other finder would have given: how a losing editable mapping shows up
+    other_candidates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """`--deep`: importing one module in a child process of the target interpreter."""
+
+    module: str
+    # "ok" | "undefined-symbol" | "missing-cuda-library" | "unsupported-gpu" | "timeout" | "failed"
+    outcome: str
+    seconds: float
+    detail: str = ""  # the last meaningful line of the error
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """What a source build (FA2, FA3, SageAttention 2) would need."""
+
+    nvcc: str | None = None  # "13.0"
+    nvcc_path: str | None = None
+    cuda_home: str | None = None
+    ninja: str | None = None
+    cxx: str | None = None
+    git: str | None = None
+    cpus: int = 0
+    ram_gib: float = 0.0
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything `check` read off one machine."""
+
+    gpus: tuple[Gpu, ...]
+    driver: Driver
+    python: Interpreter
+    torch: Torch | None
+    packages: tuple[Package, ...]
+    resolutions: tuple[Resolution, ...]
+    toolchain: Toolchain
+    imports: tuple[ImportResult, ...] = ()
+    torch_problem: str | None = None  # torch is installed but its version.py is unreadable
+    hostname: str = ""
+    collected_at: str = ""
+    doctor_version: str = ""
+
+    def package(self, name: str) -> Package | None:
+        for package in self.packages:
+            if package.name == name:
+                return package
+        return None
+
+    def resolution(self, module: str) -> Resolution | None:
+        for resolution in self.resolutions:
+            if resolution.module == module:
+                return resolution
+        return None
+
+
+class FactsError(ValueError):
+    """A saved report that cannot be read as facts."""
+
+
+def to_data(value: Any) -> Any:
+    """Plain JSON-ready data for a facts object (dataclasses become dicts, tuples lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [to_data(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): to_data(v) for k, v in value.items()}
+    return value
+
+
+T = typing.TypeVar("T")
+
+
+def from_data(cls: type[T], data: Any) -> T:
+    """Rebuild a facts dataclass from `to_data`'s output; unknown keys are ignored so that
+    a report from a newer doctor with extra fields still reads."""
+    return typing.cast(T, _convert(cls, data, cls.__name__))
+
+
+def _convert(hint: Any, data: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if data is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return _convert(inner[0], data, where)
+    if origin is tuple:
+        if not isinstance(data, list):
+            raise FactsError(f"{where}: expected a list, got {type(data).__name__}")
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(data))
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(data, dict):
+            raise FactsError(f"{where}: expected an object, got {type(data).__name__}")
+        hints = typing.get_type_hints(hint)
+        kwargs = {}
+        for f in dataclasses.fields(hint):
+            if f.name in data:
+                kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise FactsError(f"{where}: missing field {f.name!r}")
+        return hint(**kwargs)
+    if hint is float and isinstance(data, int | float) and not isinstance(data, bool):
+        return float(data)
+    if hint in (str, int, bool) and type(data) is hint:
+        return data
+    raise FactsError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {data!r}")

@@ -1,0 +1,42 @@
+"""The machine-readable report: the facts (readable again by `check --facts`) plus the findings.
+
+Layout (schema "attn-doctor/report-1", documented in docs/report-schema.md): every field of
+`Facts` at the top level, then `findings[]` and `summary`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from attn_doctor.facts.model import SCHEMA, to_data
+from attn_doctor.report import Report
+from attn_doctor.rules.findings import Severity
+
+
+def report_data(report: Report, exit_code: int) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        **to_data(report.facts),
+        "findings": [
+            {
+                "code": f.code,
+                "severity": f.severity.label,
+                "title": f.title,
+                "fix": list(f.fix),
+                "evidence": list(f.evidence),
+                "subject": f.subject,
+            }
+            for f in report.findings
+        ],
+        "summary": {
+            "errors": report.count(Severity.ERROR),
+            "warnings": report.count(Severity.WARNING),
+            "info": report.count(Severity.INFO),
+            "exit_code": exit_code,
+        },
+    }
+
+
+def render_json(report: Report, exit_code: int) -> str:
+    return json.dumps(report_data(report, exit_code), indent=2) + "\n"

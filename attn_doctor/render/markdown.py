@@ -1,0 +1,33 @@
+"""The report as markdown, to paste into a bug report or an issue."""
+
+from __future__ import annotations
+
+from attn_doctor.render.sections import ABSENT, ERROR, NOTE, OK, WARNING, sections
+from attn_doctor.report import Report
+from attn_doctor.rules.findings import Severity
+
+_MARKS = {OK: "✓", ERROR: "✗", WARNING: "!", NOTE: "·", ABSENT: "–"}
+_SEVERITY_MARKS = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: "i"}
+
+
+def render_markdown(report: Report, verbose: bool = False) -> str:
+    facts = report.facts
+    out = [f"## attn-doctor check ({facts.hostname}, {facts.collected_at}, attn-doctor {facts.doctor_version})", ""]
+    for section in sections(report):
+        out += [f"### {section.title}", ""]
+        for line in section.lines:
+            out.append(f"- {_MARKS[line.mark]} {line.text}")
+            if verbose:
+                out += [f"  - `{e}`" for e in line.evidence]
+        out.append("")
+    out += ["### Findings", ""]
+    if not report.findings:
+        out += ["No problems found.", ""]
+    for f in report.findings:
+        out.append(f"- {_SEVERITY_MARKS[f.severity]} **{f.severity.label}** `{f.code}`: {f.title}")
+        if f.fix:
+            out += ["  ```sh", *(f"  {command}" for command in f.fix), "  ```"]
+        if verbose:
+            out += [f"  - evidence: `{e}`" for e in f.evidence]
+    out.append("")
+    return "\n".join(out)

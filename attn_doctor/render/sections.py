@@ -1,0 +1,180 @@
+"""The report as sections of marked lines: what the terminal and markdown renderers both show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from packaging.version import InvalidVersion, Version
+
+from attn_doctor.facts.model import Facts, Package
+from attn_doctor.facts.target import DISTRIBUTIONS
+from attn_doctor.report import Report
+from attn_doctor.rules.findings import Severity
+
+OK, ERROR, WARNING, NOTE, ABSENT = "ok", "error", "warning", "note", "absent"
+
+# distribution -> the module whose resolution the package line shows
+_SHOWN_MODULE = {
+    "flash-attn": "flash_attn",
+    "flash-attn-4": "flash_attn.cute",
+    "flash-attn-3": "flash_attn_3",
+    "sageattention": "sageattention",
+    "xformers": "xformers",
+    "triton": "triton",
+}
+_LABELS = {
+    "flash-attn": "FlashAttention 2",
+    "flash-attn-4": "FlashAttention 4",
+    "flash-attn-3": "FlashAttention 3",
+    "sageattention": "SageAttention",
+    "xformers": "xFormers",
+    "triton": "Triton",
+    "nvidia-cutlass-dsl": "CuTe DSL (FA4)",
+    "axolotl": "Axolotl",
+}
+
+
+@dataclass(frozen=True)
+class Line:
+    mark: str
+    text: str
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    lines: list[Line] = field(default_factory=list)
+
+
+def sections(report: Report) -> list[Section]:
+    facts = report.facts
+    marks: dict[str, str] = {}
+    for f in report.findings:  # findings are sorted most severe first: the first mark wins
+        marks.setdefault(f.subject, ERROR if f.severity == Severity.ERROR else WARNING)
+    return [
+        _gpus(facts, marks),
+        _python(facts),
+        _torch(facts),
+        _packages(facts, marks),
+        *([_imports(facts)] if facts.imports else []),
+        _toolchain(facts),
+    ]
+
+
+def _gpus(facts: Facts, marks: dict[str, str]) -> Section:
+    driver = facts.driver
+    section = Section("GPU")
+    for g in facts.gpus:
+        arch = f"{g.architecture} {g.sm} (compute capability {g.compute_capability})" if g.compute_capability else (
+            f"{g.architecture} {g.gfx_target}")
+        memory = f", {g.memory_mib / 1024:.0f} GiB" if g.memory_mib else ""
+        mig = ", MIG on" if g.mig else ""
+        physical = f" (physical {g.physical_index})" if g.physical_index not in (None, g.index) else ""
+        section.lines.append(Line(marks.get(f"gpu{g.index}", OK), f"GPU {g.index}{physical}: {g.name}, {arch}{memory}{mig}",
+                                  (f"uuid {g.uuid}",) if g.uuid else ()))
+    if driver.driver_version:
+        section.lines.append(Line(OK, f"NVIDIA driver {driver.driver_version}, CUDA up to {driver.cuda_driver_version}"))
+    elif driver.nvidia_status != "ok" and not facts.gpus:
+        section.lines.append(Line(WARNING, f"no NVIDIA GPU: {driver.nvidia_detail}"))
+    if driver.rocm_version:
+        section.lines.append(Line(OK, f"ROCm {driver.rocm_version}"))
+    if driver.cuda_visible_devices is not None:
+        hidden = f" ({driver.hidden_gpus} hidden)" if driver.hidden_gpus else ""
+        section.lines.append(Line(NOTE, f"CUDA_VISIBLE_DEVICES={driver.cuda_visible_devices!r}{hidden}"))
+    return section
+
+
+def _python(facts: Facts) -> Section:
+    py = facts.python
+    glibc = f", glibc {py.glibc}" if py.glibc else ""
+    tools = [f"pip {py.pip_version}" if py.pip_version else "no pip", f"uv at {py.uv}" if py.uv else "no uv"]
+    lines = [
+        Line(OK, f"{py.implementation} {py.version} ({py.environment}) {py.executable}",
+             (f"prefix {py.prefix}", *(f"site-packages {s}" for s in py.site_packages))),
+        Line(NOTE, f"{py.platform}{glibc}; {', '.join(tools)}"),
+    ]
+    if py.externally_managed:
+        lines.append(Line(NOTE, "externally managed (PEP 668)"))
+    return Section("Python", lines)
+
+
+def _torch(facts: Facts) -> Section:
+    torch = facts.torch
+    if torch is None:
+        return Section("torch", [Line(ERROR if facts.torch_problem else WARNING,
+                                      facts.torch_problem or "torch is not installed")])
+    try:
+        release = Version(torch.version).release
+    except InvalidVersion:
+        release = ()
+    mark = OK if torch.cuda or torch.hip else WARNING
+    lines = [Line(mark, f"torch {torch.version}, {torch.build}", (f"at {torch.location}",))]
+    # SDPA exists from torch 2.0 and flex attention from 2.5 (torch release notes).
+    if release >= (2, 0):
+        lines.append(Line(OK, "SDPA (torch.nn.functional.scaled_dot_product_attention)"))
+    if release >= (2, 5):
+        lines.append(Line(OK, "flex attention (torch.nn.attention.flex_attention)"))
+    elif release:
+        lines.append(Line(ABSENT, "flex attention needs torch >= 2.5"))
+    return Section("torch", lines)
+
+
+def _packages(facts: Facts, marks: dict[str, str]) -> Section:
+    section = Section("Attention packages")
+    for name in DISTRIBUTIONS:
+        if name == "torch":
+            continue
+        copies = [p for p in facts.packages if p.name == name]
+        if not copies:
+            section.lines.append(Line(ABSENT, f"{_LABELS.get(name, name)} ({name}): not installed"))
+        for package in copies:
+            section.lines.append(_package_line(facts, package, marks.get(name, OK)))
+    return section
+
+
+def _package_line(facts: Facts, package: Package, mark: str) -> Line:
+    label = _LABELS.get(package.name, package.name)
+    if package.metadata_problem:
+        return Line(ERROR, f"{label} ({package.name}): {package.metadata_problem}", (package.dist_info,))
+    parts = [f"{label} {package.name} {package.version}"]
+    if package.editable:
+        parts.append(f"editable from {package.source_url}")
+    checked = package.files_hashed + package.files_size_only
+    if checked:
+        bad = len(package.modified) + len(package.missing)
+        parts.append(f"{checked - len(package.modified)}/{checked} files as installed" if bad else
+                     f"{checked} files as installed")
+    evidence = [f"dist-info {package.dist_info}"]
+    module = _SHOWN_MODULE.get(package.name)
+    resolution = facts.resolution(module) if module else None
+    if resolution is not None:
+        where = resolution.origin or ", ".join(resolution.search_locations) or resolution.detail
+        evidence.append(f"import {module} -> {resolution.kind} {where}")
+    evidence += [f"modified: {m.path}" + (f" (now {m.now_matches}'s)" if m.now_matches else "")
+                 for m in package.modified]
+    evidence += [f"missing: {p}" for p in package.missing]
+    return Line(mark, ", ".join(parts), tuple(evidence))
+
+
+def _imports(facts: Facts) -> Section:
+    lines = []
+    for result in facts.imports:
+        if result.outcome == "ok":
+            lines.append(Line(OK, f"import {result.module} ({result.seconds:.1f} s)"))
+        else:
+            lines.append(Line(ERROR, f"import {result.module}: {result.outcome}", (result.detail,)))
+    return Section("Imports (--deep)", lines)
+
+
+def _toolchain(facts: Facts) -> Section:
+    tools = facts.toolchain
+    lines = [
+        Line(OK if tools.nvcc else ABSENT, f"nvcc {tools.nvcc} at {tools.nvcc_path}" if tools.nvcc else "no nvcc"),
+        Line(OK if tools.cuda_home else ABSENT, f"CUDA_HOME {tools.cuda_home}" if tools.cuda_home else "no CUDA_HOME"),
+    ]
+    for name, path in (("ninja", tools.ninja), ("C++ compiler", tools.cxx), ("git", tools.git)):
+        lines.append(Line(OK if path else ABSENT, f"{name} {path}" if path else f"no {name}"))
+    lines.append(Line(NOTE, f"{tools.cpus} CPUs, {tools.ram_gib:.0f} GiB RAM"))
+    return Section("Build toolchain", lines)
+

@@ -1,0 +1,41 @@
+"""The report for people, in the terminal: sections, one line per fact, every problem with its fix."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+
+from attn_doctor.render.sections import ABSENT, ERROR, NOTE, OK, WARNING, sections
+from attn_doctor.report import Report
+from attn_doctor.rules.findings import Severity
+
+_MARKS = {OK: "[green]✓[/]", ERROR: "[red]✗[/]", WARNING: "[yellow]![/]", NOTE: "[dim]·[/]", ABSENT: "[dim]–[/]"}
+_SEVERITY = {
+    Severity.ERROR: "[bold red]✗ error[/]",
+    Severity.WARNING: "[bold yellow]! warning[/]",
+    Severity.INFO: "[cyan]i info[/]",
+}
+
+
+def render_terminal(report: Report, console: Console, verbose: bool = False) -> None:
+    for section in sections(report):
+        console.print(f"[bold]{escape(section.title)}[/]")
+        for line in section.lines:
+            text = escape(line.text) if line.mark != ABSENT else f"[dim]{escape(line.text)}[/]"
+            console.print(f"  {_MARKS[line.mark]} {text}", highlight=False)
+            if verbose:
+                for item in line.evidence:
+                    console.print(f"      [dim]{escape(item)}[/]", highlight=False)
+        console.print()
+    if report.findings:
+        console.print("[bold]Findings[/]")
+    for f in report.findings:
+        console.print(f"  {_SEVERITY[f.severity]} [dim]\\[{f.code}][/] {escape(f.title)}", highlight=False)
+        for command in f.fix:
+            console.print(f"      [bold]$[/] {escape(command)}", highlight=False, soft_wrap=True)
+        if verbose:
+            for item in f.evidence:
+                console.print(f"      [dim]{escape(item)}[/]", highlight=False)
+    errors, warnings, info = (report.count(s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO))
+    verdict = "[green]healthy[/]" if not errors else "[red]problems found[/]"
+    console.print(f"\n{verdict}: {errors} error(s), {warnings} warning(s), {info} note(s)", highlight=False)

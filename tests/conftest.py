@@ -1,0 +1,199 @@
+"""Test set-up: the real FA2 and FA4 files, real temporary venvs, and NVML recorded on an H100.
+
+The real packages are fetched or built once and cached under `.cache/` (git ignores it):
+- FA4: the `flash-attn-4` wheel and sdist from PyPI (pure Python).
+- FA2: the `flash-attn` sdist built into a wheel with FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE, which
+  needs torch in the build environment (KNOWLEDGE.md §2): the real file layout (dist-info,
+  RECORD, the stale `flash_attn/cute/`) without the CUDA extension, in about a minute on 2 cores.
+  The torch for that build is ATTN_DOCTOR_TEST_TORCH (default torch==2.13.0, the CPU build this
+  machine image carries on disk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache"
+FIXTURES = Path(__file__).parent / "fixtures"
+FA2_VERSION = "2.8.3.post2"
+FA4_VERSION = "4.0.0b36"
+
+
+def run(*argv: str | Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def pip(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    run(sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args, env=env)
+
+
+@dataclass(frozen=True)
+class RealPackages:
+    fa2_wheel: Path
+    fa4_wheel: Path
+    fa4_source: Path  # the unpacked sdist: what `pip install -e` of FA4 is done from
+    torch_python: Path  # a venv with a real (CPU) torch: the one FA2 was built in
+
+
+def _build_venv() -> Path:
+    venv = CACHE / "build-venv"
+    python = venv / "bin" / "python"
+    marker = venv / ".ready"
+    if not marker.exists():
+        run(sys.executable, "-m", "venv", "--clear", venv)
+        torch = os.environ.get("ATTN_DOCTOR_TEST_TORCH", "torch==2.13.0")
+        run(python, "-m", "pip", "install", "-q", torch, "setuptools", "wheel", "packaging", "psutil", "ninja")
+        marker.write_text(torch)
+    return python
+
+
+def _fa2_wheel(python: Path) -> Path:
+    wheels = CACHE / "wheels"
+    found = sorted(wheels.glob(f"flash_attn-{FA2_VERSION}-*.whl"))
+    if found:
+        return found[0]
+    # Only the exact string TRUE switches these on (FA2 setup.py, KNOWLEDGE.md §7).
+    env = {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE", "FLASH_ATTENTION_FORCE_BUILD": "TRUE"}
+    run(python, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+        f"flash-attn=={FA2_VERSION}", "-w", wheels, env=env)
+    return sorted(wheels.glob(f"flash_attn-{FA2_VERSION}-*.whl"))[0]
+
+
+def _fa4() -> tuple[Path, Path]:
+    wheels, sdists = CACHE / "wheels", CACHE / "sdist"
+    wheel = wheels / f"flash_attn_4-{FA4_VERSION}-py3-none-any.whl"
+    if not wheel.exists():
+        pip("download", "--pre", "--no-deps", "--only-binary=:all:", f"flash-attn-4=={FA4_VERSION}", "-d", wheels)
+    source = CACHE / f"flash_attn_4-{FA4_VERSION}"
+    if not source.exists():
+        pip("download", "--pre", "--no-deps", "--no-binary=:all:", f"flash-attn-4=={FA4_VERSION}", "-d", sdists)
+        with tarfile.open(sdists / f"flash_attn_4-{FA4_VERSION}.tar.gz") as archive:
+            archive.extractall(CACHE, filter="data")
+    return wheel, source
+
+
+@pytest.fixture(scope="session")
+def real() -> RealPackages:
+    CACHE.mkdir(exist_ok=True)
+    python = _build_venv()
+    fa4_wheel, fa4_source = _fa4()
+    return RealPackages(_fa2_wheel(python), fa4_wheel, fa4_source, python)
+
+
+class Venv:
+    """A real virtual environment; packages go in and out with the real pip."""
+
+    def __init__(self, root: Path) -> None:
+        run(sys.executable, "-m", "venv", "--without-pip", root)
+        self.root = root
+        self.python = root / "bin" / "python"
+        purelib = run(self.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        self.site = Path(purelib.stdout.strip())
+
+    def pip(self, *args: str | Path) -> None:
+        pip("--python", self.python, *args)
+
+    def install(self, *wheels: Path) -> None:
+        self.pip("install", "--no-deps", "--no-index", *wheels)
+
+    def install_editable(self, source: Path) -> None:
+        self.pip("install", "--no-deps", "-e", source)
+
+    def uninstall(self, name: str) -> None:
+        self.pip("uninstall", "-y", name)
+
+
+@pytest.fixture
+def venv(tmp_path: Path) -> Venv:
+    return Venv(tmp_path / "venv")
+
+
+class RecordedNvml:
+    """NVML as it answered on a real H100 (tests/fixtures/nvml-h100.json); `fail` makes one
+    call raise the real pynvml.NVMLError with the given code."""
+
+    def __init__(self, recording: dict[str, Any], fail: tuple[str, int] | None = None) -> None:
+        self.recording = recording
+        self.fail = fail
+
+    def _answer(self, call: str, value: Any) -> Any:
+        if self.fail and self.fail[0] == call:
+            import pynvml
+
+            raise pynvml.NVMLError(self.fail[1])
+        if isinstance(value, dict) and "error" in value:
+            import pynvml
+
+            raise pynvml.NVMLError(value["error"])
+        return value
+
+    def nvmlInit(self) -> None:
+        self._answer("nvmlInit", None)
+
+    def nvmlShutdown(self) -> None:
+        self._answer("nvmlShutdown", None)
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return str(self._answer("nvmlSystemGetDriverVersion", self.recording["nvmlSystemGetDriverVersion"]))
+
+    def nvmlSystemGetCudaDriverVersion_v2(self) -> int:
+        return int(self._answer("nvmlSystemGetCudaDriverVersion_v2",
+                                self.recording["nvmlSystemGetCudaDriverVersion_v2"]))
+
+    def nvmlDeviceGetCount(self) -> int:
+        return int(self._answer("nvmlDeviceGetCount", len(self.recording["devices"])))
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> dict[str, Any]:
+        return dict(self._answer("nvmlDeviceGetHandleByIndex", self.recording["devices"][index]))
+
+    def _device(self, call: str, handle: dict[str, Any]) -> Any:
+        return self._answer(call, handle[call])
+
+    def nvmlDeviceGetName(self, handle: dict[str, Any]) -> str:
+        return str(self._device("nvmlDeviceGetName", handle))
+
+    def nvmlDeviceGetUUID(self, handle: dict[str, Any]) -> str:
+        return str(self._device("nvmlDeviceGetUUID", handle))
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: dict[str, Any]) -> tuple[int, int]:
+        major, minor = self._device("nvmlDeviceGetCudaComputeCapability", handle)
+        return int(major), int(minor)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: dict[str, Any]) -> Any:
+        total = self._device("nvmlDeviceGetMemoryInfo", handle)["total"]
+        return type("Memory", (), {"total": total})()
+
+    def nvmlDeviceGetMigMode(self, handle: dict[str, Any]) -> tuple[int, int]:
+        current, pending = self._device("nvmlDeviceGetMigMode", handle)
+        return int(current), int(pending)
+
+
+def h100_recording() -> dict[str, Any]:
+    return dict(json.loads((FIXTURES / "nvml-h100.json").read_text()))
+
+
+@pytest.fixture
+def h100() -> RecordedNvml:
+    return RecordedNvml(h100_recording())
+
+
+@pytest.fixture
+def no_cuda_visible(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    yield
