@@ -22,8 +22,7 @@ def timed(argv: list[str]) -> tuple[float, float, int]:
     """(wall seconds, peak RSS in MB, exit code) of one run. wait4's ru_maxrss covers the
     process and the descendants it waited for (the probe), so the figure is the tree's peak."""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)

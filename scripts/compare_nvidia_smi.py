@@ -33,7 +33,8 @@ def main() -> None:
         for field, smi, doctor in pairs:
             same = smi == doctor
             disagreements += not same
-            print(f"GPU {index} {field:19} nvidia-smi={smi!r:32} attn-doctor={doctor!r:32} {'agree' if same else 'DIFFER'}")
+            verdict = "agree" if same else "DIFFER"
+            print(f"GPU {index} {field:19} nvidia-smi={smi!r:32} attn-doctor={doctor!r:32} {verdict}")
     if len(smi_rows) != len(gpus):
         disagreements += 1
         print(f"GPU count: nvidia-smi {len(smi_rows)}, attn-doctor {len(gpus)}: DIFFER")

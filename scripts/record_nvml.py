@@ -34,11 +34,18 @@ def main() -> None:
     devices = []
     for index in range(pynvml.nvmlDeviceGetCount()):
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        devices.append({
-            name: answer(getattr(pynvml, name), handle)
-            for name in ("nvmlDeviceGetName", "nvmlDeviceGetUUID", "nvmlDeviceGetCudaComputeCapability",
-                         "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMigMode")
-        })
+        devices.append(
+            {
+                name: answer(getattr(pynvml, name), handle)
+                for name in (
+                    "nvmlDeviceGetName",
+                    "nvmlDeviceGetUUID",
+                    "nvmlDeviceGetCudaComputeCapability",
+                    "nvmlDeviceGetMemoryInfo",
+                    "nvmlDeviceGetMigMode",
+                )
+            }
+        )
     recording = {
         "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),

@@ -31,9 +31,7 @@ FA4_VERSION = "4.0.0b36"
 
 
 def run(*argv: str | Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
-    )
+    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     if check and done.returncode != 0:
         raise AssertionError(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
@@ -70,8 +68,19 @@ def _fa2_wheel(python: Path) -> Path:
         return found[0]
     # Only the exact string TRUE switches these on (FA2 setup.py, KNOWLEDGE.md §7).
     env = {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE", "FLASH_ATTENTION_FORCE_BUILD": "TRUE"}
-    run(python, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
-        f"flash-attn=={FA2_VERSION}", "-w", wheels, env=env)
+    run(
+        python,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-build-isolation",
+        "--no-deps",
+        f"flash-attn=={FA2_VERSION}",
+        "-w",
+        wheels,
+        env=env,
+    )
     return sorted(wheels.glob(f"flash_attn-{FA2_VERSION}-*.whl"))[0]
 
 
@@ -79,10 +88,26 @@ def _fa4() -> tuple[Path, Path]:
     wheels, sdists = CACHE / "wheels", CACHE / "sdist"
     wheel = wheels / f"flash_attn_4-{FA4_VERSION}-py3-none-any.whl"
     if not wheel.exists():
-        pip("download", "--pre", "--no-deps", "--only-binary=:all:", f"flash-attn-4=={FA4_VERSION}", "-d", wheels)
+        pip(
+            "download",
+            "--pre",
+            "--no-deps",
+            "--only-binary=:all:",
+            f"flash-attn-4=={FA4_VERSION}",
+            "-d",
+            wheels,
+        )
     source = CACHE / f"flash_attn_4-{FA4_VERSION}"
     if not source.exists():
-        pip("download", "--pre", "--no-deps", "--no-binary=:all:", f"flash-attn-4=={FA4_VERSION}", "-d", sdists)
+        pip(
+            "download",
+            "--pre",
+            "--no-deps",
+            "--no-binary=:all:",
+            f"flash-attn-4=={FA4_VERSION}",
+            "-d",
+            sdists,
+        )
         with tarfile.open(sdists / f"flash_attn_4-{FA4_VERSION}.tar.gz") as archive:
             archive.extractall(CACHE, filter="data")
     return wheel, source
@@ -153,8 +178,9 @@ class RecordedNvml:
         return str(self._answer("nvmlSystemGetDriverVersion", self.recording["nvmlSystemGetDriverVersion"]))
 
     def nvmlSystemGetCudaDriverVersion_v2(self) -> int:
-        return int(self._answer("nvmlSystemGetCudaDriverVersion_v2",
-                                self.recording["nvmlSystemGetCudaDriverVersion_v2"]))
+        return int(
+            self._answer("nvmlSystemGetCudaDriverVersion_v2", self.recording["nvmlSystemGetCudaDriverVersion_v2"])
+        )
 
     def nvmlDeviceGetCount(self) -> int:
         return int(self._answer("nvmlDeviceGetCount", len(self.recording["devices"])))

@@ -118,7 +118,7 @@ def test_editable_fa4_is_shadowed_by_fa2_stub(venv: Venv, real: RealPackages, h1
     assert str(real.fa4_source / "__init__.py") in text
 
     # the advised fix, run as printed, makes flash_attn.cute resolve to the source tree
-    [move] = [f for f in report.findings if f.code == "fa4-shadowed"][0].fix
+    [move] = next(f for f in report.findings if f.code == "fa4-shadowed").fix
     run("sh", "-c", move)
     fixed = check(venv, h100)
     assert "fa4-shadowed" not in codes(fixed)
@@ -133,8 +133,9 @@ def test_resolution_matches_the_real_import(venv: Venv, real: RealPackages, h100
     so we ask for the spec through importlib.util.find_spec on the namespace parent)."""
     venv.install(real.fa4_wheel)
     report = check(venv, h100)
-    real_origin = run(venv.python, "-c",
-                      "import importlib.util as u; print(u.find_spec('flash_attn.cute').origin)").stdout.strip()
+    real_origin = run(
+        venv.python, "-c", "import importlib.util as u; print(u.find_spec('flash_attn.cute').origin)"
+    ).stdout.strip()
     assert report.facts.resolution("flash_attn.cute").origin == real_origin  # type: ignore[union-attr]
 
 
@@ -142,8 +143,7 @@ def test_cli_end_to_end_json(venv: Venv, real: RealPackages) -> None:
     """The installed command on the real collision: JSON out, exit 1 for the errors."""
     venv.install(real.fa4_wheel)
     venv.install(real.fa2_wheel)
-    done = run(sys.executable, "-m", "attn_doctor", "check", "--python", venv.python, "--format", "json",
-               check=False)
+    done = run(sys.executable, "-m", "attn_doctor", "check", "--python", venv.python, "--format", "json", check=False)
     assert done.returncode == 1, done.stderr
     data = json.loads(done.stdout)
     assert data["schema"] == "attn-doctor/report-1"

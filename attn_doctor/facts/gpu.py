@@ -157,14 +157,13 @@ def read_nvidia(nvml: Any, cuda_visible_devices: str | None) -> tuple[Driver, tu
     return state, tuple(gpus)
 
 
-def _nvml_failure(
-    error: Exception, step: str, cuda_visible_devices: str | None
-) -> tuple[Driver, tuple[Gpu, ...]]:
+def _nvml_failure(error: Exception, step: str, cuda_visible_devices: str | None) -> tuple[Driver, tuple[Gpu, ...]]:
     code = getattr(error, "value", None)
     status = _NVML_STATUS.get(code, "nvml-error") if isinstance(code, int) else "nvml-error"
     message = str(error).strip() or type(error).__name__
-    return Driver(nvidia_status=status, nvidia_detail=f"{step}: {message}",
-                  cuda_visible_devices=cuda_visible_devices), ()
+    return Driver(
+        nvidia_status=status, nvidia_detail=f"{step}: {message}", cuda_visible_devices=cuda_visible_devices
+    ), ()
 
 
 def read_amd(root: Path = Path("/")) -> tuple[tuple[Gpu, ...], str | None]:
@@ -224,11 +223,15 @@ def read_gpus(nvml: Any | None = None, root: Path = Path("/")) -> tuple[Driver, 
     cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         except ImportError as error:  # the doctor's own dependency missing: say so, go on
-            nvml = None
-            driver = Driver(nvidia_status="nvml-library-missing", nvidia_detail=f"import pynvml: {error}",
-                            cuda_visible_devices=cuda_visible)
+            driver = Driver(
+                nvidia_status="nvml-library-missing",
+                nvidia_detail=f"import pynvml: {error}",
+                cuda_visible_devices=cuda_visible,
+            )
             nvidia: tuple[Gpu, ...] = ()
     if nvml is not None:
         driver, nvidia = read_nvidia(nvml, cuda_visible)

@@ -32,15 +32,19 @@ _CLASSES = (
     ("undefined-symbol", re.compile(r"undefined symbol: (\S+)")),
     (
         "missing-cuda-library",
-        re.compile(r"(lib(?:cuda|cudart|cublas\w*|cudnn\w*|nvrtc\w*|cusparse\w*|nccl|cufft\w*|"
-                   r"curand\w*|cusolver\w*|nvJitLink\w*|amdhip64|rocblas)[\w.\-]*\.so[\w.]*): "
-                   r"cannot open shared object file"),
+        re.compile(
+            r"(lib(?:cuda|cudart|cublas\w*|cudnn\w*|nvrtc\w*|cusparse\w*|nccl|cufft\w*|"
+            r"curand\w*|cusolver\w*|nvJitLink\w*|amdhip64|rocblas)[\w.\-]*\.so[\w.]*): "
+            r"cannot open shared object file"
+        ),
     ),
     (
         "unsupported-gpu",
-        re.compile(r"no kernel image is available|not supported on (?:this|your) GPU|"
-                   r"(?:requires|needs) (?:compute capability|sm_?\d+)|unsupported (?:GPU|architecture)",
-                   re.IGNORECASE),
+        re.compile(
+            r"no kernel image is available|not supported on (?:this|your) GPU|"
+            r"(?:requires|needs) (?:compute capability|sm_?\d+)|unsupported (?:GPU|architecture)",
+            re.IGNORECASE,
+        ),
     ),
 )
 

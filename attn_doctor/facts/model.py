@@ -242,7 +242,7 @@ def _convert(hint: Any, data: Any, where: str) -> Any:
                 kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise FactsError(f"{where}: missing field {f.name!r}")
-        return hint(**kwargs)
+        return typing.cast(Any, hint)(**kwargs)
     if hint is float and isinstance(data, int | float) and not isinstance(data, bool):
         return float(data)
     if hint in (str, int, bool) and type(data) is hint:

@@ -6,6 +6,8 @@ distributions are read from their dist-info, and imports are resolved with the f
 (`import flash_attn` would run FA2's __init__, which loads the CUDA extension and may crash).
 """
 
+from __future__ import annotations
+
 import base64
 import hashlib
 import importlib.machinery
@@ -17,7 +19,9 @@ import shutil
 import sys
 import sysconfig
 import types
-import types
+from typing import Any, Dict
+
+Json = Dict[str, Any]  # typing.Dict: this module must import on Python 3.8
 
 # Under `python -c`, sys.path[0] is the working directory: a stray flash_attn/ there must not
 # decide what the target's imports resolve to.
@@ -25,11 +29,11 @@ if sys.path and sys.path[0] in ("", os.getcwd()):
     sys.path.pop(0)
 
 
-def _canonical(name):
+def _canonical(name: str) -> str:
     return name.replace("_", "-").replace(".", "-").lower()
 
 
-def interpreter():
+def interpreter() -> Json:
     prefix = sys.prefix
     in_venv = sys.prefix != getattr(sys, "base_prefix", sys.prefix)
     if in_venv:
@@ -68,7 +72,7 @@ def interpreter():
     }
 
 
-def _sha256(path):
+def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -76,7 +80,7 @@ def _sha256(path):
     return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
-def _record(dist):
+def _record(dist: importlib.metadata.Distribution) -> list[tuple[str, str | None, int | None]] | None:
     """RECORD rows as (path, hash, size); None when RECORD is absent."""
     text = dist.read_text("RECORD")
     if text is None:
@@ -94,7 +98,7 @@ def _record(dist):
     return rows
 
 
-def _direct_url(dist):
+def _direct_url(dist: importlib.metadata.Distribution) -> tuple[bool, str | None]:
     text = dist.read_text("direct_url.json")
     if not text:
         return False, None
@@ -105,7 +109,7 @@ def _direct_url(dist):
     return bool(data.get("dir_info", {}).get("editable")), data.get("url")
 
 
-def distributions(names, verify, hash_limit):
+def distributions(names: list[str], verify: list[str], hash_limit: int | None) -> list[Json]:
     """Read every dist-info of the named distributions on sys.path; check the RECORD of those
     in `verify` (torch's 15,000 files are left alone: hashing them is not instant)."""
     wanted = set(_canonical(n) for n in names)
@@ -132,10 +136,14 @@ def distributions(names, verify, hash_limit):
             name, version, problem = None, None, "METADATA unreadable: {}".format(error)
         canonical = _canonical(name) if name else folder_name
         if name is None and problem is None:
-            problem = "no METADATA file" if not os.path.exists(os.path.join(dist_path, "METADATA")) else (
-                "METADATA has no Name"
-            )
-        entry = {
+            metadata_path = os.path.join(dist_path, "METADATA")
+            if not os.path.lexists(metadata_path):
+                problem = "no METADATA file"
+            elif not os.path.isfile(metadata_path):
+                problem = "METADATA unreadable (not a file)"
+            else:
+                problem = "METADATA has no Name"
+        entry: Json = {
             "name": canonical,
             "version": version,
             "dist_info": dist_path,
@@ -160,9 +168,9 @@ def distributions(names, verify, hash_limit):
     return found
 
 
-def _verify(found, hash_limit):
+def _verify(found: list[Json], hash_limit: int | None) -> None:
     """Compare every file with its RECORD row, and name whose copy a changed file now is."""
-    owners = {}  # absolute path -> [(distribution, recorded hash)]
+    owners: dict[str, list[tuple[str, str]]] = {}  # absolute path -> [(distribution, recorded hash)]
     for entry in found:
         for path, recorded_hash, _size in entry["_rows"]:
             if recorded_hash is None:
@@ -172,7 +180,7 @@ def _verify(found, hash_limit):
     for entry in found:
         modified, missing, extensions = [], [], []
         hashed = size_only = 0
-        shared = {}
+        shared: dict[str, list[str]] = {}
         for path, recorded_hash, size in entry["_rows"]:
             absolute = os.path.normpath(os.path.join(entry["location"], path))
             # vendored shared libraries live in `<name>.libs/`; the rest are extension modules
@@ -212,7 +220,7 @@ def _verify(found, hash_limit):
         )
 
 
-def _extends_path(init_file):
+def _extends_path(init_file: str) -> bool:
     """True when a package __init__ widens its __path__ (pkgutil.extend_path), as FA2 does on
     upstream main, so that its submodules are searched in every sys.path entry."""
     try:
@@ -222,7 +230,7 @@ def _extends_path(init_file):
         return False
 
 
-def _ask_finders(name, search, last):
+def _ask_finders(name: str, search: list[str] | None, last: bool) -> tuple[Any, str | None, list[str]]:
     """The first spec the meta-path finders give, asked in order as the import system asks
     them; for the last dotted part, also what each later finder would have answered."""
     spec, finder_name, others = None, None, []
@@ -242,11 +250,11 @@ def _ask_finders(name, search, last):
     return spec, finder_name, others
 
 
-def resolve(module):
+def resolve(module: str) -> Json:
     """Find where `import module` would load from without executing any package code:
     ask the meta-path finders, one dotted part at a time."""
     parts = module.split(".")
-    search = None
+    search: list[str] | None = None
     for depth in range(len(parts)):
         name = ".".join(parts[: depth + 1])
         parent = ".".join(parts[:depth])
@@ -255,20 +263,22 @@ def resolve(module):
             # A namespace spec reads its parent's __path__ from sys.modules: lend it an empty
             # stand-in for the parent, so that the parent's own code never runs.
             stand_in = types.ModuleType(parent)
-            stand_in.__path__ = search
+            stand_in.__path__ = search or []
             sys.modules[parent] = stand_in
         try:
             spec, finder_name, others = _ask_finders(name, search, depth == len(parts) - 1)
             # a namespace path is computed lazily from the parent: read it while the stand-in is there
-            locations = None if spec is None or spec.submodule_search_locations is None else list(
-                spec.submodule_search_locations
+            locations = (
+                None
+                if spec is None or spec.submodule_search_locations is None
+                else list(spec.submodule_search_locations)
             )
         except Exception as error:
             return {"module": module, "kind": "error", "detail": "{}: {}".format(type(error).__name__, error)}
         finally:
             if depth and previous is None:
                 del sys.modules[parent]
-            elif depth:
+            elif depth and previous is not None:
                 sys.modules[parent] = previous
         if spec is None:
             return {"module": module, "kind": "missing", "detail": "no finder knows {}".format(name)}
@@ -298,7 +308,7 @@ def resolve(module):
     }
 
 
-def torch_version(resolution):
+def torch_version(resolution: Json) -> Json | None:
     """torch/version.py read as text: a file of plain assignments that setup.py writes."""
     if resolution.get("kind") != "package" or not resolution.get("origin"):
         return None
@@ -321,8 +331,8 @@ def torch_version(resolution):
         if isinstance(target, ast.Name):
             try:
                 values[target.id] = ast.literal_eval(value)
-            except ValueError:
-                pass
+            except ValueError:  # not a literal (an expression setup.py wrote): not a fact we need
+                continue
     return {
         "location": folder,
         "version": values.get("__version__"),
@@ -332,20 +342,20 @@ def torch_version(resolution):
     }
 
 
-def main():
+def main() -> None:
     request = json.loads(sys.argv[1])
     resolutions = []
     for module in request["modules"]:
         try:
             resolutions.append(resolve(module))
         except Exception as error:  # one odd finder must not cost the whole report
-            resolutions.append({"module": module, "kind": "error", "detail": "{}: {}".format(type(error).__name__, error)})
-    torch_resolution = next((r for r in resolutions if r["module"] == "torch"), {})
+            resolutions.append(
+                {"module": module, "kind": "error", "detail": "{}: {}".format(type(error).__name__, error)}
+            )
+    torch_resolution: Json = next((r for r in resolutions if r["module"] == "torch"), {})
     report = {
         "interpreter": interpreter(),
-        "distributions": distributions(
-            request["distributions"], request["verify"], request.get("hash_limit")
-        ),
+        "distributions": distributions(request["distributions"], request["verify"], request.get("hash_limit")),
         "resolutions": resolutions,
         "torch": torch_version(torch_resolution),
     }

@@ -23,7 +23,7 @@ def load_facts(path: Path) -> Facts:
     except json.JSONDecodeError as error:
         raise FactsError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from error
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith(_FAMILY):
-        raise FactsError(f"{path} is not an attn-doctor report (no \"schema\": \"{SCHEMA}\")")
+        raise FactsError(f'{path} is not an attn-doctor report (no "schema": "{SCHEMA}")')
     if data["schema"] != SCHEMA:
         raise FactsError(f"{path} has schema {data['schema']}; this attn-doctor reads {SCHEMA}")
     try:

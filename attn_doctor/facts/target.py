@@ -131,9 +131,7 @@ class RunningProbe:
             raise TargetError(f"the probe in {self.python} did not answer in {PROBE_TIMEOUT_S:.0f} s") from error
         if self._process.returncode != 0:
             last = (err.strip().splitlines() or ["no output"])[-1]
-            raise TargetError(
-                f"the probe crashed in {self.python} (exit {self._process.returncode}): {last}"
-            )
+            raise TargetError(f"the probe crashed in {self.python} (exit {self._process.returncode}): {last}")
         try:
             return parse_probe(json.loads(out))
         except (ValueError, FactsError, KeyError) as error:

@@ -22,7 +22,7 @@ def cuda_home() -> str | None:
 
 
 def nvcc_version(nvcc: str) -> str | None:
-    """"13.0" from `nvcc --version` ("Cuda compilation tools, release 13.0, V13.0.88")."""
+    """ "13.0" from `nvcc --version` ("Cuda compilation tools, release 13.0, V13.0.88")."""
     try:
         out = subprocess.run(
             [nvcc, "--version"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL

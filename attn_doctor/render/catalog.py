@@ -9,9 +9,7 @@ from attn_doctor.rules.findings import Rule
 
 def render_catalog(rules: Sequence[Rule], markdown: bool) -> str:
     if not markdown:
-        return "".join(
-            f"{r.code} ({r.severity.label})\n    {r.meaning}\n    source: {r.source}\n" for r in rules
-        )
+        return "".join(f"{r.code} ({r.severity.label})\n    {r.meaning}\n    source: {r.source}\n" for r in rules)
     rows = [
         "# Finding codes",
         "",

@@ -12,7 +12,10 @@ _SEVERITY_MARKS = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: 
 
 def render_markdown(report: Report, verbose: bool = False) -> str:
     facts = report.facts
-    out = [f"## attn-doctor check ({facts.hostname}, {facts.collected_at}, attn-doctor {facts.doctor_version})", ""]
+    out = [
+        f"## attn-doctor check ({facts.hostname}, {facts.collected_at}, attn-doctor {facts.doctor_version})",
+        "",
+    ]
     for section in sections(report):
         out += [f"### {section.title}", ""]
         for line in section.lines:

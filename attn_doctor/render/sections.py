@@ -66,15 +66,25 @@ def _gpus(facts: Facts, marks: dict[str, str]) -> Section:
     driver = facts.driver
     section = Section("GPU")
     for g in facts.gpus:
-        arch = f"{g.architecture} {g.sm} (compute capability {g.compute_capability})" if g.compute_capability else (
-            f"{g.architecture} {g.gfx_target}")
+        arch = (
+            f"{g.architecture} {g.sm} (compute capability {g.compute_capability})"
+            if g.compute_capability
+            else (f"{g.architecture} {g.gfx_target}")
+        )
         memory = f", {g.memory_mib / 1024:.0f} GiB" if g.memory_mib else ""
         mig = ", MIG on" if g.mig else ""
         physical = f" (physical {g.physical_index})" if g.physical_index not in (None, g.index) else ""
-        section.lines.append(Line(marks.get(f"gpu{g.index}", OK), f"GPU {g.index}{physical}: {g.name}, {arch}{memory}{mig}",
-                                  (f"uuid {g.uuid}",) if g.uuid else ()))
+        section.lines.append(
+            Line(
+                marks.get(f"gpu{g.index}", OK),
+                f"GPU {g.index}{physical}: {g.name}, {arch}{memory}{mig}",
+                (f"uuid {g.uuid}",) if g.uuid else (),
+            )
+        )
     if driver.driver_version:
-        section.lines.append(Line(OK, f"NVIDIA driver {driver.driver_version}, CUDA up to {driver.cuda_driver_version}"))
+        section.lines.append(
+            Line(OK, f"NVIDIA driver {driver.driver_version}, CUDA up to {driver.cuda_driver_version}")
+        )
     elif driver.nvidia_status != "ok" and not facts.gpus:
         section.lines.append(Line(WARNING, f"no NVIDIA GPU: {driver.nvidia_detail}"))
     if driver.rocm_version:
@@ -90,8 +100,11 @@ def _python(facts: Facts) -> Section:
     glibc = f", glibc {py.glibc}" if py.glibc else ""
     tools = [f"pip {py.pip_version}" if py.pip_version else "no pip", f"uv at {py.uv}" if py.uv else "no uv"]
     lines = [
-        Line(OK, f"{py.implementation} {py.version} ({py.environment}) {py.executable}",
-             (f"prefix {py.prefix}", *(f"site-packages {s}" for s in py.site_packages))),
+        Line(
+            OK,
+            f"{py.implementation} {py.version} ({py.environment}) {py.executable}",
+            (f"prefix {py.prefix}", *(f"site-packages {s}" for s in py.site_packages)),
+        ),
         Line(NOTE, f"{py.platform}{glibc}; {', '.join(tools)}"),
     ]
     if py.externally_managed:
@@ -102,8 +115,10 @@ def _python(facts: Facts) -> Section:
 def _torch(facts: Facts) -> Section:
     torch = facts.torch
     if torch is None:
-        return Section("torch", [Line(ERROR if facts.torch_problem else WARNING,
-                                      facts.torch_problem or "torch is not installed")])
+        return Section(
+            "torch",
+            [Line(ERROR if facts.torch_problem else WARNING, facts.torch_problem or "torch is not installed")],
+        )
     try:
         release = Version(torch.version).release
     except InvalidVersion:
@@ -143,16 +158,20 @@ def _package_line(facts: Facts, package: Package, mark: str) -> Line:
     checked = package.files_hashed + package.files_size_only
     if checked:
         bad = len(package.modified) + len(package.missing)
-        parts.append(f"{checked - len(package.modified)}/{checked} files as installed" if bad else
-                     f"{checked} files as installed")
+        parts.append(
+            f"{checked - len(package.modified)}/{checked} files as installed"
+            if bad
+            else f"{checked} files as installed"
+        )
     evidence = [f"dist-info {package.dist_info}"]
     module = _SHOWN_MODULE.get(package.name)
     resolution = facts.resolution(module) if module else None
     if resolution is not None:
         where = resolution.origin or ", ".join(resolution.search_locations) or resolution.detail
         evidence.append(f"import {module} -> {resolution.kind} {where}")
-    evidence += [f"modified: {m.path}" + (f" (now {m.now_matches}'s)" if m.now_matches else "")
-                 for m in package.modified]
+    evidence += [
+        f"modified: {m.path}" + (f" (now {m.now_matches}'s)" if m.now_matches else "") for m in package.modified
+    ]
     evidence += [f"missing: {p}" for p in package.missing]
     return Line(mark, ", ".join(parts), tuple(evidence))
 
@@ -170,11 +189,16 @@ def _imports(facts: Facts) -> Section:
 def _toolchain(facts: Facts) -> Section:
     tools = facts.toolchain
     lines = [
-        Line(OK if tools.nvcc else ABSENT, f"nvcc {tools.nvcc} at {tools.nvcc_path}" if tools.nvcc else "no nvcc"),
-        Line(OK if tools.cuda_home else ABSENT, f"CUDA_HOME {tools.cuda_home}" if tools.cuda_home else "no CUDA_HOME"),
+        Line(
+            OK if tools.nvcc else ABSENT,
+            f"nvcc {tools.nvcc} at {tools.nvcc_path}" if tools.nvcc else "no nvcc",
+        ),
+        Line(
+            OK if tools.cuda_home else ABSENT,
+            f"CUDA_HOME {tools.cuda_home}" if tools.cuda_home else "no CUDA_HOME",
+        ),
     ]
     for name, path in (("ninja", tools.ninja), ("C++ compiler", tools.cxx), ("git", tools.git)):
         lines.append(Line(OK if path else ABSENT, f"{name} {path}" if path else f"no {name}"))
     lines.append(Line(NOTE, f"{tools.cpus} CPUs, {tools.ram_gib:.0f} GiB RAM"))
     return Section("Build toolchain", lines)
-

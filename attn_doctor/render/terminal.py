@@ -9,7 +9,13 @@ from attn_doctor.render.sections import ABSENT, ERROR, NOTE, OK, WARNING, sectio
 from attn_doctor.report import Report
 from attn_doctor.rules.findings import Severity
 
-_MARKS = {OK: "[green]✓[/]", ERROR: "[red]✗[/]", WARNING: "[yellow]![/]", NOTE: "[dim]·[/]", ABSENT: "[dim]–[/]"}
+_MARKS = {
+    OK: "[green]✓[/]",
+    ERROR: "[red]✗[/]",
+    WARNING: "[yellow]![/]",
+    NOTE: "[dim]·[/]",
+    ABSENT: "[dim]–[/]",
+}
 _SEVERITY = {
     Severity.ERROR: "[bold red]✗ error[/]",
     Severity.WARNING: "[bold yellow]! warning[/]",

@@ -54,26 +54,50 @@ def gpu_findings(facts: Facts) -> list[Finding]:
     status = gpu.nvidia_status
     evidence = [f"NVML: {gpu.nvidia_detail}"] if gpu.nvidia_detail else []
     if status == "driver-mismatch":
-        found.append(finding(
-            "driver-mismatch", "NVIDIA driver library and kernel module versions differ",
-            ["sudo reboot  # loads the kernel module that matches the installed driver library"], evidence))
+        found.append(
+            finding(
+                "driver-mismatch",
+                "NVIDIA driver library and kernel module versions differ",
+                ["sudo reboot  # loads the kernel module that matches the installed driver library"],
+                evidence,
+            )
+        )
     elif status == "driver-not-loaded":
-        found.append(finding("driver-not-loaded", "the NVIDIA kernel driver is not loaded",
-                             ["sudo modprobe nvidia", "nvidia-smi  # should now list the GPUs"], evidence))
+        found.append(
+            finding(
+                "driver-not-loaded",
+                "the NVIDIA kernel driver is not loaded",
+                ["sudo modprobe nvidia", "nvidia-smi  # should now list the GPUs"],
+                evidence,
+            )
+        )
     elif status == "nvml-error":
-        found.append(finding("nvml-error", f"NVML failed: {gpu.nvidia_detail}",
-                             ["nvidia-smi  # shows whether the driver itself answers"], evidence))
+        found.append(
+            finding(
+                "nvml-error",
+                f"NVML failed: {gpu.nvidia_detail}",
+                ["nvidia-smi  # shows whether the driver itself answers"],
+                evidence,
+            )
+        )
     elif status == "nvml-library-missing" and not amd:
-        found.append(finding(
-            "nvml-library-missing", "no NVIDIA driver found (libnvidia-ml.so cannot be loaded)",
-            ["nvidia-smi  # missing too? install the NVIDIA driver; in a container, run it with --gpus all"],
-            evidence))
+        found.append(
+            finding(
+                "nvml-library-missing",
+                "no NVIDIA driver found (libnvidia-ml.so cannot be loaded)",
+                ["nvidia-smi  # missing too? install the NVIDIA driver; in a container, run it with --gpus all"],
+                evidence,
+            )
+        )
     elif status in ("ok", "no-gpu") and not facts.gpus:
         if gpu.hidden_gpus:
-            found.append(finding(
-                "gpus-hidden",
-                f"CUDA_VISIBLE_DEVICES={gpu.cuda_visible_devices!r} hides all {gpu.hidden_gpus} GPU(s)",
-                ["unset CUDA_VISIBLE_DEVICES  # or list the GPUs to use: CUDA_VISIBLE_DEVICES=0"]))
+            found.append(
+                finding(
+                    "gpus-hidden",
+                    f"CUDA_VISIBLE_DEVICES={gpu.cuda_visible_devices!r} hides all {gpu.hidden_gpus} GPU(s)",
+                    ["unset CUDA_VISIBLE_DEVICES  # or list the GPUs to use: CUDA_VISIBLE_DEVICES=0"],
+                )
+            )
         else:
             found.append(finding("no-gpu", "no GPU found", evidence=evidence))
     for g in facts.gpus:
@@ -86,47 +110,82 @@ def python_findings(facts: Facts) -> list[Finding]:
     if not facts.python.externally_managed:
         return []
     python = shlex.quote(facts.python.executable)
-    return [finding(
-        "python-externally-managed",
-        f"{facts.python.executable} is externally managed (PEP 668): pip will refuse to install into it",
-        [f"{python} -m venv .venv && . .venv/bin/activate"])]
+    return [
+        finding(
+            "python-externally-managed",
+            f"{facts.python.executable} is externally managed (PEP 668): pip will refuse to install into it",
+            [f"{python} -m venv .venv && . .venv/bin/activate"],
+        )
+    ]
 
 
 def torch_findings(facts: Facts) -> list[Finding]:
     torch = facts.torch
     if torch is None:
         if facts.torch_problem:
-            return [finding("torch-unreadable", f"torch is installed but unreadable: {facts.torch_problem}",
-                            [pip_install(facts, "--force-reinstall --no-deps torch")])]
-        return [finding("torch-missing", "torch is not installed in the target environment",
-                        [pip_install(facts, "torch")])]
+            return [
+                finding(
+                    "torch-unreadable",
+                    f"torch is installed but unreadable: {facts.torch_problem}",
+                    [pip_install(facts, "--force-reinstall --no-deps torch")],
+                )
+            ]
+        return [
+            finding(
+                "torch-missing",
+                "torch is not installed in the target environment",
+                [pip_install(facts, "torch")],
+            )
+        ]
     nvidia = [g for g in facts.gpus if g.vendor == "nvidia"]
     amd = [g for g in facts.gpus if g.vendor == "amd"]
     evidence = [f"torch {torch.version} ({torch.build}) at {torch.location}"]
     if (nvidia or amd) and not torch.cuda and not torch.hip:
-        return [finding("torch-cpu-only", f"torch {torch.version} is a CPU-only build, but a GPU is present",
-                        [pip_install(facts, "--force-reinstall torch  # a CUDA build; see pytorch.org for the index")],
-                        evidence)]
+        return [
+            finding(
+                "torch-cpu-only",
+                f"torch {torch.version} is a CPU-only build, but a GPU is present",
+                [pip_install(facts, "--force-reinstall torch  # a CUDA build; see pytorch.org for the index")],
+                evidence,
+            )
+        ]
     if (nvidia and not amd and torch.hip) or (amd and not nvidia and torch.cuda):
         vendor = "NVIDIA" if nvidia else "AMD"
-        return [finding("torch-wrong-gpu-vendor", f"torch {torch.version} ({torch.build}) cannot use the {vendor} GPU",
-                        [pip_install(facts, "--force-reinstall torch  # the build for this GPU's vendor")], evidence)]
+        return [
+            finding(
+                "torch-wrong-gpu-vendor",
+                f"torch {torch.version} ({torch.build}) cannot use the {vendor} GPU",
+                [pip_install(facts, "--force-reinstall torch  # the build for this GPU's vendor")],
+                evidence,
+            )
+        ]
     built = _cuda_version(torch.cuda)
     driver = _cuda_version(facts.driver.cuda_driver_version)
     if built and driver and nvidia:
         evidence.append(f"driver {facts.driver.driver_version} supports CUDA up to {facts.driver.cuda_driver_version}")
         if built[0] > driver[0]:
-            return [finding(
-                "torch-cuda-too-new",
-                f"torch {torch.version} needs CUDA {torch.cuda}; driver {facts.driver.driver_version} "
-                f"supports up to {facts.driver.cuda_driver_version}",
-                [f"upgrade the NVIDIA driver to one supporting CUDA {torch.cuda}, or install a torch built for "
-                 f"CUDA {driver[0]}.x"], evidence)]
+            return [
+                finding(
+                    "torch-cuda-too-new",
+                    f"torch {torch.version} needs CUDA {torch.cuda}; driver {facts.driver.driver_version} "
+                    f"supports up to {facts.driver.cuda_driver_version}",
+                    [
+                        f"upgrade the NVIDIA driver to one supporting CUDA {torch.cuda}, or install a torch built for "
+                        f"CUDA {driver[0]}.x"
+                    ],
+                    evidence,
+                )
+            ]
         if built > driver:
-            return [finding(
-                "torch-cuda-minor-newer",
-                f"torch built for CUDA {torch.cuda} runs on a CUDA {facts.driver.cuda_driver_version} driver "
-                "by minor-version compatibility only", [], evidence)]
+            return [
+                finding(
+                    "torch-cuda-minor-newer",
+                    f"torch built for CUDA {torch.cuda} runs on a CUDA {facts.driver.cuda_driver_version} driver "
+                    "by minor-version compatibility only",
+                    [],
+                    evidence,
+                )
+            ]
     return []
 
 
@@ -137,13 +196,20 @@ def package_findings(facts: Facts) -> list[Finding]:
         by_name.setdefault(package.name, []).append(package)
     for name, copies in by_name.items():
         if len(copies) > 1:
-            found.append(finding(
-                "package-duplicate",
-                f"{name} has {len(copies)} dist-info folders: "
-                + ", ".join(f"{c.version} in {c.location}" for c in copies),
-                [f"mv {shlex.quote(c.dist_info)} {shlex.quote(c.dist_info)}.stale  # keep only the one you use"
-                 for c in copies[1:]] + [_reinstall(facts, copies[0])],
-                [c.dist_info for c in copies], subject=name))
+            found.append(
+                finding(
+                    "package-duplicate",
+                    f"{name} has {len(copies)} dist-info folders: "
+                    + ", ".join(f"{c.version} in {c.location}" for c in copies),
+                    [
+                        f"mv {shlex.quote(c.dist_info)} {shlex.quote(c.dist_info)}.stale  # keep only the one you use"
+                        for c in copies[1:]
+                    ]
+                    + [_reinstall(facts, copies[0])],
+                    [c.dist_info for c in copies],
+                    subject=name,
+                )
+            )
     for package in facts.packages:
         problem = package.metadata_problem
         if problem is None and package.version is not None:
@@ -153,30 +219,52 @@ def package_findings(facts: Facts) -> list[Finding]:
                 problem = f"invalid version {package.version!r}"
         if problem:
             folder = shlex.quote(package.dist_info)
-            found.append(finding(
-                "package-metadata-broken", f"{package.name}: {problem}",
-                [f"mv {folder} {folder}.broken  # set the broken record aside", _reinstall(facts, package)],
-                [package.dist_info], subject=package.name))
+            found.append(
+                finding(
+                    "package-metadata-broken",
+                    f"{package.name}: {problem}",
+                    [
+                        f"mv {folder} {folder}.broken  # set the broken record aside",
+                        _reinstall(facts, package),
+                    ],
+                    [package.dist_info],
+                    subject=package.name,
+                )
+            )
             continue
         if package.name in _GENERIC_VERIFIED:
             shared = {p for s in package.shared for p in s.paths}
             changed = [m.path for m in package.modified if m.path not in shared]
             missing = [p for p in package.missing if p not in shared]
             if changed or missing:
-                found.append(finding(
-                    "package-files-modified",
-                    f"{package.name} {package.version}: {len(changed)} file(s) changed, {len(missing)} missing "
-                    "since install",
-                    [_reinstall(facts, package)],
-                    [f"changed: {p}" for p in changed] + [f"missing: {p}" for p in missing], subject=package.name))
+                found.append(
+                    finding(
+                        "package-files-modified",
+                        f"{package.name} {package.version}: {len(changed)} file(s) changed, {len(missing)} missing "
+                        "since install",
+                        [_reinstall(facts, package)],
+                        [f"changed: {p}" for p in changed] + [f"missing: {p}" for p in missing],
+                        subject=package.name,
+                    )
+                )
         if package.name == FA4 and package.version == "0.0.1":
-            found.append(finding(
-                "flash-attn-4-placeholder", "flash-attn-4 0.0.1 is the yanked placeholder, not FA4",
-                [pip_install(facts, "--pre --force-reinstall flash-attn-4")], subject=FA4))
+            found.append(
+                finding(
+                    "flash-attn-4-placeholder",
+                    "flash-attn-4 0.0.1 is the yanked placeholder, not FA4",
+                    [pip_install(facts, "--pre --force-reinstall flash-attn-4")],
+                    subject=FA4,
+                )
+            )
         if package.name == "sageattention" and _major(package.version) == 1:
-            found.append(finding(
-                "sageattention-v1", f"sageattention {package.version} is SageAttention 1 (Triton only), not 2.x",
-                ["attn-doctor install sage  # builds SageAttention 2.2.0 from source"], subject="sageattention"))
+            found.append(
+                finding(
+                    "sageattention-v1",
+                    f"sageattention {package.version} is SageAttention 1 (Triton only), not 2.x",
+                    ["attn-doctor install sage  # builds SageAttention 2.2.0 from source"],
+                    subject="sageattention",
+                )
+            )
     return found
 
 
@@ -193,15 +281,25 @@ def collision_findings(facts: Facts) -> list[Finding]:
     found: list[Finding] = []
     extension = facts.resolution("flash_attn_2_cuda")
     # ROCm's Triton build of FA2 has no extension by design, so only CUDA builds are judged.
-    if fa2 is not None and not fa2.metadata_problem and not (facts.torch and facts.torch.hip):
-        if extension is None or extension.kind == "missing":
-            found.append(finding(
+    cuda_fa2 = fa2 is not None and not fa2.metadata_problem and not (facts.torch and facts.torch.hip)
+    if fa2 is not None and cuda_fa2 and (extension is None or extension.kind == "missing"):
+        found.append(
+            finding(
                 "fa2-extension-missing",
                 f"flash-attn {fa2.version} has no compiled flash_attn_2_cuda: `import flash_attn` will fail",
-                [pip_install(facts, f"--force-reinstall --no-deps --no-build-isolation flash-attn=={fa2.version}")],
-                ["no flash_attn_2_cuda extension module on the target's sys.path",
-                 f"RECORD of {fa2.dist_info} lists: {', '.join(fa2.extension_modules) or 'no extension module'}"],
-                subject=FA2))
+                [
+                    pip_install(
+                        facts,
+                        f"--force-reinstall --no-deps --no-build-isolation flash-attn=={fa2.version}",
+                    )
+                ],
+                [
+                    "no flash_attn_2_cuda extension module on the target's sys.path",
+                    f"RECORD of {fa2.dist_info} lists: {', '.join(fa2.extension_modules) or 'no extension module'}",
+                ],
+                subject=FA2,
+            )
+        )
     if fa4 is None or fa4.metadata_problem:
         return found
     reinstall = _reinstall(facts, fa4)
@@ -211,34 +309,52 @@ def collision_findings(facts: Facts) -> list[Finding]:
         stub = Path(cute.origin).parent
         owner = "FA2's stale cute/ stub" if fa2 and _inside(stub, fa2.location) else "another copy"
         backup = shlex.quote(str(stub) + ".fa2-stub")
-        found.append(finding(
-            "fa4-shadowed",
-            f"flash_attn.cute resolves to {owner} at {stub}, not to flash-attn-4 {fa4.version}",
-            [f"mv {shlex.quote(str(stub))} {backup}  # moved aside, not deleted"],
-            [f"flash_attn.cute -> {cute.origin} (found by {cute.finder})", f"flash-attn-4 expects {expected}"],
-            subject=FA4))
+        found.append(
+            finding(
+                "fa4-shadowed",
+                f"flash_attn.cute resolves to {owner} at {stub}, not to flash-attn-4 {fa4.version}",
+                [f"mv {shlex.quote(str(stub))} {backup}  # moved aside, not deleted"],
+                [
+                    f"flash_attn.cute -> {cute.origin} (found by {cute.finder})",
+                    f"flash-attn-4 expects {expected}",
+                ],
+                subject=FA4,
+            )
+        )
     if fa4.modified:
         owners = sorted({m.now_matches or "an unknown source" for m in fa4.modified})
-        found.append(finding(
-            "fa4-files-overwritten",
-            f"{len(fa4.modified)} of flash-attn-4's files are now {' / '.join(owners)}'s copies "
-            f"({_listed([m.path for m in fa4.modified])})",
-            [reinstall],
-            [f"{m.path}: sha256 is {m.now_matches or 'unknown'}'s, not flash-attn-4's" for m in fa4.modified],
-            subject=FA4))
+        found.append(
+            finding(
+                "fa4-files-overwritten",
+                f"{len(fa4.modified)} of flash-attn-4's files are now {' / '.join(owners)}'s copies "
+                f"({_listed([m.path for m in fa4.modified])})",
+                [reinstall],
+                [f"{m.path}: sha256 is {m.now_matches or 'unknown'}'s, not flash-attn-4's" for m in fa4.modified],
+                subject=FA4,
+            )
+        )
     if fa4.missing:
-        found.append(finding(
-            "fa4-files-missing",
-            f"{len(fa4.missing)} of flash-attn-4's files are missing ({_listed(list(fa4.missing))})",
-            [reinstall], [f"missing: {p}" for p in fa4.missing], subject=FA4))
+        found.append(
+            finding(
+                "fa4-files-missing",
+                f"{len(fa4.missing)} of flash-attn-4's files are missing ({_listed(list(fa4.missing))})",
+                [reinstall],
+                [f"missing: {p}" for p in fa4.missing],
+                subject=FA4,
+            )
+        )
     for shared in fa4.shared:
         if shared.other == FA2:
-            found.append(finding(
-                "fa2-uninstall-breaks-fa4",
-                f"`pip uninstall flash-attn` would delete {len(shared.paths)} of flash-attn-4's files "
-                f"({_listed(list(shared.paths))})",
-                ["# after any `pip uninstall flash-attn`, restore FA4's files:", reinstall],
-                [f"in both RECORDs: {p}" for p in shared.paths], subject=FA4))
+            found.append(
+                finding(
+                    "fa2-uninstall-breaks-fa4",
+                    f"`pip uninstall flash-attn` would delete {len(shared.paths)} of flash-attn-4's files "
+                    f"({_listed(list(shared.paths))})",
+                    ["# after any `pip uninstall flash-attn`, restore FA4's files:", reinstall],
+                    [f"in both RECORDs: {p}" for p in shared.paths],
+                    subject=FA4,
+                )
+            )
     return found
 
 
@@ -253,7 +369,7 @@ def _fa4_origin(fa4: Package, candidates: tuple[str, ...]) -> str | None:
         if candidates:
             return candidates[0]
         if fa4.source_url and fa4.source_url.startswith("file://"):
-            return str(Path(fa4.source_url[len("file://"):]) / "__init__.py")
+            return str(Path(fa4.source_url[len("file://") :]) / "__init__.py")
         return None
     return str(Path(fa4.location) / "flash_attn" / "cute" / "__init__.py")
 
@@ -269,10 +385,17 @@ def import_findings(facts: Facts) -> list[Finding]:
         fix: list[str] = []
         title = f"`import {result.module}` failed: {result.detail}"
         if result.outcome == "undefined-symbol":
-            title = f"`import {result.module}` fails with an undefined symbol: it was built for another torch than {torch}"
+            title = (
+                f"`import {result.module}` fails with an undefined symbol: it was built for another torch than {torch}"
+            )
             if package is not None:
-                fix = [pip_install(facts, f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir "
-                                          f"{package.name}=={package.version}  # rebuilds against {torch}")]
+                fix = [
+                    pip_install(
+                        facts,
+                        f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir "
+                        f"{package.name}=={package.version}  # rebuilds against {torch}",
+                    )
+                ]
         elif result.outcome == "timeout":
             title = f"`import {result.module}` did not finish in {result.seconds:.0f} s"
         elif package is not None:
@@ -287,13 +410,17 @@ def toolchain_findings(facts: Facts) -> list[Finding]:
         return []  # builds are judged for CUDA torch only; nothing here compiles for a CPU torch
     found = []
     if tools.nvcc and tools.nvcc.split(".")[0] != torch.cuda.split(".")[0]:
-        found.append(finding(
-            "nvcc-torch-cuda-mismatch",
-            f"nvcc {tools.nvcc} ({tools.nvcc_path}) and torch's CUDA {torch.cuda} differ in major version",
-            [f"export CUDA_HOME=/usr/local/cuda-{torch.cuda}  # a toolkit matching torch, if installed"],
-            subject="nvcc"))
-    missing = [name for name, path in (("nvcc", tools.nvcc_path), ("ninja", tools.ninja), ("c++", tools.cxx))
-               if not path]
+        found.append(
+            finding(
+                "nvcc-torch-cuda-mismatch",
+                f"nvcc {tools.nvcc} ({tools.nvcc_path}) and torch's CUDA {torch.cuda} differ in major version",
+                [f"export CUDA_HOME=/usr/local/cuda-{torch.cuda}  # a toolkit matching torch, if installed"],
+                subject="nvcc",
+            )
+        )
+    missing = [
+        name for name, path in (("nvcc", tools.nvcc_path), ("ninja", tools.ninja), ("c++", tools.cxx)) if not path
+    ]
     if missing:
         fix = [pip_install(facts, "ninja")] if "ninja" in missing else []
         found.append(finding("build-tool-missing", f"missing for source builds: {', '.join(missing)}", fix))

@@ -1,0 +1,77 @@
+"""Finding codes: every code the judge emits is catalogued, and docs/findings.md is the catalog."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from attn_doctor.facts.imports import _CLASSES
+from attn_doctor.render.catalog import render_catalog
+from attn_doctor.rules import diagnose
+from attn_doctor.rules.findings import RULES, rule
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def emitted_codes() -> set[str]:
+    """The literal codes passed to finding(...) in the judge's source."""
+    tree = ast.parse(Path(diagnose.__file__).read_text())
+    return {
+        str(node.args[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "finding"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+
+
+def test_every_emitted_code_is_catalogued() -> None:
+    codes = emitted_codes()
+    assert len(codes) > 20
+    for code in codes:
+        assert rule(code).code == code
+    # import findings are named after the import outcome: each outcome needs its rule
+    for outcome in [o for o, _ in _CLASSES] + ["timeout", "failed"]:
+        assert rule(f"import-{outcome}")
+
+
+def test_no_catalogued_code_is_dead() -> None:
+    dynamic = {r.code for r in RULES if r.code.startswith("import-")}
+    assert {r.code for r in RULES} - dynamic == emitted_codes()
+
+
+def test_codes_are_unique_and_stable_shaped() -> None:
+    codes = [r.code for r in RULES]
+    assert len(codes) == len(set(codes))
+    assert all(c == c.lower() and " " not in c for c in codes)
+
+
+def test_docs_are_generated_from_the_catalog() -> None:
+    assert (REPO / "docs" / "findings.md").read_text() == render_catalog(RULES, markdown=True), (
+        "docs/findings.md is stale: attn-doctor explain --markdown > docs/findings.md"
+    )
+
+
+def test_report_schema_doc_lists_every_field() -> None:
+    import dataclasses
+
+    from attn_doctor.facts import model
+
+    doc = (REPO / "docs" / "report-schema.md").read_text()
+    classes = [
+        model.Facts,
+        model.Gpu,
+        model.Driver,
+        model.Interpreter,
+        model.Torch,
+        model.Package,
+        model.Resolution,
+        model.Toolchain,
+        model.ImportResult,
+        model.ModifiedFile,
+        model.SharedFiles,
+    ]
+    missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if f"`{f.name}`" not in doc]
+    assert not missing, f"docs/report-schema.md does not describe {missing}"
+    assert f'`"{model.SCHEMA}"`' in doc
