@@ -8,15 +8,18 @@ distributions are read from their dist-info, and imports are resolved with the f
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 8):  # before importlib.metadata: say so in one line
+    sys.exit("Python {}.{} is older than 3.8, the oldest attn-doctor can read".format(*sys.version_info[:2]))
+
 import base64
 import hashlib
-import importlib.machinery
 import importlib.metadata
 import json
 import os
 import platform
 import shutil
-import sys
 import sysconfig
 import types
 from typing import Any, Dict
