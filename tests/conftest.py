@@ -41,6 +41,17 @@ def pip(*args: str | Path, env: dict[str, str] | None = None) -> None:
     run(sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args, env=env)
 
 
+def pypi_wheel(requirement: str) -> Path:
+    """A pure-Python wheel from PyPI, downloaded once into .cache/wheels (yanked ones too: an
+    exact pin reaches them, as it would for a user)."""
+    wheels = CACHE / "wheels"
+    name, _, version = requirement.partition("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    if not list(wheels.glob(pattern)):
+        pip("download", "--no-deps", "--only-binary=:all:", requirement, "-d", wheels)
+    return next(wheels.glob(pattern))
+
+
 @dataclass(frozen=True)
 class RealPackages:
     fa2_wheel: Path

@@ -88,6 +88,7 @@ def test_broken_dist_info_is_a_finding(venv: Venv, real: RealPackages, breakage:
     assert code == 1
     broken = [f for f in json.loads(out)["findings"] if f["code"] == "package-metadata-broken"]
     assert len(broken) == 1 and expected in broken[0]["title"], broken
+    assert "really" not in " ".join(broken[0]["fix"])  # an invalid version is never pinned
 
 
 def test_missing_interpreter() -> None:

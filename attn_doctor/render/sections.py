@@ -152,7 +152,7 @@ def _package_line(facts: Facts, package: Package, mark: str) -> Line:
     label = _LABELS.get(package.name, package.name)
     if package.metadata_problem:
         return Line(ERROR, f"{label} ({package.name}): {package.metadata_problem}", (package.dist_info,))
-    parts = [f"{label} {package.name} {package.version}"]
+    parts = [f"{label} ({package.name}) {package.version}"]
     if package.editable:
         parts.append(f"editable from {package.source_url}")
     checked = package.files_hashed + package.files_size_only

@@ -30,8 +30,17 @@ def pip_install(facts: Facts, args: str) -> str:
 
 
 def _reinstall(facts: Facts, package: Package) -> str:
-    pin = f"{package.name}=={package.version}" if package.version else package.name
+    """The same version again, where it is a version pip can ask for."""
+    pin = f"{package.name}=={package.version}" if _valid(package.version) else package.name
     return pip_install(facts, f"--force-reinstall --no-deps {shlex.quote(pin)}")
+
+
+def _valid(version: str | None) -> bool:
+    try:
+        Version(version or "")
+    except InvalidVersion:
+        return False
+    return True
 
 
 def _listed(paths: tuple[str, ...] | list[str], limit: int = 3) -> str:
@@ -48,11 +57,11 @@ def _cuda_version(text: str | None) -> tuple[int, int] | None:
 
 
 def gpu_findings(facts: Facts) -> list[Finding]:
-    gpu = facts.driver
+    driver = facts.driver
     amd = [g for g in facts.gpus if g.vendor == "amd"]
     found: list[Finding] = []
-    status = gpu.nvidia_status
-    evidence = [f"NVML: {gpu.nvidia_detail}"] if gpu.nvidia_detail else []
+    status = driver.nvidia_status
+    evidence = [f"NVML: {driver.nvidia_detail}"] if driver.nvidia_detail else []
     if status == "driver-mismatch":
         found.append(
             finding(
@@ -75,7 +84,7 @@ def gpu_findings(facts: Facts) -> list[Finding]:
         found.append(
             finding(
                 "nvml-error",
-                f"NVML failed: {gpu.nvidia_detail}",
+                f"NVML failed: {driver.nvidia_detail}",
                 ["nvidia-smi  # shows whether the driver itself answers"],
                 evidence,
             )
@@ -90,11 +99,11 @@ def gpu_findings(facts: Facts) -> list[Finding]:
             )
         )
     elif status in ("ok", "no-gpu") and not facts.gpus:
-        if gpu.hidden_gpus:
+        if driver.hidden_gpus:
             found.append(
                 finding(
                     "gpus-hidden",
-                    f"CUDA_VISIBLE_DEVICES={gpu.cuda_visible_devices!r} hides all {gpu.hidden_gpus} GPU(s)",
+                    f"CUDA_VISIBLE_DEVICES={driver.cuda_visible_devices!r} hides all {driver.hidden_gpus} GPU(s)",
                     ["unset CUDA_VISIBLE_DEVICES  # or list the GPUs to use: CUDA_VISIBLE_DEVICES=0"],
                 )
             )
@@ -212,11 +221,8 @@ def package_findings(facts: Facts) -> list[Finding]:
             )
     for package in facts.packages:
         problem = package.metadata_problem
-        if problem is None and package.version is not None:
-            try:
-                Version(package.version)
-            except InvalidVersion:
-                problem = f"invalid version {package.version!r}"
+        if problem is None and package.version is not None and not _valid(package.version):
+            problem = f"invalid version {package.version!r}"
         if problem:
             folder = shlex.quote(package.dist_info)
             found.append(
@@ -287,7 +293,9 @@ def collision_findings(facts: Facts) -> list[Finding]:
             finding(
                 "fa2-extension-missing",
                 f"flash-attn {fa2.version} has no compiled flash_attn_2_cuda: `import flash_attn` will fail",
-                [
+                # FA2's setup.py imports torch to build (KNOWLEDGE.md §1): torch first where it is missing
+                ([pip_install(facts, "torch")] if facts.torch is None else [])
+                + [
                     pip_install(
                         facts,
                         f"--force-reinstall --no-deps --no-build-isolation flash-attn=={fa2.version}",
