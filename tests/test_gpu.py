@@ -9,7 +9,7 @@ import pytest
 from attn_doctor.facts.gpu import read_amd, read_gpus, read_nvidia, visible_indices
 from tests.conftest import FIXTURES, RecordedNvml, h100_recording
 
-UUID = "GPU-ba277ee7-e7be-ef1b-48b4-8e365f310574"  # the H100 the recording came from
+UUID = h100_recording()["devices"][0]["nvmlDeviceGetUUID"]  # the H100 the recording came from
 
 
 def test_h100_reading_agrees_with_nvidia_smi(h100: RecordedNvml) -> None:
