@@ -7,6 +7,7 @@ Exit codes (README): 0 healthy, 1 findings at or above --fail-on, 2 bad usage or
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -136,6 +137,94 @@ def explain(
     if not chosen:
         raise Stop(f"no finding code {code!r}; `attn-doctor explain` lists them all", EXIT_USAGE)
     sys.stdout.write(render_catalog(chosen, markdown))
+
+
+@app.command("fix-shadow")
+def fix_shadow(
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Target interpreter (default: the active venv/conda env, else this one)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before repairing.")] = False,
+    wheel_dir: Annotated[
+        str | None, typer.Option("--wheel-dir", help="Reinstall FA4 from this folder of wheels (offline clusters).")
+    ] = None,
+    allow_system: Annotated[
+        bool, typer.Option("--allow-system", help="Repair a system Python marked EXTERNALLY-MANAGED (PEP 668).")
+    ] = False,
+) -> None:
+    """Repair the FA2/FA4 collisions: plan, back up, repair, verify. `attn-doctor undo` reverts it."""
+    from attn_doctor.actions.runner import RunnerError, carry_out, exclusive, start, undo
+    from attn_doctor.actions.shadow import Refusal, plan_fix_shadow, verified_lines, verify
+    from attn_doctor.facts.collect import collect
+    from attn_doctor.report import judge
+
+    try:
+        before = judge(collect(python))
+    except TargetError as error:
+        raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
+    if wheel_dir is not None and not os.path.isdir(wheel_dir):
+        raise Stop(f"--wheel-dir {wheel_dir} is not a folder", EXIT_USAGE)
+    try:
+        plan = plan_fix_shadow(before, wheel_dir and os.path.abspath(wheel_dir), allow_system)
+    except Refusal as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    if not plan.steps:
+        print(f"Nothing to fix: no FA2/FA4 collision in {plan.python}.")
+        raise typer.Exit(EXIT_OK)
+    print("Found:", *plan.reasons, sep="\n  ")
+    print(f"Plan for {plan.python} (backups and journal under {plan.prefix}/.attn-doctor/repairs/):")
+    print(*plan.lines(), sep="\n")
+    if dry_run:
+        raise typer.Exit(EXIT_OK)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise Stop("not a terminal, so nothing was changed: pass --yes to repair without asking", EXIT_USAGE)
+        if not typer.confirm("Repair?", default=False):
+            print("Nothing changed.")
+            raise typer.Exit(EXIT_FINDINGS)
+    with exclusive(plan.prefix):
+        journal = start(plan)
+        try:
+            carry_out(journal, plan, print)
+            after = judge(collect(python))
+            problems = verify(before, after)
+        except (RunnerError, TargetError) as error:
+            problems = [str(error)]
+        if problems:  # a command that failed leaves the machine as it found it
+            undo(journal.folder, print)
+            raise Stop("repair failed, and was undone: " + "; ".join(problems), EXIT_FINDINGS)
+    print("Verified, no FA2/FA4 collision remains:")
+    print(*verified_lines(before, after), sep="\n")
+    print(f"Undo with: attn-doctor undo --python {plan.python}")
+
+
+@app.command("undo")
+def undo_last(
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Target interpreter (default: the active venv/conda env, else this one)."),
+    ] = None,
+) -> None:
+    """Put back the last repair of the target environment, byte for byte, from its journal."""
+    from attn_doctor.actions.runner import RunnerError, exclusive, latest, undo
+    from attn_doctor.facts.target import target_prefix
+
+    try:
+        prefix = target_prefix(python)
+    except TargetError as error:
+        raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
+    folder = latest(prefix)
+    if folder is None:
+        print(f"Nothing to undo in {prefix}.")
+        raise typer.Exit(EXIT_OK)
+    try:
+        with exclusive(prefix):
+            undo(folder, print)
+    except RunnerError as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    print(f"Undone: {folder.name}")
 
 
 def main() -> None:

@@ -120,8 +120,9 @@ def test_editable_fa4_is_shadowed_by_fa2_stub(venv: Venv, real: RealPackages, h1
     assert str(real.fa4_source / "__init__.py") in text
 
     # the advised fix, run as printed, makes flash_attn.cute resolve to the source tree
-    [move] = next(f for f in report.findings if f.code == "fa4-shadowed").fix
-    run("sh", "-c", move)
+    repair, _, move = next(f for f in report.findings if f.code == "fa4-shadowed").fix
+    assert repair == f"attn-doctor fix-shadow --python {venv.python}"
+    run("sh", "-c", move)  # the by-hand alternative (attn-doctor's own repair: test_fix_shadow.py)
     fixed = check(venv, h100)
     assert "fa4-shadowed" not in codes(fixed)
     cute = fixed.facts.resolution("flash_attn.cute")
@@ -153,8 +154,10 @@ def test_cli_end_to_end_json(venv: Venv, real: RealPackages) -> None:
     assert found["fa4-files-overwritten"]["severity"] == "error"
     # this venv has no pip (made --without-pip) and the machine no uv: pip is bootstrapped first
     assert found["fa4-files-overwritten"]["fix"] == [
+        f"attn-doctor fix-shadow --python {venv.python}",
+        "# or by hand:",
         f"{venv.python} -m ensurepip && {venv.python} -m pip install --force-reinstall --no-deps "
-        f"flash-attn-4=={FA4_VERSION}"
+        f"flash-attn-4=={FA4_VERSION}",
     ]
     assert data["summary"]["exit_code"] == 1
     assert Path(data["python"]["executable"]) == venv.python

@@ -54,7 +54,9 @@ def test_colliding_h100_report() -> None:
     found = {f["code"]: f for f in data["findings"]}
     assert set(found) == {"fa2-extension-missing", "fa4-files-overwritten", "fa2-uninstall-breaks-fa4"}
     assert found["fa4-files-overwritten"]["fix"] == [
-        "/tmp/collide/bin/python -m pip install --force-reinstall --no-deps flash-attn-4==4.0.0b36"
+        "attn-doctor fix-shadow --python /tmp/collide/bin/python",
+        "# or by hand:",
+        "/tmp/collide/bin/python -m pip install --force-reinstall --no-deps flash-attn-4==4.0.0b36",
     ]
     assert data["gpus"][0]["compute_capability"] == "9.0" and data["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     assert data["torch"]["version"] == "2.11.0+cu130"
@@ -79,7 +81,10 @@ def test_markdown_for_a_bug_report() -> None:
     assert code == 1
     assert "### GPU" in out and "- ✓ GPU 0: NVIDIA H100 80GB HBM3" in out
     assert "**error** `fa4-files-overwritten`" in out
-    assert "  ```sh\n  /tmp/collide/bin/python -m pip install --force-reinstall --no-deps flash-attn-4==4.0.0b36" in out
+    assert (
+        "  ```sh\n  attn-doctor fix-shadow --python /tmp/collide/bin/python\n  # or by hand:\n"
+        "  /tmp/collide/bin/python -m pip install --force-reinstall --no-deps flash-attn-4==4.0.0b36\n  ```"
+    ) in out
     assert "evidence" not in out and "evidence" in render_markdown(judge(load_facts(H100_COLLIDING)), verbose=True)
 
 
@@ -181,8 +186,8 @@ def test_uv_venv_without_pip_gets_uv_commands() -> None:
     facts = load_facts(H100_COLLIDING)
     uv_venv = dataclasses.replace(facts, python=dataclasses.replace(facts.python, pip_version=None))
     [overwritten] = [f for f in judge(uv_venv).findings if f.code == "fa4-files-overwritten"]
-    assert overwritten.fix == (
-        "uv pip install --python /tmp/collide/bin/python --force-reinstall --no-deps flash-attn-4==4.0.0b36",
+    assert overwritten.fix[-1] == (
+        "uv pip install --python /tmp/collide/bin/python --force-reinstall --no-deps flash-attn-4==4.0.0b36"
     )
 
 

@@ -26,11 +26,6 @@ from typing import Any, Dict
 
 Json = Dict[str, Any]  # typing.Dict: this module must import on Python 3.8
 
-# Under `python -c`, sys.path[0] is the working directory: a stray flash_attn/ there must not
-# decide what the target's imports resolve to.
-if sys.path and sys.path[0] in ("", os.getcwd()):
-    sys.path.pop(0)
-
 
 def _canonical(name: str) -> str:
     return name.replace("_", "-").replace(".", "-").lower()
@@ -346,6 +341,10 @@ def torch_version(resolution: Json) -> Json | None:
 
 
 def main() -> None:
+    # Under `python -c`, sys.path[0] is the working directory: a stray flash_attn/ there must not
+    # decide what the target's imports resolve to.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        sys.path.pop(0)
     request = json.loads(sys.argv[1])
     resolutions = []
     for module in request["modules"]:

@@ -88,6 +88,24 @@ def resolve_python(python: str | None) -> str:
     return str(path.absolute())
 
 
+def target_prefix(python: str | None) -> str:
+    """sys.prefix of the target interpreter: where its repairs are journaled."""
+    executable = resolve_python(python)
+    try:
+        done = subprocess.run(
+            [executable, "-c", "import sys; print(sys.prefix)"],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise TargetError(f"cannot run target interpreter {executable}: {error}") from error
+    if done.returncode != 0:
+        raise TargetError(f"target interpreter {executable} failed: {done.stderr.strip()[-200:]}")
+    return done.stdout.strip()
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     python: Interpreter

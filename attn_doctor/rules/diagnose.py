@@ -311,6 +311,8 @@ def collision_findings(facts: Facts) -> list[Finding]:
     if fa4 is None or fa4.metadata_problem:
         return found
     reinstall = _reinstall(facts, fa4)
+    # attn-doctor's own repair first (planned, backed up, verified, undoable), then the same by hand
+    repair = f"attn-doctor fix-shadow --python {shlex.quote(facts.python.executable)}"
     cute = facts.resolution("flash_attn.cute")
     expected = _fa4_origin(fa4, cute.other_candidates if cute else ())
     if cute is not None and cute.origin and expected and Path(cute.origin) != Path(expected):
@@ -321,7 +323,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
             finding(
                 "fa4-shadowed",
                 f"flash_attn.cute resolves to {owner} at {stub}, not to flash-attn-4 {fa4.version}",
-                [f"mv {shlex.quote(str(stub))} {backup}  # moved aside, not deleted"],
+                [repair, "# or by hand (moved aside, not deleted):", f"mv {shlex.quote(str(stub))} {backup}"],
                 [
                     f"flash_attn.cute -> {cute.origin} (found by {cute.finder})",
                     f"flash-attn-4 expects {expected}",
@@ -336,7 +338,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                 "fa4-files-overwritten",
                 f"{len(fa4.modified)} of flash-attn-4's files are now {' / '.join(owners)}'s copies "
                 f"({_listed([m.path for m in fa4.modified])})",
-                [reinstall],
+                [repair, "# or by hand:", reinstall],
                 [f"{m.path}: sha256 is {m.now_matches or 'unknown'}'s, not flash-attn-4's" for m in fa4.modified],
                 subject=FA4,
             )
@@ -346,7 +348,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
             finding(
                 "fa4-files-missing",
                 f"{len(fa4.missing)} of flash-attn-4's files are missing ({_listed(list(fa4.missing))})",
-                [reinstall],
+                [repair, "# or by hand:", reinstall],
                 [f"missing: {p}" for p in fa4.missing],
                 subject=FA4,
             )
@@ -358,7 +360,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                     "fa2-uninstall-breaks-fa4",
                     f"`pip uninstall flash-attn` would delete {len(shared.paths)} of flash-attn-4's files "
                     f"({_listed(list(shared.paths))})",
-                    ["# after any `pip uninstall flash-attn`, restore FA4's files:", reinstall],
+                    [repair, "# or, by hand, after any `pip uninstall flash-attn`:", reinstall],
                     [f"in both RECORDs: {p}" for p in shared.paths],
                     subject=FA4,
                 )

@@ -1,0 +1,178 @@
+"""fix-shadow: the plan that repairs the FA2/FA4 collisions (KNOWLEDGE.md §4), and its proof.
+
+Built from the same facts and findings as `check`, so it repairs exactly what `check` reports:
+- FA4 shadowed by FA2's stale `flash_attn/cute/` (editable FA4): the stub folder is moved aside.
+- FA4's files overwritten or missing: FA4's installed version is reinstalled, files only
+  (`--no-deps`: its dependencies and torch are left alone).
+- FA2's stub files that FA4 does not own are moved out of FA4's package folder.
+- FA2's RECORD no longer lists `flash_attn/cute/`, so `pip uninstall flash-attn` leaves FA4 whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from attn_doctor.actions.plan import Command, MoveAside, Plan, RewriteFile, Step
+from attn_doctor.facts.model import Facts, Interpreter, Package, Resolution
+from attn_doctor.report import Report
+from attn_doctor.rules.diagnose import FA2, FA4
+
+COLLISIONS = ("fa4-shadowed", "fa4-files-overwritten", "fa4-files-missing", "fa2-uninstall-breaks-fa4")
+CUTE = "flash_attn/cute/"
+
+
+class Refusal(Exception):
+    """The repair will not be attempted here; the message says why and what to do instead."""
+
+
+def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: bool = False) -> Plan:
+    facts = report.facts
+    codes = {f.code for f in report.findings if f.code in COLLISIONS}
+    fa2, fa4 = facts.package(FA2), facts.package(FA4)
+    reasons = tuple(f"{f.code}: {f.title}" for f in report.findings if f.code in codes)
+    if not codes or fa4 is None:
+        return Plan("fix-shadow", facts.python.executable, facts.python.prefix, (), ())
+    _may_write(facts, fa4, allow_system)
+    steps: list[Step] = []
+    if "fa4-shadowed" in codes:
+        cute = facts.resolution("flash_attn.cute")
+        assert cute is not None and cute.origin is not None  # a shadowed finding names the origin
+        stub = str(Path(cute.origin).parent)
+        if fa2 is None or not stub.startswith(fa2.location + os.sep):
+            raise Refusal(f"flash_attn.cute resolves to {stub}, which is not FA2's: left alone")
+        steps.append(MoveAside(stub, "FA2's stale copy of FA4 that shadows the FA4 source tree"))
+    if codes & {"fa4-files-overwritten", "fa4-files-missing"}:
+        steps.append(
+            Command(
+                _reinstall_argv(facts.python, f"{FA4}=={fa4.version}", wheel_dir),
+                watch=(str(Path(fa4.location) / CUTE), fa4.dist_info),
+                why=f"FA4's own files back, {FA4} {fa4.version} only, no dependencies",
+            )
+        )
+    if fa2 is not None:
+        fa2_cute = [p for p in record_paths(fa2) if p.startswith(CUTE)]
+        if "fa4-shadowed" not in codes:
+            owned = set(record_paths(fa4))
+            for path in fa2_cute:
+                absolute = os.path.join(fa2.location, path)
+                if path not in owned and os.path.lexists(absolute):
+                    steps.append(MoveAside(absolute, "FA2's stub file inside FA4's package, which FA4 does not own"))
+        if fa2_cute:
+            steps.append(
+                RewriteFile(
+                    str(Path(fa2.dist_info) / "RECORD"),
+                    record_without(Path(fa2.dist_info) / "RECORD", CUTE),
+                    f"FA2 no longer claims {CUTE}, so `pip uninstall flash-attn` leaves FA4's files",
+                )
+            )
+    return Plan("fix-shadow", facts.python.executable, facts.python.prefix, tuple(steps), reasons)
+
+
+def _may_write(facts: Facts, fa4: Package, allow_system: bool) -> None:
+    if facts.python.externally_managed and not allow_system:
+        raise Refusal(
+            f"{facts.python.executable} is the system's Python (PEP 668, externally managed): "
+            "its packages belong to the OS package manager; pass --allow-system to repair it anyway"
+        )
+    if not os.access(fa4.location, os.W_OK):
+        raise Refusal(f"cannot write {fa4.location}: run as the owner of this environment")
+
+
+def record_paths(package: Package) -> list[str]:
+    """Every path in a distribution's RECORD, as written there."""
+    record = Path(package.dist_info) / "RECORD"
+    try:
+        text = record.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [row[0] for row in csv.reader(text.splitlines()) if row]
+
+
+def record_without(record: Path, prefix: str) -> str:
+    """RECORD's text less the rows under `prefix`; every other line kept exactly as it was."""
+    lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(line for line in lines if not next(csv.reader([line]), [""])[0].startswith(prefix))
+
+
+def _reinstall_argv(python: Interpreter, requirement: str, wheel_dir: str | None) -> tuple[str, ...]:
+    """The target's own pip; else uv; else this interpreter's pip acting on the target
+    (`pip --python`, pip >= 22.3)."""
+    offline = ("--no-index", "--find-links", wheel_dir) if wheel_dir else ()
+    if python.pip_version:
+        return (python.executable, "-m", "pip", "install", "--force-reinstall", "--no-deps", *offline, requirement)
+    if python.uv:
+        return (
+            python.uv,
+            "pip",
+            "install",
+            "--python",
+            python.executable,
+            "--reinstall",
+            "--no-deps",
+            *offline,
+            requirement,
+        )
+    if importlib.util.find_spec("pip") is not None:
+        return (
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python.executable,
+            "install",
+            "--force-reinstall",
+            "--no-deps",
+            *offline,
+            requirement,
+        )
+    raise Refusal(f"{python.executable} has no pip and there is no uv: first run {python.executable} -m ensurepip")
+
+
+def verify(before: Report, after: Report) -> list[str]:
+    """What still is not right after a repair; empty when the repair is proven."""
+    problems = [f"{f.code} remains: {f.title}" for f in after.findings if f.code in COLLISIONS]
+    fa4 = after.facts.package(FA4)
+    if fa4 is not None and (fa4.modified or fa4.missing):
+        problems.append(f"{FA4}: {len(fa4.modified)} file(s) differ from its RECORD, {len(fa4.missing)} missing")
+    old, new = before.facts.package(FA2), after.facts.package(FA2)
+    if old is not None:
+        outside = _fa2_state(old)
+        if new is None or _fa2_state(new) != outside:
+            problems.append(f"{FA2}'s own files outside {CUTE} changed")
+    return problems
+
+
+def _fa2_state(fa2: Package) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """FA2 as far as FA2 itself is concerned: version and its non-cute files' state."""
+    modified = tuple(m.path for m in fa2.modified if not m.path.startswith(CUTE))
+    missing = tuple(p for p in fa2.missing if not p.startswith(CUTE))
+    return fa2.version or "", modified, missing
+
+
+def verified_lines(before: Report, after: Report) -> list[str]:
+    """The before and after that a user reads: where FA4 resolves, and its files."""
+    old, new = before.facts.resolution("flash_attn.cute"), after.facts.resolution("flash_attn.cute")
+    lines = [f"  flash_attn.cute: {_where(old)}  ->  {_where(new)}"]
+    fa4_old, fa4_new = before.facts.package(FA4), after.facts.package(FA4)
+    if fa4_old is not None and fa4_new is not None and not fa4_new.editable:
+        checked = fa4_new.files_hashed + fa4_new.files_size_only
+        lines.append(
+            f"  {FA4} files as installed: {checked - len(fa4_old.modified) - len(fa4_old.missing)}/{checked}"
+            f"  ->  {checked - len(fa4_new.modified) - len(fa4_new.missing)}/{checked}"
+        )
+    fa2 = after.facts.package(FA2)
+    if fa2 is not None:
+        lines.append(f"  {FA2} {fa2.version}: its own files unchanged; its RECORD no longer lists {CUTE}")
+    return lines
+
+
+def _where(resolution: Resolution | None) -> str:
+    if resolution is None or resolution.kind == "missing":
+        return "not importable"
+    if resolution.kind == "namespace":
+        return "an empty namespace package"
+    return resolution.origin or resolution.kind
