@@ -39,8 +39,14 @@ def main() -> None:
     mark("NVML (probe running meanwhile)")
     read_toolchain()
     mark("toolchain (nvcc --version)")
-    probe.result()
+    seen = probe.result()
     mark("wait for the probe")
+    from attn_doctor.facts.binaries import check_binaries
+    from attn_doctor.facts.collect import extensions
+
+    found = extensions(seen)
+    check_binaries(found, seen.torch.location if seen.torch else None)
+    mark(f"read {len(found)} compiled extension(s) as ELF")
     from attn_doctor.facts.collect import collect
     from attn_doctor.render.json import render_json
     from attn_doctor.report import judge

@@ -14,15 +14,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def emitted_codes() -> set[str]:
-    """The literal codes passed to finding(...) in the judge's source."""
+    """The codes the judge's source passes to finding(...): literals, or a literal chosen by a
+    conditional expression (`"a" if x else "b"`), directly or through a local name."""
     tree = ast.parse(Path(diagnose.__file__).read_text())
-    return {
-        str(node.args[0].value)
+    named = {
+        target.id: node.value
         for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and getattr(node.func, "id", None) == "finding"
-        and node.args
-        and isinstance(node.args[0], ast.Constant)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+    def literals(expression: ast.expr) -> set[str]:
+        if isinstance(expression, ast.Name) and expression.id in named:
+            return literals(named[expression.id])
+        if isinstance(expression, ast.IfExp):
+            return literals(expression.body) | literals(expression.orelse)
+        return (
+            {expression.value} if isinstance(expression, ast.Constant) and isinstance(expression.value, str) else set()
+        )
+
+    return {
+        code
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "finding" and node.args
+        for code in literals(node.args[0])
     }
 
 
@@ -71,6 +87,7 @@ def test_report_schema_doc_lists_every_field() -> None:
         model.ImportResult,
         model.ModifiedFile,
         model.SharedFiles,
+        model.Binary,
     ]
     missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if f"`{f.name}`" not in doc]
     assert not missing, f"docs/report-schema.md does not describe {missing}"

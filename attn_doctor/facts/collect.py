@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from attn_doctor import __version__
+from attn_doctor.facts.binaries import check_binaries
 from attn_doctor.facts.gpu import read_gpus
 from attn_doctor.facts.imports import IMPORT_CHECKS, import_all
 from attn_doctor.facts.model import Facts, ImportResult
-from attn_doctor.facts.target import RunningProbe, resolve_python
+from attn_doctor.facts.target import ProbeResult, RunningProbe, resolve_python
 from attn_doctor.facts.toolchain import read_toolchain
+
+# the extensions whose module names say which package they belong to, wherever they were built
+_EXTENSION_MODULES = {"flash_attn_2_cuda": "flash-attn"}
 
 
 def collect(python: str | None = None, deep: bool = False, nvml: Any | None = None) -> Facts:
     """Raises TargetError when the target interpreter cannot be inspected."""
     executable = resolve_python(python)
-    # Three waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on
-    # an H100) and `nvcc --version`.
+    # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
+    # H100, mostly in C, so a thread suits it), `nvcc --version`, and the ELF reading that needs
+    # the probe's answer.
     probe = RunningProbe(executable, deep)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        gpus = pool.submit(read_gpus, nvml)
         toolchain = pool.submit(read_toolchain, str(Path(executable).parent))
-        driver, gpus = read_gpus(nvml)
         seen = probe.result()
+        binaries = check_binaries(extensions(seen), seen.torch.location if seen.torch else None)
+        driver, found_gpus = gpus.result()
         tools = toolchain.result()
     imports: tuple[ImportResult, ...] = ()
     if deep:
         installed = {p.name for p in seen.packages}
         imports = import_all(executable, [m for d, m in IMPORT_CHECKS.items() if d in installed])
     return Facts(
-        gpus=gpus,
+        gpus=found_gpus,
         driver=driver,
         python=seen.python,
         torch=seen.torch,
@@ -40,8 +48,25 @@ def collect(python: str | None = None, deep: bool = False, nvml: Any | None = No
         resolutions=seen.resolutions,
         toolchain=tools,
         imports=imports,
+        binaries=binaries,
         torch_problem=seen.torch_problem,
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         doctor_version=__version__,
     )
+
+
+def extensions(seen: ProbeResult) -> list[tuple[str, str]]:
+    """(path, package) of every compiled extension of the attention packages: those their
+    RECORD lists, and those the import system finds (an in-place build has no RECORD row)."""
+    found: dict[str, tuple[str, str]] = {}
+    for package in seen.packages:
+        for relative in package.extension_modules:
+            path = os.path.normpath(os.path.join(package.location, relative))
+            if os.path.isfile(path):
+                found.setdefault(os.path.realpath(path), (path, package.name))
+    for resolution in seen.resolutions:
+        owner = _EXTENSION_MODULES.get(resolution.module)
+        if owner and resolution.origin and resolution.origin.endswith(".so"):
+            found.setdefault(os.path.realpath(resolution.origin), (resolution.origin, owner))
+    return sorted(found.values())

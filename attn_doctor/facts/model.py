@@ -152,6 +152,22 @@ class ImportResult:
 
 
 @dataclass(frozen=True)
+class Binary:
+    """A compiled extension read as an ELF file: would it load next to this torch?"""
+
+    path: str
+    package: str
+    needed: tuple[str, ...] = ()  # DT_NEEDED
+    torch_symbols: int = 0  # torch symbols (c10::, at::, torch::) it imports
+    missing_libraries: tuple[str, ...] = ()  # needed, and not found where the loader looks
+    missing_symbols: tuple[str, ...] = ()  # torch symbols no torch library exports (mangled)
+    readable_symbols: tuple[str, ...] = ()  # the same, demangled
+    abi: str | None = None  # "cxx11" | "pre-cxx11": the C++ ABI it was built with
+    torch_abi: str | None = None  # the C++ ABI torch's libraries export
+    error: str = ""  # why the file could not be read
+
+
+@dataclass(frozen=True)
 class Toolchain:
     """What a source build (FA2, FA3, SageAttention 2) would need."""
 
@@ -177,6 +193,7 @@ class Facts:
     resolutions: tuple[Resolution, ...]
     toolchain: Toolchain
     imports: tuple[ImportResult, ...] = ()
+    binaries: tuple[Binary, ...] = ()
     torch_problem: str | None = None  # torch is installed but its version.py is unreadable
     hostname: str = ""
     collected_at: str = ""

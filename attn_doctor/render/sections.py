@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
@@ -57,6 +58,7 @@ def sections(report: Report) -> list[Section]:
         _python(facts),
         _torch(facts),
         _packages(facts, marks),
+        *([_binaries(facts)] if facts.binaries else []),
         *([_imports(facts)] if facts.imports else []),
         _toolchain(facts),
     ]
@@ -174,6 +176,28 @@ def _package_line(facts: Facts, package: Package, mark: str) -> Line:
     ]
     evidence += [f"missing: {p}" for p in package.missing]
     return Line(mark, ", ".join(parts), tuple(evidence))
+
+
+def _binaries(facts: Facts) -> Section:
+    torch = f"torch {facts.torch.version}" if facts.torch else "torch"
+    lines = []
+    for binary in facts.binaries:
+        name = f"{Path(binary.path).name} ({binary.package})"
+        evidence = (
+            binary.path,
+            f"needs {', '.join(binary.needed)}",
+            f"C++ ABI {binary.abi}, torch's {binary.torch_abi}",
+        )
+        if binary.error:
+            lines.append(Line(WARNING, f"{name}: unreadable", (binary.error,)))
+        elif binary.missing_libraries or binary.missing_symbols:
+            problems = [f"needs {lib}: not found" for lib in binary.missing_libraries]
+            if binary.missing_symbols:
+                problems.append(f"{len(binary.missing_symbols)} of {binary.torch_symbols} torch symbols missing")
+            lines.append(Line(ERROR, f"{name}: {'; '.join(problems)}", evidence))
+        else:
+            lines.append(Line(OK, f"{name}: all {binary.torch_symbols} torch symbols exported by {torch}", evidence))
+    return Section("Compiled extensions (read as ELF, nothing imported)", lines)
 
 
 def _imports(facts: Facts) -> Section:

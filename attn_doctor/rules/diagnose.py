@@ -11,6 +11,7 @@ from packaging.version import InvalidVersion, Version
 from attn_doctor.facts.imports import IMPORT_CHECKS
 from attn_doctor.facts.model import Facts, Package
 from attn_doctor.rules.findings import Finding, finding
+from attn_doctor.rules.wheels import fa2_wheel_name
 
 FA2 = "flash-attn"
 FA4 = "flash-attn-4"
@@ -414,6 +415,95 @@ def import_findings(facts: Facts) -> list[Finding]:
     return found
 
 
+def binary_findings(facts: Facts) -> list[Finding]:
+    """The ELF reading of each compiled extension: the `undefined symbol` before any import."""
+    found = []
+    torch = facts.torch
+    torch_name = f"torch {torch.version}" if torch else "the installed torch"
+    for binary in facts.binaries:
+        name = Path(binary.path).name
+        package = facts.package(binary.package)
+        deep = _deep_result(facts, binary.package)
+        evidence = [binary.path, *deep]
+        if binary.error:
+            found.append(
+                finding("abi-unreadable", f"{name}: {binary.error}", evidence=evidence, subject=binary.package)
+            )
+            continue
+        if binary.missing_libraries:
+            why = _cuda_runtime_hint(binary.missing_libraries, torch.cuda if torch else None)
+            found.append(
+                finding(
+                    "abi-missing-library",
+                    f"{name} needs {', '.join(binary.missing_libraries)}, which the loader will not find{why}",
+                    [_rebuild(facts, package)] if package else [],
+                    [*evidence, f"DT_NEEDED: {', '.join(binary.needed)}"],
+                    subject=binary.package,
+                )
+            )
+        if binary.missing_symbols:
+            shown = _listed(list(binary.readable_symbols or binary.missing_symbols), limit=2)
+            mismatch = binary.abi and binary.torch_abi and binary.abi != binary.torch_abi
+            code = "abi-cxx11-mismatch" if mismatch else "abi-undefined-symbol"
+            title = (
+                f"{name} was built with the {binary.abi} C++ ABI, {torch_name} with the {binary.torch_abi} one"
+                if mismatch
+                else f"{name} imports {len(binary.missing_symbols)} torch symbol(s) that {torch_name} does not "
+                f"export ({shown}): it was built for another torch"
+            )
+            symbols = [f"missing: {r}" for r in (binary.readable_symbols or binary.missing_symbols)[:10]]
+            found.append(
+                finding(
+                    code,
+                    title,
+                    [_rebuild(facts, package)] if package else [],
+                    [*evidence, *symbols],
+                    subject=binary.package,
+                )
+            )
+    return found
+
+
+def _deep_result(facts: Facts, package: str) -> list[str]:
+    """What `--deep`'s real import said about the same package, to set beside the prediction."""
+    module = IMPORT_CHECKS.get(package)
+    return [
+        f"--deep: import {r.module} -> {r.outcome} {r.detail}".rstrip() for r in facts.imports if r.module == module
+    ]
+
+
+def _cuda_runtime_hint(libraries: tuple[str, ...], torch_cuda: str | None) -> str:
+    for library in libraries:
+        if library.startswith("libcudart.so.") and torch_cuda:
+            built = library.split(".so.")[1].split(".")[0]
+            if built != torch_cuda.split(".")[0]:
+                return f" (it was built for CUDA {built}; torch is a CUDA {torch_cuda} build)"
+    return ""
+
+
+def _rebuild(facts: Facts, package: Package) -> str:
+    """Reinstall the same version built for the installed torch, naming the prebuilt FA2 wheel
+    that setup.py will download when the release has one for this torch."""
+    torch = facts.torch
+    command = pip_install(
+        facts, f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir {package.name}=={package.version}"
+    )
+    if package.name != FA2 or torch is None:
+        return f"{command}  # rebuilds it against the installed torch"
+    abi = next((b.torch_abi for b in facts.binaries if b.torch_abi), None)
+    wheel = fa2_wheel_name(
+        package.version or "",
+        torch.version,
+        torch.cuda,
+        abi == "cxx11",
+        facts.python.version,
+        facts.python.platform.split("-", 1)[-1],
+    )
+    if wheel:
+        return f"{command}  # setup.py downloads the prebuilt {wheel}"
+    return f"{command}  # no prebuilt wheel for torch {torch.version}: this compiles (nvcc, ninja; MAX_JOBS)"
+
+
 def toolchain_findings(facts: Facts) -> list[Finding]:
     torch, tools = facts.torch, facts.toolchain
     if torch is None or not torch.cuda:
@@ -444,6 +534,7 @@ CONCERNS: tuple[Callable[[Facts], list[Finding]], ...] = (
     package_findings,
     collision_findings,
     import_findings,
+    binary_findings,
     toolchain_findings,
 )
 

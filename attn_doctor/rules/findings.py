@@ -221,6 +221,29 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("import-timeout", Severity.ERROR, "Importing the backend did not finish in time.", "attn-doctor"),
     Rule("import-failed", Severity.ERROR, "Importing the backend failed.", "the import's own error text"),
+    # compiled extensions read as ELF files, before anything is imported
+    Rule(
+        "abi-undefined-symbol",
+        Severity.ERROR,
+        "A compiled extension imports torch symbols that the installed torch does not export: importing it "
+        "fails with `undefined symbol`. It was built for another torch.",
+        "the extension's and torch's ELF dynamic symbol tables (predicted; --deep shows the real import)",
+    ),
+    Rule(
+        "abi-cxx11-mismatch",
+        Severity.ERROR,
+        "A compiled extension was built with the other C++ ABI (_GLIBCXX_USE_CXX11_ABI) than torch: every "
+        "std::string in its torch calls is mangled differently, so it cannot load.",
+        "the mangled std::string in the extension's imports against torch's c10::detail::torchCheckFail",
+    ),
+    Rule(
+        "abi-missing-library",
+        Severity.ERROR,
+        "A compiled extension needs a shared library (DT_NEEDED) that the dynamic loader will not find, "
+        "typically the CUDA runtime of another CUDA major.",
+        "the extension's DT_NEEDED, RUNPATH, LD_LIBRARY_PATH, the loader cache, torch's loaded libraries",
+    ),
+    Rule("abi-unreadable", Severity.WARNING, "A compiled extension could not be read as an ELF file.", "pyelftools"),
     # toolchain (matters for source builds: FA2 without a wheel, FA3, SageAttention 2)
     Rule(
         "nvcc-torch-cuda-mismatch",

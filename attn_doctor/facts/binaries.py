@@ -1,0 +1,251 @@
+"""Will a compiled extension load next to this torch? Read from ELF files, nothing imported.
+
+For each extension of the attention packages: the libraries it needs (DT_NEEDED) and whether
+the dynamic loader would find them, and the torch symbols it imports (c10::, at::, torch::)
+that no torch library exports — the `undefined symbol` of an import, predicted in
+milliseconds. The torch libraries are searched through their GNU hash tables, so a 100,000-
+symbol libtorch is not read whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from attn_doctor.facts.model import Binary
+
+# Mangled C++ names in torch's namespaces: the symbols a torch upgrade changes.
+TORCH_SYMBOL = re.compile(r"^_Z(?:T[IVS])?NK?(?:3c10|2at|5torch|6caffe2)")
+# c10::detail::torchCheckFail(char const*, char const*, unsigned int, std::string const&): every
+# torch exports it, in the C++ ABI it was built with; TORCH_CHECK in an extension imports it.
+CHECK_FAIL = {
+    "cxx11": "_ZN3c106detail14torchCheckFailEPKcS2_jRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE",
+    "pre-cxx11": "_ZN3c106detail14torchCheckFailEPKcS2_jRKSs",
+}
+_DEFAULT_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu")
+
+
+class _Elf:
+    """One shared object, opened with pyelftools; the parts the dynamic loader uses."""
+
+    def __init__(self, path: str, stack: ExitStack) -> None:
+        from elftools.elf.elffile import ELFFile
+
+        self.path = path
+        self.file = ELFFile(stack.enter_context(open(path, "rb")))  # noqa: SIM115 (closed by the stack)
+        # The PT_DYNAMIC segment, not the .dynamic section: finding a section by name makes
+        # pyelftools build every section, hash tables included (~50 ms for libtorch_cpu).
+        self.dynamic: Any = next((s for s in self.file.iter_segments() if s["p_type"] == "PT_DYNAMIC"), None)
+        self._hash: Any = None
+
+    def tags(self, name: str) -> list[Any]:
+        if self.dynamic is None:
+            return []
+        return [t for t in self.dynamic.iter_tags() if t.entry.d_tag == name]
+
+    @property
+    def needed(self) -> list[str]:
+        return [t.needed for t in self.tags("DT_NEEDED")]
+
+    @property
+    def soname(self) -> str:
+        found = self.tags("DT_SONAME")
+        return str(found[0].soname) if found else os.path.basename(self.path)
+
+    def search_dirs(self) -> list[str]:
+        """DT_RUNPATH (or the older DT_RPATH) with $ORIGIN put in."""
+        origin = os.path.dirname(os.path.realpath(self.path))
+        tags = self.tags("DT_RUNPATH") or self.tags("DT_RPATH")
+        paths = [str(getattr(t, "runpath", None) or getattr(t, "rpath", "")) for t in tags]
+        return [p.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for s in paths for p in s.split(":") if p]
+
+    def undefined(self) -> list[str]:
+        """Symbols it imports and must find (weak ones may stay unresolved)."""
+        table: Any = self.file.get_section_by_name(".dynsym")
+        if table is None:
+            return []
+        return [
+            s.name
+            for s in table.iter_symbols()
+            if s.name and s["st_shndx"] == "SHN_UNDEF" and s["st_info"]["bind"] == "STB_GLOBAL"
+        ]
+
+    def exports(self, name: str) -> bool:
+        if self._hash is None:
+            self._hash = self.file.get_section_by_name(".gnu.hash") or self.file.get_section_by_name(".hash") or False
+        if self._hash is False:
+            return False
+        symbol = self._hash.get_symbol(name)
+        return symbol is not None and symbol["st_shndx"] != "SHN_UNDEF"
+
+
+def _library_path() -> list[str]:
+    return [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
+
+
+def _ld_cache() -> dict[str, str]:
+    """soname -> path from the loader's cache (`ldconfig -p`)."""
+    ldconfig = shutil.which("ldconfig") or ("/sbin/ldconfig" if os.path.exists("/sbin/ldconfig") else None)
+    if ldconfig is None:
+        return {}
+    try:
+        out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    cache: dict[str, str] = {}
+    for line in out.splitlines()[1:]:
+        name, _, path = line.strip().partition(" => ")
+        cache.setdefault(name.split(" (")[0], path)
+    return cache
+
+
+class Loader:
+    """The dynamic loader's view, enough to predict a dlopen after `import torch`."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.opened: dict[str, _Elf] = {}
+        self._cache: dict[str, str] | None = None
+
+    def open(self, path: str) -> _Elf:
+        real = os.path.realpath(path)
+        if real not in self.opened:
+            self.opened[real] = _Elf(path, self.stack)
+        return self.opened[real]
+
+    def find(self, soname: str, dirs: Iterable[str]) -> str | None:
+        for folder in [*dirs, *_library_path()]:
+            candidate = os.path.join(folder, soname)
+            if os.path.exists(candidate):
+                return candidate
+        if self._cache is None:
+            self._cache = _ld_cache()
+        if soname in self._cache:
+            return self._cache[soname]
+        return next((os.path.join(d, soname) for d in _DEFAULT_DIRS if os.path.exists(os.path.join(d, soname))), None)
+
+    def closure(self, roots: list[str]) -> dict[str, _Elf | None]:
+        """soname -> object for everything `import torch` loads. System libraries (libc,
+        libstdc++) are present but None: they are never searched for torch symbols."""
+        loaded: dict[str, _Elf | None] = {}
+        todo = list(roots)
+        while todo:
+            elf = self.open(todo.pop())
+            if loaded.get(elf.soname) is not None:
+                continue
+            loaded[elf.soname] = elf
+            for soname in elf.needed:
+                if soname not in loaded:
+                    path = self.find(soname, elf.search_dirs())
+                    if path is not None and _is_torch_side(path):
+                        todo.append(path)
+                    elif path is not None:
+                        loaded[soname] = None
+        return loaded
+
+
+def _is_torch_side(path: str) -> bool:
+    """torch's own libraries and the NVIDIA wheels it loads: the ones searched for symbols."""
+    return "site-packages" in path or "dist-packages" in path
+
+
+def torch_roots(torch_location: str) -> list[str]:
+    """What `import torch` loads first: torch/_C*.so, which brings in libtorch and the rest."""
+    folder = Path(torch_location)
+    roots = sorted(str(p) for p in folder.glob("_C*.so"))
+    lib = folder / "lib"
+    # a torch without _C (or one whose _C needs nothing) still puts its lib/ in the process
+    return roots or sorted(str(p) for p in lib.glob("lib*.so*"))
+
+
+def check_extension(extension: str, package: str, loader: Loader, torch: dict[str, _Elf | None]) -> Binary:
+    """Predict what dlopen of `extension` would say after `import torch`."""
+    elf = loader.open(extension)
+    missing_libraries = []
+    libraries: list[_Elf] = []  # searched first: the libraries it names
+    for soname in elf.needed:
+        if soname in torch:
+            known = torch[soname]
+            if known is not None:
+                libraries.append(known)
+            continue
+        path = loader.find(soname, elf.search_dirs())
+        if path is None:
+            missing_libraries.append(soname)
+        elif _is_torch_side(path):
+            libraries.append(loader.open(path))
+    torch_symbols = [s for s in elf.undefined() if TORCH_SYMBOL.match(s)]
+    searched = [*libraries, *(o for o in torch.values() if o is not None and o not in libraries)]
+    missing = [s for s in torch_symbols if not any(lib.exports(s) for lib in searched)]
+    readable = demangle(missing)
+    return Binary(
+        path=extension,
+        package=package,
+        needed=tuple(elf.needed),
+        torch_symbols=len(torch_symbols),
+        missing_libraries=tuple(missing_libraries),
+        missing_symbols=tuple(missing),
+        readable_symbols=tuple(readable[s] for s in missing),
+        abi=_abi(torch_symbols),
+        torch_abi=_torch_abi(o for o in torch.values() if o is not None),
+    )
+
+
+def _abi(symbols: list[str]) -> str | None:
+    """The C++ ABI an extension was built with, from how its std::string arguments are mangled."""
+    if any("St7__cxx11" in s for s in symbols):
+        return "cxx11"
+    if any(re.search(r"RKSs|Ss[A-Z_E]|Ss$", s) for s in symbols):
+        return "pre-cxx11"
+    return None
+
+
+def _torch_abi(libraries: Iterable[_Elf]) -> str | None:
+    c10 = [lib for lib in libraries if lib.soname.startswith("libc10.")]  # where torchCheckFail lives
+    for abi, symbol in CHECK_FAIL.items():
+        if any(lib.exports(symbol) for lib in c10):
+            return abi
+    return None
+
+
+def check_binaries(extensions: list[tuple[str, str]], torch_location: str | None) -> tuple[Binary, ...]:
+    """Every (extension path, package) against the torch at `torch_location`; an unreadable
+    file is reported as such, never raised."""
+    if not extensions or torch_location is None:
+        return ()
+    from elftools.common.exceptions import ELFError
+
+    results = []
+    with ExitStack() as stack:
+        loader = Loader(stack)
+        try:
+            torch = loader.closure(torch_roots(torch_location))
+        except (OSError, ELFError) as error:
+            problem = f"torch's libraries unreadable: {error}"
+            return tuple(Binary(path=p, package=n, error=problem) for p, n in extensions)
+        for path, package in extensions:
+            try:
+                results.append(check_extension(path, package, loader, torch))
+            except (OSError, ELFError) as error:
+                results.append(Binary(path=path, package=package, error=f"{type(error).__name__}: {error}"))
+    return tuple(results)
+
+
+def demangle(symbols: Iterable[str]) -> dict[str, str]:
+    """Readable C++ names through the system's c++filt; mangled names stay as they are without it."""
+    names = list(symbols)
+    tool = shutil.which("c++filt")
+    if not names or tool is None:
+        return {s: s for s in names}
+    try:
+        out = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {s: s for s in names}
+    readable = out.splitlines()
+    return dict(zip(names, readable, strict=False)) if len(readable) == len(names) else {s: s for s in names}

@@ -1,0 +1,202 @@
+"""The `undefined symbol` prediction against what the dynamic loader really does.
+
+Real shared libraries built with the system compiler: a "torch" (libc10.so, libtorch.so, and a
+torch package whose import loads them globally, as torch's does) and an FA2 "extension" linked
+against it. Then torch changes under it. For every case the prediction from the ELF files must
+agree with a real load of the extension after `import torch` in the target interpreter.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from attn_doctor.facts.collect import collect
+from attn_doctor.facts.model import Binary
+from attn_doctor.report import Report, judge
+from tests.conftest import RealPackages, RecordedNvml, Venv, run
+
+C10 = """
+#include <stdexcept>
+#include <string>
+namespace c10 {
+namespace detail {
+[[noreturn]] void torchCheckFail(const char*, const char*, unsigned int, const std::string& msg) {
+  throw std::runtime_error(msg);
+}
+}  // namespace detail
+namespace cuda { void SetDevice(%s) {} }
+}  // namespace c10
+"""
+LIBTORCH = "namespace at { int version() { return 1; } }\n"
+EXTENSION = """
+#include <string>
+namespace c10 {
+namespace detail {
+[[noreturn]] void torchCheckFail(const char*, const char*, unsigned int, const std::string&);
+}
+namespace cuda { void SetDevice(int); }
+}  // namespace c10
+namespace at { int version(); }
+extern "C" void* PyInit_flash_attn_2_cuda() {
+  c10::cuda::SetDevice(at::version());
+  if (at::version() < 0) c10::detail::torchCheckFail("f", "file", 1, std::string("x"));
+  return nullptr;
+}
+"""
+TORCH_INIT = """
+import ctypes, os
+_lib = os.path.join(os.path.dirname(__file__), "lib")
+for _name in ("libc10.so", "libtorch.so"):  # torch loads its libraries into the global scope
+    ctypes.CDLL(os.path.join(_lib, _name), mode=ctypes.RTLD_GLOBAL)
+"""
+TORCH_VERSION = "__version__ = '2.99.0+cu130'\ncuda = '13.0'\nhip = None\n"
+
+
+def cxx(source: str, output: Path, *flags: str) -> None:
+    src = output.with_name(output.name + ".cpp")
+    src.write_text(source)
+    run("g++", "-shared", "-fPIC", "-o", output, src, *flags)
+    src.unlink()
+
+
+@dataclass
+class Machine:
+    venv: Venv
+    torch_lib: Path
+    extension: Path
+
+    def build_torch(self, set_device_argument: str = "int", abi: int = 1) -> None:
+        cxx(
+            C10 % set_device_argument,
+            self.torch_lib / "libc10.so",
+            f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+            "-Wl,-soname,libc10.so",
+        )
+        cxx(LIBTORCH, self.torch_lib / "libtorch.so", "-Wl,-soname,libtorch.so")
+
+    def build_extension(self, *flags: str, abi: int = 1) -> None:
+        cxx(
+            EXTENSION,
+            self.extension,
+            f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+            f"-L{self.torch_lib}",
+            "-lc10",
+            "-ltorch",
+            *flags,
+        )
+
+    def real_load(self) -> str:
+        """'' when the extension loads after `import torch`, else the loader's message."""
+        done = subprocess.run(
+            [self.venv.python, "-c", f"import torch, ctypes; ctypes.CDLL({str(self.extension)!r})"],
+            capture_output=True,
+            text=True,
+        )
+        return "" if done.returncode == 0 else done.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def machine(venv: Venv, real: RealPackages) -> Machine:
+    venv.install(real.fa2_wheel)  # the extension belongs to the real FA2's files
+    torch = venv.site / "torch"
+    (torch / "lib").mkdir(parents=True)
+    (torch / "__init__.py").write_text(TORCH_INIT)
+    (torch / "version.py").write_text(TORCH_VERSION)
+    suffix = run(venv.python, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))").stdout.strip()
+    made = Machine(venv, torch / "lib", venv.site / f"flash_attn_2_cuda{suffix}")
+    made.build_torch()
+    return made
+
+
+def predict(machine: Machine, nvml: RecordedNvml) -> tuple[Binary, Report]:
+    report = judge(collect(str(machine.venv.python), nvml=nvml))
+    [binary] = report.facts.binaries
+    return binary, report
+
+
+def codes(report: Report) -> set[str]:
+    return {f.code for f in report.findings if f.code.startswith("abi-")}
+
+
+def test_built_for_this_torch(machine: Machine, h100: RecordedNvml) -> None:
+    machine.build_extension()
+    binary, report = predict(machine, h100)
+    assert binary.package == "flash-attn" and binary.torch_symbols == 3
+    assert not binary.missing_symbols and not binary.missing_libraries
+    assert (binary.abi, binary.torch_abi) == ("cxx11", "cxx11")
+    assert codes(report) == set()
+    assert machine.real_load() == ""  # and it really loads
+
+
+def test_torch_changed_a_signature(machine: Machine, h100: RecordedNvml) -> None:
+    machine.build_extension()
+    machine.build_torch(set_device_argument="signed char")  # the "torch upgrade"
+    binary, report = predict(machine, h100)
+    assert binary.missing_symbols == ("_ZN3c104cuda9SetDeviceEi",)
+    assert binary.readable_symbols == ("c10::cuda::SetDevice(int)",)
+    assert codes(report) == {"abi-undefined-symbol"}
+    [found] = [f for f in report.findings if f.code == "abi-undefined-symbol"]
+    assert "that torch 2.99.0+cu130 does not export (c10::cuda::SetDevice(int))" in found.title
+    # no official wheel for this torch: the fix says it compiles
+    assert found.fix[0].endswith(
+        "flash-attn==2.8.3.post2  # no prebuilt wheel for torch 2.99.0+cu130: this compiles (nvcc, ninja; MAX_JOBS)"
+    )
+    error = machine.real_load()
+    assert "undefined symbol: _ZN3c104cuda9SetDeviceEi" in error  # the loader agrees
+
+
+def test_cxx11_abi_mismatch(machine: Machine, h100: RecordedNvml) -> None:
+    machine.build_extension(abi=0)  # built with the pre-C++11 ABI, torch with the C++11 one
+    binary, report = predict(machine, h100)
+    assert (binary.abi, binary.torch_abi) == ("pre-cxx11", "cxx11")
+    assert binary.missing_symbols == ("_ZN3c106detail14torchCheckFailEPKcS2_jRKSs",)
+    assert codes(report) == {"abi-cxx11-mismatch"}
+    assert "undefined symbol: _ZN3c106detail14torchCheckFailEPKcS2_jRKSs" in machine.real_load()
+
+
+def test_missing_cuda_runtime(machine: Machine, h100: RecordedNvml, tmp_path: Path) -> None:
+    known = run("ldconfig", "-p").stdout
+    runtime = next(n for n in ("libcudart.so.12", "libcudart.so.11.0") if n not in known)
+    stub = tmp_path / runtime
+    run("cc", "-shared", "-fPIC", "-o", stub, f"-Wl,-soname,{runtime}", "-x", "c", "/dev/null")
+    machine.build_extension(f"-L{tmp_path}", "-Wl,--no-as-needed", f"-l:{runtime}")
+    stub.unlink()  # built against a CUDA runtime this machine does not have
+    binary, report = predict(machine, h100)
+    assert binary.missing_libraries == (runtime,) and not binary.missing_symbols
+    [found] = [f for f in report.findings if f.code == "abi-missing-library"]
+    assert f"it was built for CUDA {runtime.split('.so.')[1].split('.')[0]}; torch is a CUDA 13.0 build" in found.title
+    assert f"{runtime}: cannot open shared object file" in machine.real_load()
+
+
+def test_runpath_origin_is_followed(machine: Machine, h100: RecordedNvml) -> None:
+    helpers = machine.venv.site / "flash_attn_libs"
+    helpers.mkdir()
+    library = helpers / "libfa_helper.so"
+    run("cc", "-shared", "-fPIC", "-o", library, "-Wl,-soname,libfa_helper.so", "-x", "c", "/dev/null")
+    runpath = ["-Wl,-rpath,$ORIGIN/flash_attn_libs", "-Wl,--enable-new-dtags"]
+    machine.build_extension(f"-L{helpers}", "-Wl,--no-as-needed", "-lfa_helper", *runpath)
+    binary, report = predict(machine, h100)
+    assert "libfa_helper.so" in binary.needed and not binary.missing_libraries
+    assert codes(report) == set() and machine.real_load() == ""
+    library.unlink()  # and once it is gone, both say so
+    binary, report = predict(machine, h100)
+    assert binary.missing_libraries == ("libfa_helper.so",)
+    assert "libfa_helper.so: cannot open shared object file" in machine.real_load()
+
+
+def test_deep_import_is_shown_beside_the_prediction(machine: Machine, h100: RecordedNvml) -> None:
+    machine.build_extension()
+    machine.build_torch(set_device_argument="signed char")
+    report = judge(collect(str(machine.venv.python), deep=True, nvml=h100))
+    [found] = [f for f in report.findings if f.code == "abi-undefined-symbol"]
+    assert any(e.startswith("--deep: import flash_attn -> ") for e in found.evidence)
+
+
+def test_unreadable_extension(machine: Machine, h100: RecordedNvml) -> None:
+    machine.extension.write_bytes(b"\x7fELF not really")
+    binary, report = predict(machine, h100)
+    assert binary.error and codes(report) == {"abi-unreadable"}
