@@ -35,19 +35,28 @@ class _Elf:
     """One shared object, opened with pyelftools; the parts the dynamic loader uses."""
 
     def __init__(self, path: str, stack: ExitStack) -> None:
+        from elftools.elf.dynamic import Dynamic
         from elftools.elf.elffile import ELFFile
 
         self.path = path
         self.file = ELFFile(stack.enter_context(open(path, "rb")))  # noqa: SIM115 (closed by the stack)
-        # The PT_DYNAMIC segment, not the .dynamic section: finding a section by name makes
-        # pyelftools build every section, hash tables included (~50 ms for libtorch_cpu).
-        self.dynamic: Any = next((s for s in self.file.iter_segments() if s["p_type"] == "PT_DYNAMIC"), None)
+        # The dynamic table read where the PT_DYNAMIC program header says, with its strings
+        # found through DT_STRTAB. pyelftools' section and segment objects would first build
+        # every section, hash tables included: half a second for a CUDA torch's libraries.
+        header = next((h for h in self._program_headers() if h["p_type"] == "PT_DYNAMIC"), None)
+        self.dynamic: Any = (
+            None if header is None else Dynamic(self.file.stream, self.file, None, header["p_offset"], False)
+        )
+        self._tags: dict[str, list[Any]] = {}
+        for tag in self.dynamic.iter_tags() if self.dynamic is not None else ():
+            self._tags.setdefault(tag.entry.d_tag, []).append(tag)
         self._hash: Any = None
 
+    def _program_headers(self) -> list[Any]:
+        return [self.file._get_segment_header(i) for i in range(self.file.num_segments())]
+
     def tags(self, name: str) -> list[Any]:
-        if self.dynamic is None:
-            return []
-        return [t for t in self.dynamic.iter_tags() if t.entry.d_tag == name]
+        return self._tags.get(name, [])
 
     @property
     def needed(self) -> list[str]:
@@ -77,12 +86,43 @@ class _Elf:
         ]
 
     def exports(self, name: str) -> bool:
+        """Whether it defines `name`, asked of its GNU hash table as the loader asks it."""
         if self._hash is None:
-            self._hash = self.file.get_section_by_name(".gnu.hash") or self.file.get_section_by_name(".hash") or False
+            self._hash = self._gnu_hash()
         if self._hash is False:
             return False
         symbol = self._hash.get_symbol(name)
         return symbol is not None and symbol["st_shndx"] != "SHN_UNDEF"
+
+    def _gnu_hash(self) -> Any:
+        from elftools.elf.hash import GNUHashTable
+
+        if self.dynamic is None:
+            return False
+        _, offset = self.dynamic.get_table_offset("DT_GNU_HASH")
+        _, symbols = self.dynamic.get_table_offset("DT_SYMTAB")
+        if offset is None or symbols is None:
+            return False  # no GNU hash table: an old-style library, no torch of the last decade
+        return GNUHashTable(self.file, offset, _DynamicSymbols(self.file, symbols, self.dynamic))
+
+
+class _DynamicSymbols:
+    """Entry i of the dynamic symbol table, read when the hash table asks for it."""
+
+    def __init__(self, elffile: Any, offset: int, dynamic: Any) -> None:
+        from elftools.elf.sections import Symbol
+
+        self._symbol = Symbol
+        self._file = elffile
+        self._offset = offset
+        self._size = elffile.structs.Elf_Sym.sizeof()
+        self._strings = dynamic._get_stringtable()  # the DT_STRTAB table pyelftools found
+
+    def get_symbol(self, index: int) -> Any:
+        from elftools.common.utils import struct_parse
+
+        entry = struct_parse(self._file.structs.Elf_Sym, self._file.stream, self._offset + index * self._size)
+        return self._symbol(entry, self._strings.get_string(entry["st_name"]))
 
 
 def _library_path() -> list[str]:
@@ -108,10 +148,16 @@ def _ld_cache() -> dict[str, str]:
 class Loader:
     """The dynamic loader's view, enough to predict a dlopen after `import torch`."""
 
-    def __init__(self, stack: ExitStack) -> None:
+    def __init__(self, stack: ExitStack, torch_location: str) -> None:
         self.stack = stack
+        self.torch = os.path.realpath(torch_location) + os.sep
         self.opened: dict[str, _Elf] = {}
         self._cache: dict[str, str] | None = None
+
+    def is_torch(self, path: str) -> bool:
+        """torch's own libraries (torch/lib, torch/_C): the only ones that export torch symbols.
+        The NVIDIA wheels' libraries that torch loads count as present, but are not opened."""
+        return os.path.realpath(path).startswith(self.torch)
 
     def open(self, path: str) -> _Elf:
         real = os.path.realpath(path)
@@ -143,16 +189,11 @@ class Loader:
             for soname in elf.needed:
                 if soname not in loaded:
                     path = self.find(soname, elf.search_dirs())
-                    if path is not None and _is_torch_side(path):
+                    if path is not None and self.is_torch(path):
                         todo.append(path)
                     elif path is not None:
                         loaded[soname] = None
         return loaded
-
-
-def _is_torch_side(path: str) -> bool:
-    """torch's own libraries and the NVIDIA wheels it loads: the ones searched for symbols."""
-    return "site-packages" in path or "dist-packages" in path
 
 
 def torch_roots(torch_location: str) -> list[str]:
@@ -178,7 +219,7 @@ def check_extension(extension: str, package: str, loader: Loader, torch: dict[st
         path = loader.find(soname, elf.search_dirs())
         if path is None:
             missing_libraries.append(soname)
-        elif _is_torch_side(path):
+        elif loader.is_torch(path):
             libraries.append(loader.open(path))
     torch_symbols = [s for s in elf.undefined() if TORCH_SYMBOL.match(s)]
     searched = [*libraries, *(o for o in torch.values() if o is not None and o not in libraries)]
@@ -223,7 +264,7 @@ def check_binaries(extensions: list[tuple[str, str]], torch_location: str | None
 
     results = []
     with ExitStack() as stack:
-        loader = Loader(stack)
+        loader = Loader(stack, torch_location)
         try:
             torch = loader.closure(torch_roots(torch_location))
         except (OSError, ELFError) as error:
