@@ -1,26 +1,52 @@
-"""A check's result: the facts read and the findings judged from them."""
+"""A check's result: the facts read, the findings judged from them, and the gate's verdicts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from attn_doctor.facts.model import Facts
 from attn_doctor.rules.diagnose import diagnose
+from attn_doctor.rules.drift import drift
 from attn_doctor.rules.findings import Finding, Severity
+from attn_doctor.rules.gate import Required, RequirementResult, judge_requirement
+
+# What --no-gpu-ok forgives on a machine without a GPU (a CPU-only CI runner).
+_NO_GPU = {"no-gpu", "nvml-library-missing", "gpus-hidden"}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How `check` is asked to judge: the CI gate's settings."""
+
+    require: tuple[Required, ...] = ()
+    ignore: frozenset[str] = frozenset()
+    no_gpu_ok: bool = False
+    lock: dict[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
 class Report:
     facts: Facts
     findings: tuple[Finding, ...]
+    requirements: tuple[RequirementResult, ...] = ()
+    ignored: tuple[Finding, ...] = ()
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
 
     def fails(self, fail_on: Severity | None) -> bool:
-        """True when any finding is at or above `fail_on` (None: never)."""
-        return fail_on is not None and any(f.severity >= fail_on for f in self.findings)
+        """True when a requirement is not met, or any finding is at or above `fail_on` (None: never)."""
+        unmet = any(not r.met for r in self.requirements)
+        return unmet or (fail_on is not None and any(f.severity >= fail_on for f in self.findings))
 
 
-def judge(facts: Facts) -> Report:
-    return Report(facts, tuple(diagnose(facts)))
+def judge(facts: Facts, gate: Gate = Gate()) -> Report:
+    found = diagnose(facts) + (drift(facts, gate.lock) if gate.lock is not None else [])
+    forgiven = set(gate.ignore) | (_NO_GPU if gate.no_gpu_ok and not facts.gpus else set())
+    return Report(
+        facts,
+        tuple(f for f in found if f.code not in forgiven),
+        tuple(judge_requirement(facts, r, gate.no_gpu_ok) for r in gate.require),
+        tuple(f for f in found if f.code in forgiven),
+    )

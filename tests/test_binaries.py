@@ -200,3 +200,22 @@ def test_unreadable_extension(machine: Machine, h100: RecordedNvml) -> None:
     machine.extension.write_bytes(b"\x7fELF not really")
     binary, report = predict(machine, h100)
     assert binary.error and codes(report) == {"abi-unreadable"}
+
+
+def test_hash_lookups_agree_with_nm_on_real_libtorch(real: RealPackages) -> None:
+    """The lazily read GNU hash table answers as binutils' nm does, on torch's real libtorch_cpu."""
+    from contextlib import ExitStack
+
+    from attn_doctor.facts.binaries import _Elf
+
+    site = run(real.torch_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    library = Path(site) / "torch" / "lib" / "libtorch_cpu.so"
+    defined = run("nm", "-D", "--defined-only", library).stdout.splitlines()
+    undefined = run("nm", "-D", "--undefined-only", library).stdout.splitlines()
+    exported = [line.split()[-1].split("@")[0] for line in defined if " T " in line][::500]
+    imported = [line.split()[-1].split("@")[0] for line in undefined][:200]
+    with ExitStack() as stack:
+        elf = _Elf(str(library), stack)
+        assert len(exported) > 50 and all(elf.exports(name) for name in exported)
+        assert not any(elf.exports(name) for name in imported)
+        assert not elf.exports(exported[0] + "_not_there")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -95,15 +96,50 @@ class _Elf:
         return symbol is not None and symbol["st_shndx"] != "SHN_UNDEF"
 
     def _gnu_hash(self) -> Any:
-        from elftools.elf.hash import GNUHashTable
-
         if self.dynamic is None:
             return False
         _, offset = self.dynamic.get_table_offset("DT_GNU_HASH")
         _, symbols = self.dynamic.get_table_offset("DT_SYMTAB")
         if offset is None or symbols is None:
             return False  # no GNU hash table: an old-style library, no torch of the last decade
-        return GNUHashTable(self.file, offset, _DynamicSymbols(self.file, symbols, self.dynamic))
+        return _lazy_gnu_hash(self.file, offset, _DynamicSymbols(self.file, symbols, self.dynamic))
+
+
+class _Words:
+    """An array of the hash table read one element at a time, when the lookup asks for it."""
+
+    def __init__(self, stream: Any, offset: int, size: int, little_endian: bool) -> None:
+        self._stream, self._offset, self._size = stream, offset, size
+        self._format = ("<" if little_endian else ">") + ("I" if size == 4 else "Q")
+
+    def __getitem__(self, index: int) -> int:
+        self._stream.seek(self._offset + index * self._size)
+        return int(struct.unpack(self._format, self._stream.read(self._size))[0])
+
+
+def _lazy_gnu_hash(elffile: Any, offset: int, symbols: Any) -> Any:
+    """pyelftools' GNUHashTable and its lookup, but with the bloom filter and the buckets read
+    on demand: parsing them whole costs 0.1 s and more for each large torch library."""
+    from elftools.elf.hash import GNUHashTable
+
+    table = GNUHashTable.__new__(GNUHashTable)
+    table.elffile, table._symboltable = elffile, symbols
+    word, xword = elffile.structs.Elf_word("").sizeof(), elffile.structs.Elf_xword("").sizeof()
+    header = _Words(elffile.stream, offset, word, elffile.little_endian)
+    nbuckets, symoffset, bloom_size, bloom_shift = (header[i] for i in range(4))
+    bloom_at = offset + 4 * word
+    buckets_at = bloom_at + bloom_size * xword
+    table.params = {  # type: ignore[assignment]  # the lookup only indexes these
+        "nbuckets": nbuckets,
+        "symoffset": symoffset,
+        "bloom_size": bloom_size,
+        "bloom_shift": bloom_shift,
+        "bloom": _Words(elffile.stream, bloom_at, xword, elffile.little_endian),
+        "buckets": _Words(elffile.stream, buckets_at, word, elffile.little_endian),
+    }
+    table._wordsize, table._xwordsize = word, xword
+    table._chain_pos = buckets_at + nbuckets * word
+    return table
 
 
 class _DynamicSymbols:

@@ -124,6 +124,7 @@ class Package:
     missing: tuple[str, ...] = ()
     shared: tuple[SharedFiles, ...] = ()
     extension_modules: tuple[str, ...] = ()  # compiled modules (.so/.pyd) listed in RECORD
+    record_sha256: str | None = None  # of RECORD itself: a reinstall changes it (lock files)
 
 
 @dataclass(frozen=True)

@@ -78,11 +78,14 @@ def _sha256(path: str) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
-def _record(dist: importlib.metadata.Distribution) -> list[tuple[str, str | None, int | None]] | None:
-    """RECORD rows as (path, hash, size); None when RECORD is absent."""
+def _record(
+    dist: importlib.metadata.Distribution,
+) -> tuple[list[tuple[str, str | None, int | None]] | None, str | None]:
+    """RECORD rows as (path, hash, size), and the sha256 of RECORD itself (what a lock file
+    keeps: a reinstall changes it); (None, None) when RECORD is absent."""
     text = dist.read_text("RECORD")
     if text is None:
-        return None
+        return None, None
     import csv
 
     rows = []
@@ -93,7 +96,7 @@ def _record(dist: importlib.metadata.Distribution) -> list[tuple[str, str | None
         recorded_hash = row[1] if len(row) > 1 and row[1] else None
         size = int(row[2]) if len(row) > 2 and row[2].isdigit() else None
         rows.append((path, recorded_hash, size))
-    return rows
+    return rows, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _direct_url(dist: importlib.metadata.Distribution) -> tuple[bool, str | None]:
@@ -153,7 +156,7 @@ def distributions(names: list[str], verify: list[str], hash_limit: int | None) -
             entry["editable"], entry["source_url"] = _direct_url(dist)
             entry["requires"] = list(dist.requires or []) if problem is None else []
             # torch's RECORD alone has 30,000 rows: only the verified packages' are read
-            rows = _record(dist) if canonical in verified else []
+            rows, entry["record_sha256"] = _record(dist) if canonical in verified else ([], None)
         except (OSError, UnicodeDecodeError, ValueError) as error:
             entry["metadata_problem"] = problem or "dist-info unreadable: {}".format(error)
             rows = None

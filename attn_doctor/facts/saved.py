@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from attn_doctor.facts.model import SCHEMA, Facts, FactsError, from_data
 
@@ -30,3 +31,37 @@ def load_facts(path: Path) -> Facts:
         return from_data(Facts, data)
     except FactsError as error:
         raise FactsError(f"{path}: {error}") from error
+
+
+def load_lock(path: Path) -> dict[str, Any]:
+    """A lock file from `attn-doctor lock`, checked field by field; FactsError says what is wrong."""
+    from attn_doctor.rules.drift import LOCK_SCHEMA
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise FactsError(f"cannot read lock file {path}: {error.strerror}") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FactsError(f"lock file {path} is not JSON text: {error}") from error
+    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("attn-doctor/lock-"):
+        raise FactsError(f'{path} is not an attn-doctor lock file (no "schema": "{LOCK_SCHEMA}")')
+    if data["schema"] != LOCK_SCHEMA:
+        raise FactsError(
+            f"lock file {path} has schema {data['schema']}: written by another attn-doctor; "
+            f"this one reads {LOCK_SCHEMA}"
+        )
+    gpus = data.get("gpus")
+    if not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus):
+        raise FactsError(f'lock file {path}: "gpus" must be a list of strings')
+    torch = data.get("torch")
+    if torch is not None and not (isinstance(torch, dict) and isinstance(torch.get("version"), str)):
+        raise FactsError(f'lock file {path}: "torch" must be null or an object with a "version" string')
+    packages = data.get("packages")
+    if not isinstance(packages, dict) or not all(
+        isinstance(v, dict)
+        and set(v) == {"version", "record_sha256"}
+        and all(x is None or isinstance(x, str) for x in v.values())
+        for v in packages.values()
+    ):
+        raise FactsError(f'lock file {path}: "packages" must map names to {{"version", "record_sha256"}}')
+    return data

@@ -244,6 +244,23 @@ RULES: tuple[Rule, ...] = (
         "the extension's DT_NEEDED, RUNPATH, LD_LIBRARY_PATH, the loader cache, torch's loaded libraries",
     ),
     Rule("abi-unreadable", Severity.WARNING, "A compiled extension could not be read as an ELF file.", "pyelftools"),
+    # the CI gate
+    Rule(
+        "require-not-met",
+        Severity.ERROR,
+        "A backend named with --require is missing, in another version, broken, fails to import, or does not "
+        "run on this GPU.",
+        "attn_doctor/rules/backends.py (each backend's own sources)",
+    ),
+    Rule("drift-gpu", Severity.ERROR, "The GPU generations differ from the lock file's.", "attn-doctor lock"),
+    Rule("drift-torch", Severity.ERROR, "torch's version or build differs from the lock file's.", "attn-doctor lock"),
+    Rule(
+        "drift-package",
+        Severity.ERROR,
+        "An attention package was added, removed, changed version, or reinstalled (its RECORD differs) since the "
+        "lock file was written.",
+        "attn-doctor lock",
+    ),
     # toolchain (matters for source builds: FA2 without a wheel, FA3, SageAttention 2)
     Rule(
         "nvcc-torch-cuda-mismatch",

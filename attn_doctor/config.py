@@ -1,0 +1,109 @@
+"""The gate's settings from `[tool.attn-doctor]` in pyproject.toml and ATTN_DOCTOR_* variables.
+
+The command line wins over the environment, which wins over pyproject.toml:
+
+    [tool.attn-doctor]               ATTN_DOCTOR_FAIL_ON=warning
+    fail-on = "warning"              ATTN_DOCTOR_IGNORE="mig-enabled build-tool-missing"
+    ignore = ["mig-enabled"]         ATTN_DOCTOR_REQUIRE="fa4; fa2>=2.7"
+    require = ["fa4", "fa2>=2.7"]    ATTN_DOCTOR_NO_GPU_OK=1
+    no-gpu-ok = false
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+KEYS = {"fail-on", "ignore", "require", "no-gpu-ok"}
+FAIL_ON = ("error", "warning", "info", "never")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used (exit 2)."""
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    fail_on: str | None = None
+    ignore: tuple[str, ...] = ()
+    require: tuple[str, ...] = ()
+    no_gpu_ok: bool | None = None
+
+
+def load(folder: Path, environ: Mapping[str, str] = os.environ) -> GateConfig:
+    from_file = _pyproject(folder / "pyproject.toml")
+    return GateConfig(
+        fail_on=_fail_on(environ.get("ATTN_DOCTOR_FAIL_ON"), "ATTN_DOCTOR_FAIL_ON") or from_file.fail_on,
+        ignore=tuple(environ["ATTN_DOCTOR_IGNORE"].replace(",", " ").split())
+        if "ATTN_DOCTOR_IGNORE" in environ
+        else from_file.ignore,
+        # specs carry commas ("fa2>=2.7,<3"): requirements are parted by ';' or whitespace
+        require=tuple(r for r in re.split(r"[;\s]+", environ["ATTN_DOCTOR_REQUIRE"]) if r)
+        if "ATTN_DOCTOR_REQUIRE" in environ
+        else from_file.require,
+        no_gpu_ok=_flag(environ["ATTN_DOCTOR_NO_GPU_OK"])
+        if "ATTN_DOCTOR_NO_GPU_OK" in environ
+        else from_file.no_gpu_ok,
+    )
+
+
+def _pyproject(path: Path) -> GateConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return GateConfig()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from error
+    try:
+        table: Any = tomllib.loads(text).get("tool", {}).get("attn-doctor", {})
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.attn-doctor] must be a table")
+    unknown = set(table) - KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [tool.attn-doctor]: {', '.join(sorted(unknown))}")
+    return GateConfig(
+        fail_on=_fail_on(table.get("fail-on"), f"{path}: fail-on"),
+        ignore=_strings(table.get("ignore", []), f"{path}: ignore"),
+        require=_strings(table.get("require", []), f"{path}: require"),
+        no_gpu_ok=_boolean(table.get("no-gpu-ok"), f"{path}: no-gpu-ok"),
+    )
+
+
+def _fail_on(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if value not in FAIL_ON:
+        raise ConfigError(f"{where} must be one of {', '.join(FAIL_ON)}, not {value!r}")
+    return str(value)
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of strings")
+    return tuple(value)
+
+
+def _boolean(value: object, where: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false")
+    return value
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no", ""):
+        return False
+    raise ConfigError(f"ATTN_DOCTOR_NO_GPU_OK must be 1 or 0, not {value!r}")

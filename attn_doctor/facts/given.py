@@ -1,0 +1,65 @@
+"""`--gpu`: judge for a GPU this machine does not have (a CPU-only CI runner gating for an H100)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from attn_doctor.facts.gpu import AMD_ARCHITECTURES, nvidia_architecture
+from attn_doctor.facts.model import Facts, FactsError, Gpu
+
+# Common data-centre and desktop GPUs by name (NVIDIA's CUDA GPUs list; AMD's LLVM targets).
+NAMED = {
+    "t4": "7.5",
+    "a100": "8.0",
+    "a10": "8.6",
+    "a10g": "8.6",
+    "rtx3090": "8.6",
+    "a6000": "8.6",
+    "l4": "8.9",
+    "l40s": "8.9",
+    "rtx4090": "8.9",
+    "h100": "9.0",
+    "h200": "9.0",
+    "gh200": "9.0",
+    "b200": "10.0",
+    "gb200": "10.0",
+    "b300": "10.3",
+    "rtx5090": "12.0",
+    "rtxpro6000": "12.0",
+    "mi250": "gfx90a",
+    "mi250x": "gfx90a",
+    "mi300x": "gfx942",
+    "mi325x": "gfx942",
+    "mi355x": "gfx950",
+}
+
+
+def given_gpu(spec: str) -> Gpu:
+    """A GPU from `H100`, `sm_90`, `9.0` or `gfx942`; FactsError for anything else."""
+    key = re.sub(r"[\s_-]", "", spec.lower())
+    target = NAMED.get(key, spec.lower())
+    if target in AMD_ARCHITECTURES:
+        return Gpu(
+            index=0, vendor="amd", name=f"{spec} (given)", architecture=AMD_ARCHITECTURES[target], gfx_target=target
+        )
+    match = re.fullmatch(r"(?:sm_?)?(\d{1,2})\.?(\d)", target)
+    if match is None:
+        raise FactsError(f"--gpu {spec!r}: give a name (H100, A100, MI300X…), sm_XY, X.Y or a gfx target")
+    capability = f"{match.group(1)}.{match.group(2)}"
+    return Gpu(
+        index=0,
+        vendor="nvidia",
+        name=f"{spec} (given)",
+        architecture=nvidia_architecture(capability),
+        compute_capability=capability,
+    )
+
+
+def with_given_gpu(facts: Facts, spec: str) -> Facts:
+    """The facts with the given GPU in place of what the drivers said."""
+    gpu = given_gpu(spec)
+    driver = dataclasses.replace(
+        facts.driver, nvidia_status="ok", nvidia_detail=f"given with --gpu {spec}", hidden_gpus=0
+    )
+    return dataclasses.replace(facts, gpus=(gpu,), driver=driver)
