@@ -10,14 +10,17 @@ import enum
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from attn_doctor import __version__
-from attn_doctor.facts.model import FactsError
+from attn_doctor.facts.model import Facts, FactsError
 from attn_doctor.facts.target import TargetError
 from attn_doctor.rules.findings import RULES, Severity
+
+if TYPE_CHECKING:
+    from attn_doctor.report import Gate, Report
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_CANNOT_INSPECT = 0, 1, 2, 3
 
@@ -33,6 +36,7 @@ class Format(str, enum.Enum):
     text = "text"
     json = "json"
     markdown = "markdown"
+    junit = "junit"
 
 
 class FailOn(str, enum.Enum):
@@ -78,13 +82,33 @@ def check(
     deep: Annotated[
         bool, typer.Option("--deep", help="Also import each backend in a child process and hash large files.")
     ] = False,
-    output_format: Annotated[Format, typer.Option("--format", help="text, json or markdown.")] = Format.text,
+    output_format: Annotated[
+        Format, typer.Option("--format", help="text, json, markdown or junit (on standard output).")
+    ] = Format.text,
     facts_file: Annotated[
         Path | None, typer.Option("--facts", help="Judge a saved JSON report instead of this machine.")
     ] = None,
     fail_on: Annotated[
-        FailOn, typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe.")
-    ] = FailOn.error,
+        FailOn | None,
+        typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe [default: error]."),
+    ] = None,
+    require: Annotated[
+        list[str] | None,
+        typer.Option("--require", help="A backend that must be usable here, e.g. fa4 or 'fa2>=2.7' (repeatable)."),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="A finding code not to judge (repeatable).")
+    ] = None,
+    against: Annotated[
+        Path | None, typer.Option("--against", help="A lock file from `attn-doctor lock`: fail on any drift.")
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option("--gpu", help="Judge for this GPU instead (H100, sm_90, 9.0, gfx942).")
+    ] = None,
+    no_gpu_ok: Annotated[
+        bool | None, typer.Option("--no-gpu-ok", help="A machine without a GPU is not a failure (CPU CI runners).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON report to this file.")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show the evidence behind each line.")] = False,
 ) -> None:
     """Inspect the GPU, the target Python, torch and every attention package; say what is broken."""
@@ -92,6 +116,59 @@ def check(
 
     if facts_file is not None and (python is not None or deep):
         raise Stop("--facts judges a saved report: it cannot be combined with --python or --deep", EXIT_USAGE)
+    gate, severity = _gate(fail_on, require, ignore, against, no_gpu_ok)
+    facts = _facts(facts_file, python, deep, [r.backend.module for r in gate.require], gpu)
+    report = judge(facts, gate)
+    code = EXIT_FINDINGS if report.fails(severity) else EXIT_OK
+    _show(report, output_format, severity, code, verbose)
+    if output is not None:
+        from attn_doctor.render.json import render_json
+
+        try:
+            output.write_text(render_json(report, code), encoding="utf-8")
+        except OSError as error:
+            raise Stop(f"cannot write --output {output}: {error.strerror}", EXIT_USAGE) from error
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from attn_doctor.render.annotations import render_annotations
+
+        sys.stdout.write(render_annotations(report))
+    raise typer.Exit(code)
+
+
+def _gate(
+    fail_on: FailOn | None,
+    require: list[str] | None,
+    ignore: list[str] | None,
+    against: Path | None,
+    no_gpu_ok: bool | None,
+) -> tuple[Gate, Severity | None]:
+    """The gate's settings: the command line, else ATTN_DOCTOR_* variables, else pyproject.toml."""
+    from attn_doctor import config
+    from attn_doctor.facts.saved import load_lock
+    from attn_doctor.report import Gate
+    from attn_doctor.rules.gate import RequirementError, parse_requirement
+
+    try:
+        settings = config.load(Path.cwd())
+        required = tuple(parse_requirement(r) for r in (require or settings.require))
+    except (config.ConfigError, RequirementError) as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    ignored = frozenset(ignore or settings.ignore)
+    unknown = ignored - {r.code for r in RULES}
+    if unknown:
+        raise Stop(
+            f"--ignore: no finding code {', '.join(sorted(unknown))}; `attn-doctor explain` lists them", EXIT_USAGE
+        )
+    try:
+        lock = load_lock(against) if against is not None else None
+    except FactsError as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    chosen = fail_on or FailOn(settings.fail_on or "error")
+    forgive = no_gpu_ok if no_gpu_ok is not None else bool(settings.no_gpu_ok)
+    return Gate(required, ignored, forgive, lock), chosen.severity
+
+
+def _facts(facts_file: Path | None, python: str | None, deep: bool, modules: list[str], gpu: str | None) -> Facts:
     if facts_file is not None:
         from attn_doctor.facts.saved import load_facts
 
@@ -103,11 +180,20 @@ def check(
         from attn_doctor.facts.collect import collect
 
         try:
-            facts = collect(python, deep)
+            facts = collect(python, deep, modules=modules)
         except TargetError as error:
             raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
-    report = judge(facts)
-    code = EXIT_FINDINGS if report.fails(fail_on.severity) else EXIT_OK
+    if gpu is None:
+        return facts
+    from attn_doctor.facts.given import with_given_gpu
+
+    try:
+        return with_given_gpu(facts, gpu)
+    except FactsError as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+
+
+def _show(report: Report, output_format: Format, severity: Severity | None, code: int, verbose: bool) -> None:
     if output_format is Format.json:
         from attn_doctor.render.json import render_json
 
@@ -116,13 +202,36 @@ def check(
         from attn_doctor.render.markdown import render_markdown
 
         sys.stdout.write(render_markdown(report, verbose))
+    elif output_format is Format.junit:
+        from attn_doctor.render.junit import render_junit
+
+        sys.stdout.write(render_junit(report, severity))
     else:
         from rich.console import Console
 
         from attn_doctor.render.terminal import render_terminal
 
         render_terminal(report, Console(), verbose)
-    raise typer.Exit(code)
+
+
+@app.command()
+def lock(
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Target interpreter (default: the active venv/conda env, else this one)."),
+    ] = None,
+) -> None:
+    """Print the healthy state as a lock file, for `check --against` to hold later runs to it."""
+    import json
+
+    from attn_doctor.facts.collect import collect
+    from attn_doctor.rules.drift import lock_data
+
+    try:
+        facts = collect(python)
+    except TargetError as error:
+        raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
+    print(json.dumps(lock_data(facts), indent=2))
 
 
 @app.command()
@@ -245,4 +354,7 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:  # `attn-doctor check | head`
         sys.exit(EXIT_OK)
+    except Exception as error:  # a bug must never read as a pass (exit 0) or a plain failure (1)
+        print(f"attn-doctor: internal error, please report it: {type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(EXIT_CANNOT_INSPECT)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -41,3 +41,11 @@ python3 -c 'import json,sys; [print(i) for i in json.load(open(sys.argv[1]))["im
 echo "== benchmark, with the extension to read"
 python3 scripts/bench_check.py --python /tmp/abi/bin/python --runs 5 | tee "$out/bench-extension.txt"
 python3 scripts/profile_check.py --python /tmp/abi/bin/python
+python3 - <<'PY'
+import cProfile, json, pstats
+from attn_doctor.facts.binaries import check_binaries
+report = json.load(open("/tmp/attn-doctor-device/h100-extension-check.json" if False else __import__("os").environ["OUT"] + "/h100-extension-check.json"))
+found = [(b["path"], b["package"]) for b in report["binaries"]]
+cProfile.run("check_binaries(found, report['torch']['location'])", "/tmp/binaries.prof")
+pstats.Stats("/tmp/binaries.prof").sort_stats("cumtime").print_stats(18)
+PY

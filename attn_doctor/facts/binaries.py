@@ -202,15 +202,16 @@ class Loader:
         return self.opened[real]
 
     def find(self, soname: str, dirs: Iterable[str]) -> str | None:
-        for folder in [*dirs, *_library_path()]:
+        """Where the loader would find it. The default folders are tried before the loader's
+        cache: a library there is found either way, and most are (libc, libstdc++), so the
+        `ldconfig -p` subprocess runs only for the rest."""
+        for folder in [*dirs, *_library_path(), *_DEFAULT_DIRS]:
             candidate = os.path.join(folder, soname)
             if os.path.exists(candidate):
                 return candidate
         if self._cache is None:
             self._cache = _ld_cache()
-        if soname in self._cache:
-            return self._cache[soname]
-        return next((os.path.join(d, soname) for d in _DEFAULT_DIRS if os.path.exists(os.path.join(d, soname))), None)
+        return self._cache.get(soname)
 
     def closure(self, roots: list[str]) -> dict[str, _Elf | None]:
         """soname -> object for everything `import torch` loads. System libraries (libc,

@@ -13,7 +13,7 @@ from attn_doctor import __version__
 from attn_doctor.facts.binaries import check_binaries
 from attn_doctor.facts.gpu import read_gpus
 from attn_doctor.facts.imports import IMPORT_CHECKS, import_all
-from attn_doctor.facts.model import Facts, ImportResult
+from attn_doctor.facts.model import Facts
 from attn_doctor.facts.target import ProbeResult, RunningProbe, resolve_python
 from attn_doctor.facts.toolchain import read_toolchain
 
@@ -21,8 +21,11 @@ from attn_doctor.facts.toolchain import read_toolchain
 _EXTENSION_MODULES = {"flash_attn_2_cuda": "flash-attn"}
 
 
-def collect(python: str | None = None, deep: bool = False, nvml: Any | None = None) -> Facts:
-    """Raises TargetError when the target interpreter cannot be inspected."""
+def collect(
+    python: str | None = None, deep: bool = False, nvml: Any | None = None, modules: list[str] | None = None
+) -> Facts:
+    """Raises TargetError when the target interpreter cannot be inspected. `modules` are imported
+    in child processes too (what --require needs), `deep` adds every installed backend."""
     executable = resolve_python(python)
     # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
     # H100, mostly in C, so a thread suits it), `nvcc --version`, and the ELF reading that needs
@@ -35,10 +38,11 @@ def collect(python: str | None = None, deep: bool = False, nvml: Any | None = No
         binaries = check_binaries(extensions(seen), seen.torch.location if seen.torch else None)
         driver, found_gpus = gpus.result()
         tools = toolchain.result()
-    imports: tuple[ImportResult, ...] = ()
+    wanted = list(modules or [])
     if deep:
         installed = {p.name for p in seen.packages}
-        imports = import_all(executable, [m for d, m in IMPORT_CHECKS.items() if d in installed])
+        wanted += [m for d, m in IMPORT_CHECKS.items() if d in installed and m not in wanted]
+    imports = import_all(executable, wanted)
     return Facts(
         gpus=found_gpus,
         driver=driver,

@@ -29,6 +29,11 @@ def report_data(report: Report, exit_code: int) -> dict[str, Any]:
             }
             for f in report.findings
         ],
+        "requirements": [
+            {"require": r.text, "met": r.met, "reasons": list(r.reasons), "fix": list(r.fix)}
+            for r in report.requirements
+        ],
+        "ignored": sorted({f.code for f in report.ignored}),
         "summary": {
             "errors": report.count(Severity.ERROR),
             "warnings": report.count(Severity.WARNING),

@@ -19,7 +19,7 @@ def render_junit(report: Report, fail_on: Severity | None) -> str:
     failures = skipped = 0
     ignored = {f.code for f in report.ignored}
     for rule in RULES:
-        case = ET.SubElement(suite, "testcase", classname=f"attn-doctor.{rule.code.split('-')[0]}", name=rule.code)
+        case = ET.SubElement(suite, "testcase", classname="attn-doctor.findings", name=rule.code)
         found = [f for f in report.findings if f.code == rule.code]
         failing = [f for f in found if fail_on is not None and f.severity >= fail_on]
         if failing:

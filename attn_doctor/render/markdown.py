@@ -32,5 +32,12 @@ def render_markdown(report: Report, verbose: bool = False) -> str:
             out += ["  ```sh", *(f"  {command}" for command in f.fix), "  ```"]
         if verbose:
             out += [f"  - evidence: `{e}`" for e in f.evidence]
+    if report.requirements:
+        out += ["", "### Required", ""]
+    for requirement in report.requirements:
+        out.append(
+            f"- {'✓' if requirement.met else '✗'} `{requirement.text}`"
+            + "".join(f"\n  - {reason}" for reason in requirement.reasons)
+        )
     out.append("")
     return "\n".join(out)

@@ -207,7 +207,7 @@ def _imports(facts: Facts) -> Section:
             lines.append(Line(OK, f"import {result.module} ({result.seconds:.1f} s)"))
         else:
             lines.append(Line(ERROR, f"import {result.module}: {result.outcome}", (result.detail,)))
-    return Section("Imports (--deep)", lines)
+    return Section("Imports (child processes: --deep, --require)", lines)
 
 
 def _toolchain(facts: Facts) -> Section:

@@ -42,6 +42,19 @@ def render_terminal(report: Report, console: Console, verbose: bool = False) -> 
         if verbose:
             for item in f.evidence:
                 console.print(f"      [dim]{escape(item)}[/]", highlight=False)
+    if report.requirements:
+        console.print("[bold]Required[/]")
+    for requirement in report.requirements:
+        mark = "[green]✓[/]" if requirement.met else "[red]✗[/]"
+        console.print(f"  {mark} {escape(requirement.text)}", highlight=False)
+        for reason in requirement.reasons:
+            console.print(f"      {escape(reason)}", highlight=False)
+        for command in requirement.fix:
+            console.print(f"      [bold]$[/] {escape(command)}", highlight=False, soft_wrap=True)
+    if report.ignored:
+        codes = ", ".join(sorted({f.code for f in report.ignored}))
+        console.print(f"[dim]ignored: {len(report.ignored)} finding(s) ({escape(codes)})[/]", highlight=False)
     errors, warnings, info = (report.count(s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO))
-    verdict = "[green]healthy[/]" if not errors else "[red]problems found[/]"
+    unmet = sum(1 for r in report.requirements if not r.met)
+    verdict = "[green]healthy[/]" if not errors and not unmet else "[red]problems found[/]"
     console.print(f"\n{verdict}: {errors} error(s), {warnings} warning(s), {info} note(s)", highlight=False)

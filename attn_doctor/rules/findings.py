@@ -245,13 +245,6 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("abi-unreadable", Severity.WARNING, "A compiled extension could not be read as an ELF file.", "pyelftools"),
     # the CI gate
-    Rule(
-        "require-not-met",
-        Severity.ERROR,
-        "A backend named with --require is missing, in another version, broken, fails to import, or does not "
-        "run on this GPU.",
-        "attn_doctor/rules/backends.py (each backend's own sources)",
-    ),
     Rule("drift-gpu", Severity.ERROR, "The GPU generations differ from the lock file's.", "attn-doctor lock"),
     Rule("drift-torch", Severity.ERROR, "torch's version or build differs from the lock file's.", "attn-doctor lock"),
     Rule(
