@@ -131,7 +131,9 @@ def check(
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from attn_doctor.render.annotations import render_annotations
 
-        sys.stdout.write(render_annotations(report))
+        # on stderr, which the runner reads for workflow commands too: stdout stays the report
+        # (JUnit or JSON redirected to a file)
+        sys.stderr.write(render_annotations(report))
     raise typer.Exit(code)
 
 

@@ -30,8 +30,12 @@ FA2_VERSION = "2.8.3.post2"
 FA4_VERSION = "4.0.0b36"
 
 
-def run(*argv: str | Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+def run(
+    *argv: str | Path, env: dict[str, str] | None = None, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, cwd=cwd
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done

@@ -219,3 +219,6 @@ def test_hash_lookups_agree_with_nm_on_real_libtorch(real: RealPackages) -> None
         assert len(exported) > 50 and all(elf.exports(name) for name in exported)
         assert not any(elf.exports(name) for name in imported)
         assert not elf.exports(exported[0] + "_not_there")
+        # its imports, read from the entries before the hash table's symoffset, are nm's "U" symbols
+        strong = {line.split()[-1].split("@")[0] for line in undefined if line.split()[0] == "U"}
+        assert set(elf.undefined()) == strong and len(strong) > 100

@@ -108,7 +108,7 @@ BACKENDS = (
         "xformers",
         "xformers.ops",
         ("7.5", "8", "9", "10", "12"),
-        None,
+        (),  # ROCm builds of xFormers not checked: none claimed
         None,
         "pip install xformers  # pick the release built for your torch",
         f"{_K} §7: sm75 through cutlass, Volta dropped since 0.0.31",

@@ -39,7 +39,8 @@ def parse_requirement(text: str) -> Required:
     try:
         requirement = Requirement(text.strip())
     except InvalidRequirement as error:
-        raise RequirementError(f"--require {text!r}: {error}") from error
+        # packaging draws a caret under the error on more lines: the first says it
+        raise RequirementError(f"--require {text!r}: {str(error).splitlines()[0]}") from error
     backend = BY_NAME.get(requirement.name.lower())
     if backend is None:
         raise RequirementError(f"--require {text!r}: no backend {requirement.name!r} (one of {', '.join(BY_NAME)})")
