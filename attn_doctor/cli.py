@@ -32,6 +32,12 @@ app = typer.Typer(
 )
 
 
+PythonOption = Annotated[
+    str | None,
+    typer.Option("--python", help="Target interpreter (default: the active venv/conda env, else this one)."),
+]
+
+
 class Format(str, enum.Enum):
     text = "text"
     json = "json"
@@ -75,10 +81,7 @@ def _root(
 
 @app.command()
 def check(
-    python: Annotated[
-        str | None,
-        typer.Option("--python", help="Target interpreter (default: the active venv/conda env, else this one)."),
-    ] = None,
+    python: PythonOption = None,
     deep: Annotated[
         bool, typer.Option("--deep", help="Also import each backend in a child process and hash large files.")
     ] = False,
@@ -179,12 +182,7 @@ def _facts(facts_file: Path | None, python: str | None, deep: bool, modules: lis
         except FactsError as error:
             raise Stop(str(error), EXIT_USAGE) from error
     else:
-        from attn_doctor.facts.collect import collect
-
-        try:
-            facts = collect(python, deep, modules=modules)
-        except TargetError as error:
-            raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
+        facts = _collect(python, deep, modules)
     if gpu is None:
         return facts
     from attn_doctor.facts.given import with_given_gpu
@@ -193,6 +191,15 @@ def _facts(facts_file: Path | None, python: str | None, deep: bool, modules: lis
         return with_given_gpu(facts, gpu)
     except FactsError as error:
         raise Stop(str(error), EXIT_USAGE) from error
+
+
+def _collect(python: str | None, deep: bool = False, modules: list[str] | None = None) -> Facts:
+    from attn_doctor.facts.collect import collect
+
+    try:
+        return collect(python, deep, modules=modules)
+    except TargetError as error:
+        raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
 
 
 def _show(report: Report, output_format: Format, severity: Severity | None, code: int, verbose: bool) -> None:
@@ -218,22 +225,14 @@ def _show(report: Report, output_format: Format, severity: Severity | None, code
 
 @app.command()
 def lock(
-    python: Annotated[
-        str | None,
-        typer.Option("--python", help="Target interpreter (default: the active venv/conda env, else this one)."),
-    ] = None,
+    python: PythonOption = None,
 ) -> None:
     """Print the healthy state as a lock file, for `check --against` to hold later runs to it."""
     import json
 
-    from attn_doctor.facts.collect import collect
     from attn_doctor.rules.drift import lock_data
 
-    try:
-        facts = collect(python)
-    except TargetError as error:
-        raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
-    print(json.dumps(lock_data(facts), indent=2))
+    print(json.dumps(lock_data(_collect(python)), indent=2))
 
 
 @app.command()
@@ -252,10 +251,7 @@ def explain(
 
 @app.command("fix-shadow")
 def fix_shadow(
-    python: Annotated[
-        str | None,
-        typer.Option("--python", help="Target interpreter (default: the active venv/conda env, else this one)."),
-    ] = None,
+    python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before repairing.")] = False,
     wheel_dir: Annotated[
@@ -271,10 +267,7 @@ def fix_shadow(
     from attn_doctor.facts.collect import collect
     from attn_doctor.report import judge
 
-    try:
-        before = judge(collect(python))
-    except TargetError as error:
-        raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
+    before = judge(_collect(python))
     if wheel_dir is not None and not os.path.isdir(wheel_dir):
         raise Stop(f"--wheel-dir {wheel_dir} is not a folder", EXIT_USAGE)
     try:
@@ -313,10 +306,7 @@ def fix_shadow(
 
 @app.command("undo")
 def undo_last(
-    python: Annotated[
-        str | None,
-        typer.Option("--python", help="Target interpreter (default: the active venv/conda env, else this one)."),
-    ] = None,
+    python: PythonOption = None,
 ) -> None:
     """Put back the last repair of the target environment, byte for byte, from its journal."""
     from attn_doctor.actions.runner import RunnerError, exclusive, latest, undo

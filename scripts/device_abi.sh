@@ -7,6 +7,8 @@ set -u
 out=${OUT:-/tmp/attn-doctor-device}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# byte-compiled, as a pip install leaves them: otherwise every run would compile them again
+python3 -m compileall -q /tmp/site attn_doctor >/dev/null
 export PYTHONPATH=/tmp/site:$PWD COLUMNS=160
 
 echo "== build an extension against the installed torch (torch.utils.cpp_extension)"
@@ -25,7 +27,7 @@ PY
 python3 -m venv --without-pip /tmp/abi
 site=$(/tmp/abi/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/machine-torch.pth"
-python3 -m pip --python /tmp/abi/bin/python install -q --no-index --no-deps .cache/wheels/flash_attn-*.whl
+python3 -m pip --python /tmp/abi/bin/python install -q --no-index --no-deps .cache/wheels/flash_attn-2.8.3.post2-*.whl
 suffix=$(/tmp/abi/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 cp /tmp/ext/flash_attn_2_cuda.so "$site/flash_attn_2_cuda$suffix"
 

@@ -8,6 +8,8 @@ set -u
 out=${OUT:-/tmp/attn-doctor-device}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# byte-compiled, as a pip install leaves them: otherwise every run would compile them again
+python3 -m compileall -q /tmp/site attn_doctor >/dev/null
 export PYTHONPATH=/tmp/site:$PWD COLUMNS=160
 doctor() { python3 -m attn_doctor "$@"; }
 
@@ -28,8 +30,8 @@ echo "== FA4 then FA2 installed into a venv that sees this torch (KNOWLEDGE.md 4
 python3 -m venv --without-pip /tmp/collide
 site=$(/tmp/collide/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/machine-torch.pth"
-python3 -m pip --python /tmp/collide/bin/python install -q --no-index --no-deps .cache/wheels/flash_attn_4-*.whl
-python3 -m pip --python /tmp/collide/bin/python install -q --no-index --no-deps .cache/wheels/flash_attn-*.whl
+python3 -m pip --python /tmp/collide/bin/python install -q --no-index --no-deps .cache/wheels/flash_attn_4-4.0.0b36-*.whl
+python3 -m pip --python /tmp/collide/bin/python install -q --no-index --no-deps .cache/wheels/flash_attn-2.8.3.post2-*.whl
 doctor check --python /tmp/collide/bin/python --format json > "$out/h100-fa2-over-fa4.json"; echo "exit $?"
 doctor check --python /tmp/collide/bin/python | tail -25
 

@@ -5,6 +5,8 @@ set -u
 out=${OUT:-/tmp/attn-doctor-device}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# byte-compiled, as a pip install leaves them: otherwise every run would compile them again
+python3 -m compileall -q /tmp/site attn_doctor >/dev/null
 export PYTHONPATH=/tmp/site:$PWD
 TIMEFORMAT="%R s"
 t() { local took; took=$( { time "$@" >/dev/null 2>&1; } 2>&1 ); echo "$took  $*"; }
