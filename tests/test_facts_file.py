@@ -209,3 +209,16 @@ def test_torch_version_text_is_what_the_probe_parses(tmp_path: Path) -> None:
         "git_version": "70d99e998b4955e0049d13a98d77ae1b14db1f45",
     }
     assert Torch(**read).build == "CUDA 13.0"
+
+
+def test_h100_extension_built_for_its_torch_reads_clean() -> None:
+    """On the H100: an extension built with torch.utils.cpp_extension against the installed
+    torch 2.11.0+cu130, placed as FA2's flash_attn_2_cuda (scripts/device_abi.sh)."""
+    facts = load_facts(FIXTURES / "h100-extension-check.json")
+    [binary] = facts.binaries
+    assert (binary.torch_symbols, binary.missing_symbols, binary.missing_libraries) == (16, (), ())
+    assert (binary.abi, binary.torch_abi) == ("cxx11", "cxx11")
+    code, out, _ = doctor("check", "--facts", FIXTURES / "h100-extension-check.json")
+    assert code == 0
+    assert "all 16 torch symbols exported by torch 2.11.0+cu130" in " ".join(out.split())  # rich wraps at 80
+    assert not [f for f in judge(facts).findings if f.code.startswith("abi-")]
