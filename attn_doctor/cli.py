@@ -21,6 +21,7 @@ from attn_doctor.rules.findings import RULES, Severity
 
 if TYPE_CHECKING:
     from attn_doctor.report import Gate, Report
+    from attn_doctor.workload import Workload
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_CANNOT_INSPECT = 0, 1, 2, 3
 
@@ -43,6 +44,12 @@ class Format(str, enum.Enum):
     json = "json"
     markdown = "markdown"
     junit = "junit"
+
+
+class Training(str, enum.Enum):
+    full = "full"
+    lora = "lora"
+    inference = "inference"
 
 
 class FailOn(str, enum.Enum):
@@ -112,15 +119,36 @@ def check(
         bool | None, typer.Option("--no-gpu-ok", help="A machine without a GPU is not a failure (CPU CI runners).")
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON report to this file.")] = None,
+    torch_version: Annotated[
+        str | None, typer.Option("--torch", help="Judge for this torch version instead, e.g. 2.8.0.")
+    ] = None,
+    cuda: Annotated[str | None, typer.Option("--cuda", help="…and this CUDA build of it, e.g. 12.8.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="An Axolotl config: what it will meet on this machine.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="A Hugging Face config.json (or its folder): its head dims.")
+    ] = None,
+    head_dim: Annotated[str | None, typer.Option("--head-dim", help="N, or Q,V for the value's own.")] = None,
+    training: Annotated[Training | None, typer.Option("--training", help="full, lora or inference.")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="The training sequence length.", min=1)] = None,
+    sample_packing: Annotated[
+        bool | None, typer.Option("--sample-packing/--no-sample-packing", help="Packed samples.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show the evidence behind each line.")] = False,
 ) -> None:
-    """Inspect the GPU, the target Python, torch and every attention package; say what is broken."""
+    """Inspect the GPU, the target Python, torch and every attention package; say what is broken
+    and which backend to use."""
+    import dataclasses
+
     from attn_doctor.report import judge  # the judge and renderers load only when a check runs
 
     if facts_file is not None and (python is not None or deep):
         raise Stop("--facts judges a saved report: it cannot be combined with --python or --deep", EXIT_USAGE)
     gate, severity = _gate(fail_on, require, ignore, against, no_gpu_ok)
-    facts = _facts(facts_file, python, deep, [r.backend.module for r in gate.require], gpu)
+    work = _workload(config_file, model, head_dim, training, seq_len, sample_packing)
+    gate = dataclasses.replace(gate, workload=work)
+    facts = _facts(facts_file, python, deep, [r.backend.module for r in gate.require], gpu, torch_version, cuda)
     report = judge(facts, gate)
     code = EXIT_FINDINGS if report.fails(severity) else EXIT_OK
     _show(report, output_format, severity, code, verbose)
@@ -173,7 +201,40 @@ def _gate(
     return Gate(required, ignored, forgive, lock), chosen.severity
 
 
-def _facts(facts_file: Path | None, python: str | None, deep: bool, modules: list[str], gpu: str | None) -> Facts:
+def _workload(
+    config_file: Path | None,
+    model: Path | None,
+    head_dim: str | None,
+    training: Training | None,
+    seq_len: int | None,
+    sample_packing: bool | None,
+) -> Workload:
+    from attn_doctor.workload import Workload, WorkloadError, axolotl_workload, combine, model_head_dims, parse_head_dim
+
+    try:
+        work = axolotl_workload(config_file) if config_file is not None else Workload()
+        dims = parse_head_dim(head_dim) if head_dim else model_head_dims(model) if model else (None, None)
+    except WorkloadError as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    return combine(
+        work,
+        head_dim=dims[0],
+        head_dim_v=dims[1],
+        training=training.value if training else None,
+        seq_len=seq_len,
+        sample_packing=sample_packing,
+    )
+
+
+def _facts(
+    facts_file: Path | None,
+    python: str | None,
+    deep: bool,
+    modules: list[str],
+    gpu: str | None,
+    torch_version: str | None = None,
+    cuda: str | None = None,
+) -> Facts:
     if facts_file is not None:
         from attn_doctor.facts.saved import load_facts
 
@@ -183,12 +244,11 @@ def _facts(facts_file: Path | None, python: str | None, deep: bool, modules: lis
             raise Stop(str(error), EXIT_USAGE) from error
     else:
         facts = _collect(python, deep, modules)
-    if gpu is None:
-        return facts
-    from attn_doctor.facts.given import with_given_gpu
+    from attn_doctor.facts.given import with_given_gpu, with_given_torch
 
     try:
-        return with_given_gpu(facts, gpu)
+        facts = with_given_gpu(facts, gpu) if gpu else facts
+        return with_given_torch(facts, torch_version, cuda) if torch_version or cuda else facts
     except FactsError as error:
         raise Stop(str(error), EXIT_USAGE) from error
 
@@ -237,12 +297,18 @@ def lock(
 
 @app.command()
 def explain(
-    code: Annotated[str | None, typer.Argument(help="A finding code; all codes when left out.")] = None,
+    code: Annotated[
+        str | None, typer.Argument(help="A finding code or a backend (fa4, sdpa…); all codes when left out.")
+    ] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="The catalog as docs/findings.md.")] = False,
 ) -> None:
     """What a finding code means, how severe it is, and where its rule comes from."""
-    from attn_doctor.render.catalog import render_catalog
+    from attn_doctor.render.catalog import render_backend, render_catalog
+    from attn_doctor.rules.backends import BY_NAME
 
+    if code in BY_NAME:
+        sys.stdout.write(render_backend(BY_NAME[code]))
+        return
     chosen = [r for r in RULES if code in (None, r.code)]
     if not chosen:
         raise Stop(f"no finding code {code!r}; `attn-doctor explain` lists them all", EXIT_USAGE)

@@ -10,6 +10,8 @@ from attn_doctor.rules.diagnose import diagnose
 from attn_doctor.rules.drift import drift
 from attn_doctor.rules.findings import Finding, Severity
 from attn_doctor.rules.gate import Required, RequirementResult, judge_requirement
+from attn_doctor.rules.recommend import Recommendation, broken_distributions, config_findings, recommend
+from attn_doctor.workload import Workload
 
 # What --no-gpu-ok forgives on a machine without a GPU (a CPU-only CI runner).
 _NO_GPU = {"no-gpu", "nvml-library-missing", "gpus-hidden"}
@@ -23,6 +25,7 @@ class Gate:
     ignore: frozenset[str] = frozenset()
     no_gpu_ok: bool = False
     lock: dict[str, Any] | None = field(default=None, hash=False)
+    workload: Workload = field(default_factory=Workload)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Report:
     findings: tuple[Finding, ...]
     requirements: tuple[RequirementResult, ...] = ()
     ignored: tuple[Finding, ...] = ()
+    recommendation: Recommendation | None = None
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
@@ -43,10 +47,13 @@ class Report:
 
 def judge(facts: Facts, gate: Gate = Gate()) -> Report:
     found = diagnose(facts) + (drift(facts, gate.lock) if gate.lock is not None else [])
+    broken = broken_distributions(found)
+    found += config_findings(facts, gate.workload, broken)
     forgiven = set(gate.ignore) | (_NO_GPU if gate.no_gpu_ok and not facts.gpus else set())
     return Report(
         facts,
-        tuple(f for f in found if f.code not in forgiven),
+        tuple(sorted((f for f in found if f.code not in forgiven), key=lambda f: -f.severity)),
         tuple(judge_requirement(facts, r, gate.no_gpu_ok) for r in gate.require),
         tuple(f for f in found if f.code in forgiven),
+        recommend(facts, gate.workload, broken),
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from attn_doctor.facts.imports import _CLASSES
 from attn_doctor.render.catalog import render_catalog
-from attn_doctor.rules import diagnose, drift
+from attn_doctor.rules import diagnose, drift, recommend
 from attn_doctor.rules.findings import RULES, rule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def emitted_codes() -> set[str]:
     """The codes the judge's source passes to finding(...): literals, or a literal chosen by a
     conditional expression (`"a" if x else "b"`), directly or through a local name."""
-    return set().union(*(_codes_in(Path(str(module.__file__))) for module in (diagnose, drift)))
+    return set().union(*(_codes_in(Path(str(module.__file__))) for module in (diagnose, drift, recommend)))
 
 
 def _codes_in(source: Path) -> set[str]:

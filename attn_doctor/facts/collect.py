@@ -53,6 +53,7 @@ def collect(
         toolchain=tools,
         imports=imports,
         binaries=binaries,
+        fa4_sm90_backward=fa4_sm90_backward(seen),
         torch_problem=seen.torch_problem,
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -74,3 +75,12 @@ def extensions(seen: ProbeResult) -> list[tuple[str, str]]:
         if owner and resolution.origin and resolution.origin.endswith(".so"):
             found.setdefault(os.path.realpath(resolution.origin), (resolution.origin, owner))
     return sorted(found.values())
+
+
+def fa4_sm90_backward(seen: ProbeResult) -> bool | None:
+    """Whether the FA4 that `import flash_attn.cute` finds has its Hopper backward kernel
+    (decided from the installed files, not from a version list: KNOWLEDGE.md §3)."""
+    cute = next((r for r in seen.resolutions if r.module == "flash_attn.cute"), None)
+    if cute is None or not cute.search_locations:
+        return None
+    return any(os.path.isfile(os.path.join(folder, "flash_bwd_sm90.py")) for folder in cute.search_locations)

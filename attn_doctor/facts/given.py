@@ -63,3 +63,28 @@ def with_given_gpu(facts: Facts, spec: str) -> Facts:
         facts.driver, nvidia_status="ok", nvidia_detail=f"given with --gpu {spec}", hidden_gpus=0
     )
     return dataclasses.replace(facts, gpus=(gpu,), driver=driver)
+
+
+def with_given_torch(facts: Facts, version: str | None, cuda: str | None) -> Facts:
+    """The facts with a torch this machine does not have (`--torch 2.8.0 --cuda 12.8`)."""
+    from packaging.version import InvalidVersion, Version
+
+    from attn_doctor.facts.model import Torch
+
+    current = facts.torch
+    chosen = version or (current.version if current else None)
+    if chosen is None:
+        raise FactsError("--cuda needs --torch here: this environment has no torch")
+    try:
+        Version(chosen)
+    except InvalidVersion as error:
+        raise FactsError(f"--torch {chosen!r} is not a version") from error
+    if cuda is not None and not re.fullmatch(r"\d+\.\d+", cuda):
+        raise FactsError(f"--cuda {cuda!r}: give major.minor, e.g. 12.8")
+    torch = Torch(
+        version=chosen,
+        cuda=cuda or (current.cuda if current else None),
+        hip=None,
+        location=f"given with --torch {chosen}",
+    )
+    return dataclasses.replace(facts, torch=torch, torch_problem=None)

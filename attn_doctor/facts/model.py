@@ -195,6 +195,9 @@ class Facts:
     toolchain: Toolchain
     imports: tuple[ImportResult, ...] = ()
     binaries: tuple[Binary, ...] = ()
+    # FA4 ships flash_bwd_sm90.py: it can train on Hopper (the upstream doc said the pip package
+    # had no SM90 backward; 4.0.0b36 has it). None: no FA4 files to look at.
+    fa4_sm90_backward: bool | None = None
     torch_problem: str | None = None  # torch is installed but its version.py is unreadable
     hostname: str = ""
     collected_at: str = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from attn_doctor.rules.backends import Backend
 from attn_doctor.rules.findings import Rule
 
 
@@ -21,3 +22,23 @@ def render_catalog(rules: Sequence[Rule], markdown: bool) -> str:
     ]
     rows += [f"| `{r.code}` | {r.severity.label} | {r.meaning} | {r.source} |" for r in rules]
     return "\n".join(rows) + "\n"
+
+
+def render_backend(backend: Backend) -> str:
+    """A backend's rules, as the recommendation and --require apply them, with their source."""
+    nvidia = "any" if backend.nvidia is None else ", ".join(backend.nvidia) or "none"
+    amd = "any" if backend.amd is None else ", ".join(backend.amd) or "none"
+    lines = [
+        f"{backend.name}: {backend.label}",
+        f"    package: {backend.distribution or 'part of torch'}; proven by `import {backend.module}`",
+        f"    NVIDIA compute capability: {nvidia}",
+        f"    AMD gfx targets: {amd}",
+        f"    torch: >= {backend.min_torch}" if backend.min_torch else "    torch: any",
+        f"    trains: {'yes' if backend.trains else 'no (inference only)'}",
+        f"    head dims: up to {backend.max_head_dim}" if backend.max_head_dim else "    head dims: not limited here",
+        *(f"    caveat: {c}" for c in backend.caveats),
+        *(f"    axolotl: {line}" for line in backend.axolotl.splitlines()),
+        f"    install: {backend.install}",
+        f"    source: {backend.source}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -34,6 +34,7 @@ def report_data(report: Report, exit_code: int) -> dict[str, Any]:
             for r in report.requirements
         ],
         "ignored": sorted({f.code for f in report.ignored}),
+        "recommendation": to_data(report.recommendation),
         "summary": {
             "errors": report.count(Severity.ERROR),
             "warnings": report.count(Severity.WARNING),

@@ -32,6 +32,21 @@ def render_markdown(report: Report, verbose: bool = False) -> str:
             out += ["  ```sh", *(f"  {command}" for command in f.fix), "  ```"]
         if verbose:
             out += [f"  - evidence: `{e}`" for e in f.evidence]
+    chosen = report.recommendation
+    if chosen is not None:
+        out += [
+            "",
+            "### Recommendation",
+            "",
+            f"Use **{chosen.backend}** ({chosen.reasons[1]})",
+            "",
+            "```yaml",
+            chosen.config,
+            "```",
+        ]
+        out += [f"- {reason}" for reason in chosen.reasons[2:]]
+        if chosen.better:
+            out.append(f"- {chosen.better} would be better: `{chosen.better_how}`")
     if report.requirements:
         out += ["", "### Required", ""]
     for requirement in report.requirements:

@@ -42,6 +42,8 @@ def render_terminal(report: Report, console: Console, verbose: bool = False) -> 
         if verbose:
             for item in f.evidence:
                 console.print(f"      [dim]{escape(item)}[/]", highlight=False)
+    if report.recommendation is not None:
+        _recommendation(report, console, verbose)
     if report.requirements:
         console.print("[bold]Required[/]")
     for requirement in report.requirements:
@@ -58,3 +60,22 @@ def render_terminal(report: Report, console: Console, verbose: bool = False) -> 
     unmet = sum(1 for r in report.requirements if not r.met)
     verdict = "[green]healthy[/]" if not errors and not unmet else "[red]problems found[/]"
     console.print(f"\n{verdict}: {errors} error(s), {warnings} warning(s), {info} note(s)", highlight=False)
+
+
+def _recommendation(report: Report, console: Console, verbose: bool) -> None:
+    chosen = report.recommendation
+    assert chosen is not None
+    console.print(
+        f"\n[bold]Use[/] [bold green]{escape(chosen.backend)}[/]: {escape(chosen.reasons[1])}", highlight=False
+    )
+    for line in chosen.config.splitlines():
+        console.print(f"      [dim]axolotl:[/] {escape(line)}", highlight=False)
+    if chosen.runner_up:
+        console.print(f"  runner-up: {escape(chosen.runner_up)}", highlight=False)
+    if chosen.better:
+        console.print(
+            f"  [yellow]{escape(chosen.better)} would be better here:[/] {escape(chosen.better_how)}", highlight=False
+        )
+    shown = chosen.reasons if verbose else chosen.reasons[2:4]
+    for reason in shown:
+        console.print(f"      [dim]{escape(reason)}[/]", highlight=False)

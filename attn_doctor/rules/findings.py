@@ -254,6 +254,55 @@ RULES: tuple[Rule, ...] = (
         "lock file was written.",
         "attn-doctor lock",
     ),
+    # an Axolotl config (--config), judged against this machine
+    Rule(
+        "config-s2-attention",
+        Severity.ERROR,
+        "s2_attention is rejected by Axolotl since v0.17.0.",
+        "Axolotl deprecated.py (PR #3664)",
+    ),
+    Rule(
+        "config-mixed-attention-keys",
+        Severity.ERROR,
+        "attn_implementation and a legacy attention flag are both set: Axolotl raises an error.",
+        "Axolotl config.py",
+    ),
+    Rule(
+        "config-several-attention-flags",
+        Severity.WARNING,
+        "Several legacy attention flags are set: the highest-priority one silently wins.",
+        "Axolotl enums.py LEGACY_ATTN_FLAG_TO_IMPL",
+    ),
+    Rule(
+        "config-unknown-attention",
+        Severity.ERROR,
+        "attn_implementation names no backend Axolotl knows.",
+        "Axolotl enums.py CANONICAL_ATTN_IMPLS",
+    ),
+    Rule(
+        "config-backend-unavailable",
+        Severity.ERROR,
+        "The config asks for a backend that is missing, broken, or does not run on this GPU.",
+        "the facts of this machine and attn_doctor/rules/backends.py",
+    ),
+    Rule(
+        "config-flex-without-compile",
+        Severity.WARNING,
+        "Flex attention without torch_compile.",
+        "Axolotl docs (recommended, not enforced)",
+    ),
+    Rule(
+        "config-sage-full-finetune",
+        Severity.WARNING,
+        "SageAttention on a full fine-tune (no adapter): no backward pass; loss seen to drop to 0.",
+        "thu-ml/SageAttention #90, #198; Axolotl check_sageattn_fft",
+    ),
+    Rule(
+        "config-fa4-head-dims",
+        Severity.WARNING,
+        "FA4 cannot take the model's head dims on this GPU: Axolotl falls back to FA2.",
+        "FA4 _validate_head_dims (4.0.0b36); Axolotl flash_attn_4.py",
+    ),
     # toolchain (matters for source builds: FA2 without a wheel, FA3, SageAttention 2)
     Rule(
         "nvcc-torch-cuda-mismatch",

@@ -1,0 +1,164 @@
+"""The workload a recommendation is for: head dims, training mode, packing, sequence length, and
+an Axolotl config's attention keys. Read from flags, a Hugging Face config.json, or an Axolotl
+YAML file (PyYAML's safe loader, with limits: these files come from anywhere)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+MAX_FILE_BYTES = 1 << 20  # a config is kilobytes; a larger file is not one
+MAX_ALIASES = 100  # YAML anchors: enough for real configs, none for an alias bomb
+
+# Axolotl's legacy attention flags, highest priority first (enums.py LEGACY_ATTN_FLAG_TO_IMPL, v0.18.0)
+LEGACY_FLAGS = (
+    ("xformers_attention", "xformers"),
+    ("sage_attention", "sage"),
+    ("flex_attention", "flex_attention"),
+    ("flash_attention", "flash_attention_2"),
+    ("sdp_attention", "sdpa"),
+    ("eager_attention", "eager"),
+)
+# Axolotl's CANONICAL_ATTN_IMPLS (v0.18.0); a value with "/" is a hub kernel
+CANONICAL = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention", "xformers", "sage", "fp8")
+
+
+class WorkloadError(ValueError):
+    """A workload file or flag that cannot be used (exit 2)."""
+
+
+@dataclass(frozen=True)
+class AxolotlAttention:
+    """The attention keys of an Axolotl config."""
+
+    attn_implementation: str | None = None
+    legacy: tuple[str, ...] = ()  # legacy flags set to true, highest priority first
+    s2_attention: bool = False
+    torch_compile: bool | str | None = None
+    adapter: str | None = None
+
+    @property
+    def effective(self) -> str | None:
+        """What Axolotl will load: the single key, else the highest-priority legacy flag."""
+        if self.attn_implementation:
+            return self.attn_implementation
+        return dict(LEGACY_FLAGS)[self.legacy[0]] if self.legacy else None
+
+
+@dataclass(frozen=True)
+class Workload:
+    head_dim: int | None = None
+    head_dim_v: int | None = None
+    training: str | None = None  # "full" | "lora" | "inference"
+    sample_packing: bool | None = None
+    seq_len: int | None = None
+    axolotl: AxolotlAttention | None = None
+    base_model: str | None = None
+
+
+def parse_head_dim(text: str) -> tuple[int, int]:
+    """`128` or `192,128` (query/key, value)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError as error:
+        raise WorkloadError(f"--head-dim {text!r}: give N or Q,V (numbers)") from error
+    if len(values) not in (1, 2) or any(v <= 0 or v > 4096 for v in values):
+        raise WorkloadError(f"--head-dim {text!r}: give N or Q,V, each between 1 and 4096")
+    return values[0], values[-1]
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        if path.is_dir():
+            path = path / "config.json"
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise WorkloadError(f"{what} {path} is over {MAX_FILE_BYTES >> 20} MiB: not a config file")
+        return path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise WorkloadError(f"cannot read {what} {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise WorkloadError(f"{what} {path} is not UTF-8 text") from error
+
+
+def model_head_dims(path: Path) -> tuple[int, int]:
+    """Head dims from a Hugging Face config.json (or its folder), as Axolotl's `_get_head_dims`
+    reads them: text_config for composite models, MLA's qk_nope+qk_rope and v_head_dim,
+    else head_dim, else hidden_size // num_attention_heads."""
+    try:
+        config = json.loads(_read(path, "--model"))
+    except json.JSONDecodeError as error:
+        raise WorkloadError(f"--model {path} is not JSON: {error.msg} at line {error.lineno}") from error
+    if not isinstance(config, dict):
+        raise WorkloadError(f"--model {path}: a config.json holds an object")
+    text = config.get("text_config")
+    config = text if isinstance(text, dict) else config
+
+    def number(key: str) -> int | None:
+        value = config.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise WorkloadError(f"--model {path}: {key} must be a positive integer, not {value!r}")
+        return value
+
+    nope, rope, v_dim = number("qk_nope_head_dim"), number("qk_rope_head_dim"), number("v_head_dim")
+    if nope and rope:
+        return nope + rope, v_dim or nope + rope
+    head_dim = number("head_dim")
+    if head_dim:
+        return head_dim, v_dim or head_dim
+    hidden, heads = number("hidden_size"), number("num_attention_heads")
+    if hidden and heads:
+        return hidden // heads, hidden // heads
+    raise WorkloadError(f"--model {path}: no head_dim, and no hidden_size with num_attention_heads")
+
+
+def _safe_yaml(text: str, path: Path) -> Any:
+    import yaml
+
+    try:
+        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
+        if aliases > MAX_ALIASES:
+            raise WorkloadError(f"--config {path}: {aliases} YAML aliases; refusing (an alias bomb?)")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise WorkloadError(f"--config {path} is not valid YAML{line}") from error
+
+
+def axolotl_workload(path: Path) -> Workload:
+    """The attention-relevant keys of an Axolotl config; other keys are left alone."""
+    config = _safe_yaml(_read(path, "--config"), path)
+    if not isinstance(config, dict):
+        raise WorkloadError(f"--config {path}: an Axolotl config is a mapping of keys")
+
+    def typed(key: str, kinds: tuple[type, ...], label: str) -> Any:
+        value = config.get(key)
+        if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+            raise WorkloadError(f"--config {path}: {key} must be {label}, not {value!r}")
+        return value
+
+    legacy = tuple(key for key, _ in LEGACY_FLAGS if typed(key, (bool,), "true or false"))
+    adapter = typed("adapter", (str,), "a string")
+    sequence_len = typed("sequence_len", (int,), "an integer")
+    return Workload(
+        training="lora" if adapter else "full",
+        sample_packing=typed("sample_packing", (bool,), "true or false"),
+        seq_len=sequence_len,
+        base_model=typed("base_model", (str,), "a string"),
+        axolotl=AxolotlAttention(
+            attn_implementation=typed("attn_implementation", (str,), "a string"),
+            legacy=legacy,
+            s2_attention=bool(typed("s2_attention", (bool,), "true or false")),
+            torch_compile=typed("torch_compile", (bool, str), 'true, false or "auto"'),
+            adapter=adapter,
+        ),
+    )
+
+
+def combine(base: Workload, **flags: Any) -> Workload:
+    """Flags given on the command line win over what a config file said."""
+    return replace(base, **{k: v for k, v in flags.items() if v is not None})

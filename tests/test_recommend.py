@@ -1,0 +1,278 @@
+"""The recommendation, table-driven over the machine fixtures and workloads; workload files
+(Hugging Face config.json, Axolotl YAML), including hostile ones; an Axolotl config's problems."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from attn_doctor.facts.collect import collect
+from attn_doctor.facts.saved import load_facts
+from attn_doctor.report import Gate, judge
+from attn_doctor.rules.backends import fa4_accepts
+from attn_doctor.workload import Workload, axolotl_workload, model_head_dims
+from tests.conftest import FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, run
+
+MACHINES = FIXTURES / "machines"
+
+
+def best(machine: str, work: Workload) -> tuple[str, str]:
+    """(what to use now, what would be best here): none of these machines has FA installed."""
+    report = judge(load_facts(MACHINES / f"{machine}.json"), Gate(workload=work))
+    chosen = report.recommendation
+    assert chosen is not None
+    return chosen.backend, chosen.better or chosen.backend
+
+
+TRAIN = Workload(training="full")
+INFER = Workload(training="inference")
+
+
+@pytest.mark.parametrize(
+    ("machine", "work", "expected"),
+    [
+        ("t4", Workload(), "xformers"),
+        ("t4", INFER, "xformers"),  # SageAttention has no sm_75 kernels
+        ("a100", Workload(), "fa2"),
+        ("a100", INFER, "sage"),
+        ("a10", Workload(), "fa2"),
+        ("l4", TRAIN, "fa2"),
+        ("h100", Workload(), "fa4"),
+        ("h100", TRAIN, "fa4"),
+        ("h100", INFER, "sage"),
+        ("h100", Workload(seq_len=1024), "sdpa"),  # measured: SDPA's cuDNN matched FA4 at 1k tokens
+        ("h100", Workload(seq_len=8192), "fa4"),
+        ("h100", Workload(head_dim=192, head_dim_v=128), "fa4"),  # SM90 takes 8..256
+        ("h100", Workload(head_dim=512, head_dim_v=512), "sdpa"),  # over FA4's SM90 and FA2's 256
+        ("b200", Workload(), "fa4"),
+        ("b200", Workload(head_dim=256, head_dim_v=128), "fa2"),  # not a shape FA4 takes on SM100
+        ("b200", Workload(head_dim=192, head_dim_v=128), "fa4"),
+        ("b200", INFER, "fa4"),  # no SageAttention 2 kernels for sm_100
+        ("rtx5090", Workload(), "fa2"),  # Axolotl uses FA4 on majors 9-11 only
+        ("rtx5090", INFER, "sage"),
+        ("mi300x", Workload(), "fa2"),
+        ("mi250", TRAIN, "fa2"),
+        ("cpu", Workload(), "sdpa"),
+        ("mixed-h100-a100", Workload(), "fa2"),  # judged for the A100, the oldest
+    ],
+)
+def test_recommendation_table(machine: str, work: Workload, expected: str) -> None:
+    now, ideal = best(machine, work)
+    assert ideal == expected
+    assert now == "sdpa"  # the fixtures have no FlashAttention installed: SDPA is what runs today
+
+
+def test_a_usable_backend_is_recommended_and_a_better_one_named() -> None:
+    """The real H100 with FA2 installed over FA4: both broken, so SDPA now; FA4 is what to get."""
+    report = judge(load_facts(FIXTURES / "h100-fa2-over-fa4.json"))
+    assert report.recommendation is not None
+    assert (report.recommendation.backend, report.recommendation.better) == ("sdpa", "fa4")
+    assert "flash-attn-4 is broken here" in " ".join(report.recommendation.reasons)
+
+
+@pytest.mark.parametrize(
+    ("major", "dims", "accepted"),
+    [
+        (9, (128, 128), True),
+        (9, (256, 256), True),
+        (9, (260, 260), False),
+        (9, (100, 100), False),
+        (10, (128, 128), True),
+        (10, (192, 128), True),
+        (10, (64, 512), True),
+        (10, (256, 256), True),
+        (10, (256, 128), False),
+        (11, (160, 160), False),
+        (8, (512, 512), None),
+        (12, (300, 300), None),
+    ],
+)
+def test_fa4_head_dim_rule(major: int, dims: tuple[int, int], accepted: bool | None) -> None:
+    assert fa4_accepts(major, *dims) is accepted
+
+
+def write(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data) if path.suffix == ".json" else str(data))
+    return path
+
+
+def test_model_head_dims(tmp_path: Path) -> None:
+    llama = write(tmp_path / "llama.json", {"hidden_size": 4096, "num_attention_heads": 32})
+    gemma = write(tmp_path / "gemma.json", {"hidden_size": 3072, "num_attention_heads": 16, "head_dim": 256})
+    mla = write(tmp_path / "dsv3.json", {"qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128})
+    folder = tmp_path / "vlm"
+    folder.mkdir()
+    write(folder / "config.json", {"text_config": {"hidden_size": 2048, "num_attention_heads": 16}})
+    assert model_head_dims(llama) == (128, 128)
+    assert model_head_dims(gemma) == (256, 256)
+    assert model_head_dims(mla) == (192, 128)
+    assert model_head_dims(folder) == (128, 128)
+
+
+def doctor(*args: str | Path) -> tuple[int, str, str]:
+    done = run(sys.executable, "-m", "attn_doctor", *args, check=False)
+    return done.returncode, done.stdout, done.stderr
+
+
+def config_codes(config: Path, *extra: str) -> set[str]:
+    _, out, _ = doctor("check", "--facts", FIXTURES / "h100-check.json", "--config", config, "--format", "json", *extra)
+    return {f["code"] for f in json.loads(out)["findings"] if f["code"].startswith("config-")}
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "codes"),
+    [
+        ("base_model: m\nattn_implementation: sdpa\nsample_packing: true\nadapter: lora\n", set()),
+        ("base_model: m\nflash_attention: true\n", {"config-backend-unavailable"}),  # no flash-attn there
+        ("attn_implementation: sdpa\nflash_attention: true\n", {"config-mixed-attention-keys"}),
+        (
+            "sdp_attention: true\nxformers_attention: true\n",
+            {"config-several-attention-flags", "config-backend-unavailable"},
+        ),
+        ("s2_attention: true\nsample_packing: true\n", {"config-s2-attention"}),
+        ("attn_implementation: flex_attention\n", {"config-flex-without-compile"}),
+        ("attn_implementation: flex_attention\ntorch_compile: auto\n", set()),
+        ("sage_attention: true\n", {"config-sage-full-finetune", "config-backend-unavailable"}),
+        ("attn_implementation: s2\n", {"config-unknown-attention"}),
+        ("attn_implementation: kernels-community/flash-attn3\n", set()),  # a hub kernel
+        ("base_model: m\nsome_future_key: [1, 2]\nattn_implementation: sdpa\n", set()),  # unknown keys: left alone
+    ],
+)
+def test_axolotl_config_findings(tmp_path: Path, yaml_text: str, codes: set[str]) -> None:
+    assert config_codes(write(tmp_path / "axolotl.yml", yaml_text)) == codes
+
+
+def test_fa4_head_dims_from_a_config_on_blackwell(tmp_path: Path) -> None:
+    """The H100 state with FA4 installed, judged for a B200 and a model with (256, 128) heads."""
+    config = write(tmp_path / "axolotl.yml", "flash_attention: true\n")
+    _, out, _ = doctor(
+        "check",
+        "--facts",
+        FIXTURES / "h100-fa2-over-fa4.json",
+        "--gpu",
+        "B200",
+        "--head-dim",
+        "256,128",
+        "--config",
+        config,
+        "--format",
+        "json",
+    )
+    assert "config-fa4-head-dims" in {f["code"] for f in json.loads(out)["findings"]}
+
+
+def test_config_and_flags_make_one_workload(tmp_path: Path) -> None:
+    config = write(tmp_path / "axolotl.yml", "adapter: qlora\nsequence_len: 1024\nsample_packing: true\n")
+    work = axolotl_workload(config)
+    assert (work.training, work.seq_len, work.sample_packing) == ("lora", 1024, True)
+    # --seq-len on the command line wins over the config's sequence_len
+    _, out, _ = doctor(
+        "check", "--facts", MACHINES / "h100.json", "--config", config, "--seq-len", "8192", "--format", "json"
+    )
+    recommendation = json.loads(out)["recommendation"]
+    assert recommendation["better"] == "fa4" and "sequence length 8192" in " ".join(recommendation["reasons"])
+
+
+BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(12)
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("axolotl.yml", "flash_attention: yes please\n", "flash_attention must be true or false"),
+        ("axolotl.yml", "sequence_len: long\n", "sequence_len must be an integer"),
+        ("axolotl.yml", "- a list\n- not a mapping\n", "is a mapping of keys"),
+        ("axolotl.yml", "key: [unclosed\n", "is not valid YAML"),
+        ("axolotl.yml", BOMB, "YAML aliases; refusing"),
+        ("axolotl.yml", "HUGE", "over 1 MiB"),
+        ("axolotl.yml", b"\xff\xfe\x00", "is not UTF-8"),
+        ("config.json", "{not json", "is not JSON"),
+        ("config.json", json.dumps({"hidden_size": "4096", "num_attention_heads": 32}), "hidden_size must be"),
+        ("config.json", json.dumps({"vocab_size": 3}), "no head_dim"),
+    ],
+)
+def test_hostile_workload_files_exit_2(tmp_path: Path, name: str, content: str | bytes, message: str) -> None:
+    path = tmp_path / name
+    if content == "HUGE":  # made here: a 1 MiB parameter would land in PYTEST_CURRENT_TEST, the environment
+        content = "a: " + "x" * (1 << 20) + "\n"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    option = "--config" if name.endswith(".yml") else "--model"
+    code, out, err = doctor("check", "--facts", FIXTURES / "h100-check.json", option, path)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--head-dim", "big"], "--head-dim 'big'"),
+        (["--head-dim", "1,2,3"], "give N or Q,V"),
+        (["--torch", "two"], "--torch 'two' is not a version"),
+        (["--cuda", "13"], "--cuda '13'"),
+    ],
+)
+def test_bad_workload_flags_exit_2(args: list[str], message: str) -> None:
+    code, _, err = doctor("check", "--facts", FIXTURES / "h100-check.json", *args)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_explain_a_backend() -> None:
+    code, out, _ = doctor("explain", "sage")
+    assert code == 0 and "trains: no (inference only)" in out and "source: KNOWLEDGE.md" in out
+
+
+def test_every_backend_rule_has_a_source() -> None:
+    from attn_doctor.rules.backends import BACKENDS
+
+    assert all(b.source and b.axolotl and b.install for b in BACKENDS)
+
+
+def test_a_machine_you_do_not_have() -> None:
+    """--gpu/--torch/--cuda: what would you recommend on an H100 with torch 2.8 and CUDA 12.8?"""
+    code, out, _ = doctor(
+        "check",
+        "--facts",
+        MACHINES / "cpu.json",
+        "--gpu",
+        "H100",
+        "--torch",
+        "2.8.0",
+        "--cuda",
+        "12.8",
+        "--format",
+        "json",
+    )
+    data = json.loads(out)
+    assert data["torch"]["version"] == "2.8.0" and data["gpus"][0]["compute_capability"] == "9.0"
+    assert data["recommendation"]["better"] == "fa4" and code == 0
+    assert dataclasses.is_dataclass(load_facts(MACHINES / "cpu.json"))
+
+
+def test_old_rocm_and_fa4_without_hopper_backward() -> None:
+    mi300 = load_facts(MACHINES / "mi300x.json")
+    assert mi300.torch is not None
+    old_rocm = dataclasses.replace(mi300, torch=dataclasses.replace(mi300.torch, hip="5.7.31921"))
+    report = judge(old_rocm, Gate(workload=TRAIN))
+    assert report.recommendation is not None and report.recommendation.better is None  # SDPA, and nothing better
+    assert "FlashAttention 2 needs ROCm >= 6.0" in " ".join(report.recommendation.reasons)
+    h100 = dataclasses.replace(load_facts(MACHINES / "h100.json"), fa4_sm90_backward=False)
+    trained = judge(h100, Gate(workload=TRAIN)).recommendation
+    inferred = judge(h100, Gate(workload=Workload())).recommendation
+    assert trained is not None and trained.better == "fa2"  # this FA4 cannot train on Hopper
+    assert inferred is not None and inferred.better == "fa4"
+
+
+def test_the_real_fa4_wheel_has_the_hopper_backward(venv: Venv, real: RealPackages) -> None:
+    """4.0.0b36's wheel ships flash_bwd_sm90.py (the upstream doc said the pip package had none)."""
+    venv.install(real.fa4_wheel)
+    assert collect(str(venv.python), nvml=RecordedNvml(h100_recording())).fa4_sm90_backward is True
+    venv.uninstall("flash-attn-4")
+    assert collect(str(venv.python), nvml=RecordedNvml(h100_recording())).fa4_sm90_backward is None
