@@ -8,12 +8,15 @@ child process, and it runs on every visible GPU (skipped with `--no-gpu-ok` when
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from attn_doctor.facts.model import Facts
 from attn_doctor.rules.backends import BY_NAME, Backend
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 
 class RequirementError(ValueError):
@@ -36,6 +39,9 @@ class RequirementResult:
 
 
 def parse_requirement(text: str) -> Required:
+    # imported here: packaging's requirement parser costs 10 ms, and most checks require nothing
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         requirement = Requirement(text.strip())
     except InvalidRequirement as error:
