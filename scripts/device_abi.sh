@@ -3,13 +3,7 @@
 # own cpp_extension, place it as FA2's flash_attn_2_cuda next to the real FA2 files, and show
 # that `check` reads it as clean, that it really loads, and what reading it costs (benchmark).
 # Same set-up as scripts/device_check.sh (wheels in .whl/ and .cache/wheels/).
-set -u
-out=${OUT:-/tmp/attn-doctor-device}
-mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-# byte-compiled, as a pip install leaves them: otherwise every run would compile them again
-python3 -m compileall -q /tmp/site attn_doctor >/dev/null
-export PYTHONPATH=/tmp/site:$PWD COLUMNS=160
+source scripts/device_setup.sh
 
 echo "== build an extension against the installed torch (torch.utils.cpp_extension)"
 mkdir -p /tmp/ext

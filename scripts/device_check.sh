@@ -4,13 +4,7 @@
 # Made for the device tool (a machine that reaches no package index): the doctor's dependencies
 # travel as wheels in .whl/ and the real FA2/FA4 wheels in .cache/wheels/ (both carried).
 # Everything it reads and says lands in $OUT; tests/fixtures/ keeps the copies that tests use.
-set -u
-out=${OUT:-/tmp/attn-doctor-device}
-mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-# byte-compiled, as a pip install leaves them: otherwise every run would compile them again
-python3 -m compileall -q /tmp/site attn_doctor >/dev/null
-export PYTHONPATH=/tmp/site:$PWD COLUMNS=160
+source scripts/device_setup.sh
 doctor() { python3 -m attn_doctor "$@"; }
 
 echo "== nvidia-smi"

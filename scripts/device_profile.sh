@@ -1,13 +1,7 @@
 #!/usr/bin/env bash
 # Where `attn-doctor check` spends its time on a GPU machine: phases, imports, and the start-up
 # of the tools it waits on. Same set-up as scripts/device_check.sh (wheels in .whl/).
-set -u
-out=${OUT:-/tmp/attn-doctor-device}
-mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-# byte-compiled, as a pip install leaves them: otherwise every run would compile them again
-python3 -m compileall -q /tmp/site attn_doctor >/dev/null
-export PYTHONPATH=/tmp/site:$PWD
+source scripts/device_setup.sh
 TIMEFORMAT="%R s"
 t() { local took; took=$( { time "$@" >/dev/null 2>&1; } 2>&1 ); echo "$took  $*"; }
 for i in 1 2; do
