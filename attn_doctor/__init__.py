@@ -1,3 +1,3 @@
-"""attn-doctor: inspect, repair and install the attention backends of LLM training."""
+"""attn-doctor: inspect and repair the attention backends of LLM training, and recommend one."""
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """The command line: parse, collect or load facts, judge, render, exit. Nothing else lives here.
 
-Exit codes (README): 0 healthy, 1 findings at or above --fail-on, 2 bad usage or bad input,
-3 the doctor could not inspect the target.
+Exit codes (README): 0 healthy, 1 findings at or above --fail-on or an unmet --require,
+2 bad usage or bad input, 3 the doctor could not inspect the target (or an internal error).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Inspect, repair and install the attention backends of LLM training.",
+    help="Inspect the attention backends of LLM training, repair them, and say which one to use.",
 )
 
 
