@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
-
 from attn_doctor.facts.model import Facts, Package
 from attn_doctor.facts.target import DISTRIBUTIONS
 from attn_doctor.report import Report
 from attn_doctor.rules.findings import Severity
+from attn_doctor.rules.versions import release
 
 OK, ERROR, WARNING, NOTE, ABSENT = "ok", "error", "warning", "note", "absent"
 
@@ -121,18 +120,15 @@ def _torch(facts: Facts) -> Section:
             "torch",
             [Line(ERROR if facts.torch_problem else WARNING, facts.torch_problem or "torch is not installed")],
         )
-    try:
-        release = Version(torch.version).release
-    except InvalidVersion:
-        release = ()
+    released = release(torch.version)
     mark = OK if torch.cuda or torch.hip else WARNING
     lines = [Line(mark, f"torch {torch.version}, {torch.build}", (f"at {torch.location}",))]
     # SDPA exists from torch 2.0 and flex attention from 2.5 (torch release notes).
-    if release >= (2, 0):
+    if released >= (2, 0):
         lines.append(Line(OK, "SDPA (torch.nn.functional.scaled_dot_product_attention)"))
-    if release >= (2, 5):
+    if released >= (2, 5):
         lines.append(Line(OK, "flex attention (torch.nn.attention.flex_attention)"))
-    elif release:
+    elif released:
         lines.append(Line(ABSENT, "flex attention needs torch >= 2.5"))
     return Section("torch", lines)
 

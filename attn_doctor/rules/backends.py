@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attn_doctor.facts.model import Gpu
+from attn_doctor.rules.versions import release
 
 _K = "KNOWLEDGE.md"
 _AX = "upstream/sage-xformers-torch-axolotl.md §4 (Axolotl v0.18.0)"
@@ -32,6 +33,9 @@ class Backend:
     axolotl: str = ""  # the config line that selects it
     caveats: tuple[str, ...] = ()
     min_rocm: str | None = None  # the HIP/ROCm version of torch's build, on AMD
+
+    def needs_newer_torch(self, torch_version: str) -> bool:
+        return self.min_torch is not None and release(torch_version) < release(self.min_torch)
 
     def runs_on(self, gpu: Gpu) -> bool:
         if gpu.vendor == "amd":

@@ -6,11 +6,10 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
-
 from attn_doctor.facts.imports import IMPORT_CHECKS
 from attn_doctor.facts.model import Facts, Package
 from attn_doctor.rules.findings import Finding, finding
+from attn_doctor.rules.versions import is_version, release
 from attn_doctor.rules.wheels import fa2_wheel_name
 
 FA2 = "flash-attn"
@@ -32,16 +31,8 @@ def pip_install(facts: Facts, args: str) -> str:
 
 def _reinstall(facts: Facts, package: Package) -> str:
     """The same version again, where it is a version pip can ask for."""
-    pin = f"{package.name}=={package.version}" if _valid(package.version) else package.name
+    pin = f"{package.name}=={package.version}" if is_version(package.version) else package.name
     return pip_install(facts, f"--force-reinstall --no-deps {shlex.quote(pin)}")
-
-
-def _valid(version: str | None) -> bool:
-    try:
-        Version(version or "")
-    except InvalidVersion:
-        return False
-    return True
 
 
 def _listed(paths: tuple[str, ...] | list[str], limit: int = 3) -> str:
@@ -222,7 +213,7 @@ def package_findings(facts: Facts) -> list[Finding]:
             )
     for package in facts.packages:
         problem = package.metadata_problem
-        if problem is None and package.version is not None and not _valid(package.version):
+        if problem is None and package.version is not None and not is_version(package.version):
             problem = f"invalid version {package.version!r}"
         if problem:
             folder = shlex.quote(package.dist_info)
@@ -263,7 +254,7 @@ def package_findings(facts: Facts) -> list[Finding]:
                     subject=FA4,
                 )
             )
-        if package.name == "sageattention" and _major(package.version) == 1:
+        if package.name == "sageattention" and release(package.version)[:1] == (1,):
             found.append(
                 finding(
                     "sageattention-v1",
@@ -273,13 +264,6 @@ def package_findings(facts: Facts) -> list[Finding]:
                 )
             )
     return found
-
-
-def _major(version: str | None) -> int | None:
-    try:
-        return Version(version or "").major
-    except InvalidVersion:
-        return None
 
 
 def collision_findings(facts: Facts) -> list[Finding]:

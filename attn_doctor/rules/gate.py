@@ -74,7 +74,7 @@ def judge_requirement(facts: Facts, required: Required, no_gpu_ok: bool) -> Requ
         reasons.insert(0, f"{what} is not installed")
     elif required.requirement.specifier and not _allowed(required, version):
         reasons.append(f"{what} {version} does not satisfy {required.requirement.specifier}")
-    if torch is not None and backend.min_torch and _release(torch.version) < _release(backend.min_torch):
+    if torch is not None and backend.needs_newer_torch(torch.version):
         reasons.append(f"{backend.label} needs torch >= {backend.min_torch}; torch is {torch.version}")
     result = next((r for r in facts.imports if r.module == backend.module), None)
     if version is not None and result is not None and result.outcome != "ok":
@@ -95,10 +95,3 @@ def _allowed(required: Required, version: str) -> bool:
         return required.requirement.specifier.contains(Version(version), prereleases=True)
     except InvalidVersion:
         return False
-
-
-def _release(version: str) -> tuple[int, ...]:
-    try:
-        return Version(version).release
-    except InvalidVersion:
-        return ()

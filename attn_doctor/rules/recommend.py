@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from packaging.version import InvalidVersion, Version
-
 from attn_doctor.facts.model import Facts, Gpu
 from attn_doctor.rules.backends import BY_NAME, FA4_RULE_VERSION, Backend, fa4_accepts
 from attn_doctor.rules.findings import Finding, Severity, finding
+from attn_doctor.rules.versions import release
 from attn_doctor.workload import CANONICAL, Workload
 
 SHORT_SEQUENCE = 2048  # below it SDPA (cuDNN) matched FA4 on the H100 (KNOWLEDGE.md §6b)
@@ -34,13 +33,6 @@ class Recommendation:
     runner_up: str | None
     better: str | None = None  # a faster backend that is not usable yet
     better_how: str = ""  # what it takes to get it
-
-
-def _release(version: str | None) -> tuple[int, ...]:
-    try:
-        return Version(version or "").release
-    except InvalidVersion:
-        return ()
 
 
 def _weakest(gpus: tuple[Gpu, ...]) -> Gpu | None:
@@ -94,16 +86,10 @@ def _unfit(backend: Backend, facts: Facts, gpu: Gpu | None, work: Workload) -> s
                 "Axolotl falls back to FA2"
             )
     torch = facts.torch
-    if backend.min_torch and torch is not None and _release(torch.version) < _release(backend.min_torch):
+    if torch is not None and backend.needs_newer_torch(torch.version):
         return f"{backend.label} needs torch >= {backend.min_torch}"
     amd = gpu is not None and gpu.vendor == "amd"
-    if (
-        amd
-        and backend.min_rocm
-        and torch is not None
-        and torch.hip
-        and _release(torch.hip) < _release(backend.min_rocm)
-    ):
+    if amd and backend.min_rocm and torch is not None and torch.hip and release(torch.hip) < release(backend.min_rocm):
         return f"{backend.label} needs ROCm >= {backend.min_rocm}; torch is built for HIP {torch.hip}"
     hopper = gpu is not None and gpu.compute_capability == "9.0"
     if backend.name == "fa4" and hopper and work.training in ("full", "lora") and facts.fa4_sm90_backward is False:
@@ -118,7 +104,7 @@ def _usable(backend: Backend, facts: Facts) -> str | None:
     package = facts.package(backend.distribution)
     if package is None:
         return f"{backend.distribution} is not installed"
-    if backend.name == "sage" and _release(package.version)[:1] < (2,):
+    if backend.name == "sage" and release(package.version)[:1] < (2,):
         return f"sageattention {package.version} is SageAttention 1"
     result = next((r for r in facts.imports if r.module == backend.module), None)
     if result is not None and result.outcome != "ok":
