@@ -384,13 +384,7 @@ def import_findings(facts: Facts) -> list[Finding]:
                 f"`import {result.module}` fails with an undefined symbol: it was built for another torch than {torch}"
             )
             if package is not None:
-                fix = [
-                    pip_install(
-                        facts,
-                        f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir "
-                        f"{package.name}=={package.version}  # rebuilds against {torch}",
-                    )
-                ]
+                fix = [f"{_rebuild_command(facts, package)}  # rebuilds against {torch}"]
         elif result.outcome == "timeout":
             title = f"`import {result.module}` did not finish in {result.seconds:.0f} s"
         elif package is not None:
@@ -465,13 +459,18 @@ def _cuda_runtime_hint(libraries: tuple[str, ...], torch_cuda: str | None) -> st
     return ""
 
 
+def _rebuild_command(facts: Facts, package: Package) -> str:
+    """The same version built again, from source, against the installed torch."""
+    return pip_install(
+        facts, f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir {package.name}=={package.version}"
+    )
+
+
 def _rebuild(facts: Facts, package: Package) -> str:
     """Reinstall the same version built for the installed torch, naming the prebuilt FA2 wheel
     that setup.py will download when the release has one for this torch."""
     torch = facts.torch
-    command = pip_install(
-        facts, f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir {package.name}=={package.version}"
-    )
+    command = _rebuild_command(facts, package)
     if package.name != FA2 or torch is None:
         return f"{command}  # rebuilds it against the installed torch"
     abi = next((b.torch_abi for b in facts.binaries if b.torch_abi), None)
