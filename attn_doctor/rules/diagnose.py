@@ -8,6 +8,7 @@ from pathlib import Path
 
 from attn_doctor.facts.imports import IMPORT_CHECKS
 from attn_doctor.facts.model import Facts, Package
+from attn_doctor.rules.backends import BY_NAME
 from attn_doctor.rules.findings import Finding, finding
 from attn_doctor.rules.versions import is_version, release
 from attn_doctor.rules.wheels import fa2_wheel_name
@@ -259,7 +260,7 @@ def package_findings(facts: Facts) -> list[Finding]:
                 finding(
                     "sageattention-v1",
                     f"sageattention {package.version} is SageAttention 1 (Triton only), not 2.x",
-                    ["attn-doctor install sage  # builds SageAttention 2.2.0 from source"],
+                    [BY_NAME["sage"].install],
                     subject="sageattention",
                 )
             )
