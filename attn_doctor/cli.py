@@ -20,6 +20,7 @@ from attn_doctor.facts.target import TargetError
 from attn_doctor.rules.findings import RULES, Severity
 
 if TYPE_CHECKING:
+    from attn_doctor.actions.install import Install
     from attn_doctor.report import Gate, Report
     from attn_doctor.workload import Workload
 
@@ -328,16 +329,30 @@ def fix_shadow(
     ] = False,
 ) -> None:
     """Repair the FA2/FA4 collisions: plan, back up, repair, verify. `attn-doctor undo` reverts it."""
+    from attn_doctor.report import judge
+
+    if wheel_dir is not None and not os.path.isdir(wheel_dir):
+        raise Stop(f"--wheel-dir {wheel_dir} is not a folder", EXIT_USAGE)
+    before = judge(_collect(python))
+    _repair_shadow(before, python, yes, wheel_dir and os.path.abspath(wheel_dir), dry_run, allow_system)
+
+
+def _repair_shadow(
+    before: Report,
+    python: str | None,
+    yes: bool,
+    wheel_dir: str | None,
+    dry_run: bool = False,
+    allow_system: bool = False,
+) -> None:
+    from attn_doctor.actions.plan import Refusal
     from attn_doctor.actions.runner import RunnerError, carry_out, exclusive, start, undo
-    from attn_doctor.actions.shadow import Refusal, plan_fix_shadow, verified_lines, verify
+    from attn_doctor.actions.shadow import plan_fix_shadow, verified_lines, verify
     from attn_doctor.facts.collect import collect
     from attn_doctor.report import judge
 
-    before = judge(_collect(python))
-    if wheel_dir is not None and not os.path.isdir(wheel_dir):
-        raise Stop(f"--wheel-dir {wheel_dir} is not a folder", EXIT_USAGE)
     try:
-        plan = plan_fix_shadow(before, wheel_dir and os.path.abspath(wheel_dir), allow_system)
+        plan = plan_fix_shadow(before, wheel_dir, allow_system)
     except Refusal as error:
         raise Stop(str(error), EXIT_USAGE) from error
     if not plan.steps:
@@ -348,12 +363,7 @@ def fix_shadow(
     print(*plan.lines(), sep="\n")
     if dry_run:
         raise typer.Exit(EXIT_OK)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise Stop("not a terminal, so nothing was changed: pass --yes to repair without asking", EXIT_USAGE)
-        if not typer.confirm("Repair?", default=False):
-            print("Nothing changed.")
-            raise typer.Exit(EXIT_FINDINGS)
+    _confirm(yes, "Repair?")
     with exclusive(plan.prefix):
         journal = start(plan)
         try:
@@ -368,6 +378,126 @@ def fix_shadow(
     print("Verified, no FA2/FA4 collision remains:")
     print(*verified_lines(before, after), sep="\n")
     print(f"Undo with: attn-doctor undo --python {plan.python}")
+
+
+class Installable(str, enum.Enum):
+    fa2 = "fa2"
+    fa3 = "fa3"
+    fa4 = "fa4"
+    sage = "sage"
+    xformers = "xformers"
+
+
+class InstallerChoice(str, enum.Enum):
+    pip = "pip"
+    uv = "uv"
+
+
+@app.command()
+def install(
+    backend: Annotated[Installable, typer.Argument(help="fa2, fa3, fa4, sage or xformers.")],
+    python: PythonOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before installing.")] = False,
+    installer: Annotated[
+        InstallerChoice | None, typer.Option("--installer", help="pip or uv [default: uv for a uv-made venv]")
+    ] = None,
+    find_links: Annotated[
+        Path | None, typer.Option("--find-links", help="Also look for packages in this folder of wheels.")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use no package index, only --find-links.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Plan even where the backend cannot run here.")] = False,
+    allow_system: Annotated[
+        bool, typer.Option("--allow-system", help="Install into a system Python marked EXTERNALLY-MANAGED (PEP 668).")
+    ] = False,
+    facts_file: Annotated[
+        Path | None, typer.Option("--facts", help="Plan for the machine of a saved JSON report (with --dry-run).")
+    ] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="Plan for this GPU instead (with --dry-run).")] = None,
+    torch_version: Annotated[
+        str | None, typer.Option("--torch", help="Plan for this torch version instead (with --dry-run).")
+    ] = None,
+    cuda: Annotated[str | None, typer.Option("--cuda", help="…and this CUDA build of it.")] = None,
+) -> None:
+    """Install one attention backend into the target environment: plan, run, verify; undoable."""
+    from attn_doctor.actions.install import InstallRequest, plan_install
+    from attn_doctor.actions.plan import Refusal
+
+    elsewhere = facts_file is not None or gpu is not None or torch_version is not None or cuda is not None
+    if elsewhere and not dry_run:
+        raise Stop("--facts/--gpu/--torch/--cuda plan for another machine: add --dry-run", EXIT_USAGE)
+    if facts_file is not None and python is not None:
+        raise Stop("--facts plans for a saved report: it cannot be combined with --python", EXIT_USAGE)
+    if offline and find_links is None:
+        raise Stop("--offline needs --find-links DIR: the folder of wheels to install from", EXIT_USAGE)
+    if find_links is not None and not find_links.is_dir():
+        raise Stop(f"--find-links {find_links} is not a folder", EXIT_USAGE)
+    facts = _facts(facts_file, python, False, [], gpu, torch_version, cuda)
+    request = InstallRequest(
+        backend.value,
+        installer.value if installer else None,
+        str(find_links.resolve()) if find_links else None,
+        offline,
+        force,
+        allow_system,
+    )
+    try:
+        job = plan_install(facts, request, here=facts_file is None)
+    except Refusal as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    print(f"Plan: {job.plan.reasons[0]}")
+    print(*(f"  - {note}" for note in job.plan.notes), sep="\n")
+    print(f"Steps (log, backups and journal under {job.plan.prefix}/.attn-doctor/repairs/):")
+    print(*job.plan.lines(), sep="\n")
+    if dry_run:
+        raise typer.Exit(EXIT_OK)
+    _confirm(yes, "Install?")
+    _run_install(job, python, facts, yes, str(find_links.resolve()) if find_links else None)
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Stop("not a terminal, so nothing was changed: pass --yes to go ahead without asking", EXIT_USAGE)
+    if not typer.confirm(question, default=False):
+        print("Nothing changed.")
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _run_install(job: Install, python: str | None, before: Facts, yes: bool, wheel_dir: str | None) -> None:
+    """Run the plan; verify; undo it all when anything is not as promised. Then hand a FA2/FA4
+    collision over to fix-shadow's own plan, journaled and undoable on its own."""
+    from attn_doctor.actions.install import verify_install
+    from attn_doctor.actions.runner import RunnerError, carry_out, exclusive, start, undo
+    from attn_doctor.actions.shadow import COLLISIONS
+    from attn_doctor.facts.collect import collect
+    from attn_doctor.report import judge
+
+    with exclusive(job.plan.prefix):
+        journal = start(job.plan)
+        try:
+            carry_out(journal, job.plan, print, lambda line: print(f"    | {line}"))
+            after = collect(python, modules=[job.backend.module])
+            problems = verify_install(job, before, after)
+        except (RunnerError, TargetError) as error:
+            problems = [str(error)]
+        if problems:
+            undo(journal.folder, print)
+            raise Stop(
+                f"install failed, and was undone: {'; '.join(problems)} (logs kept in {journal.folder})",
+                EXIT_FINDINGS,
+            )
+    package = after.package(job.distribution)
+    loaded = next((r for r in after.imports if r.module == job.backend.module), None)
+    print(f"Verified: {job.distribution} {package.version if package else '?'} installed", end="")
+    print(f", import {job.backend.module} ok in {loaded.seconds:.1f} s" if loaded else "", end="")
+    print(f", torch {after.torch.version if after.torch else '?'} unchanged.")
+    report = judge(after)
+    if any(f.code in COLLISIONS for f in report.findings):
+        print("FA2 and FA4 now share flash_attn/cute/: repairing that with fix-shadow (undone first by undo).")
+        _repair_shadow(report, python, yes, wheel_dir, allow_system=True)  # the install already had consent
+    print(f"Undo with: attn-doctor undo --python {job.plan.python}")
 
 
 @app.command("undo")

@@ -11,6 +11,8 @@ The real packages are fetched or built once and cached under `.cache/` (git igno
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -128,6 +130,36 @@ def _fa4() -> tuple[Path, Path]:
     return wheel, source
 
 
+# flash-attn-4 4.0.0b36 and its whole dependency closure but torch (and triton, which only a CUDA
+# torch brings), as pip resolves it on Linux x86_64: a real wheelhouse for `install --find-links`.
+FA4_CLOSURE = (
+    f"flash-attn-4=={FA4_VERSION}",
+    "nvidia-cutlass-dsl==4.8.1",
+    "nvidia-cutlass-dsl-libs-base==4.8.1",
+    "nvidia-cutlass-dsl-libs-core==4.8.1",
+    "nvidia-cutlass-dsl-libs-cu12==4.8.1",  # required by nvidia-cutlass-dsl whatever the extra
+    "quack-kernels==0.6.5",
+    "apache-tvm-ffi==0.1.15.post2",
+    "torch-c-dlpack-ext==0.1.5",
+    "cuda-bindings==13.5.0",
+    "cuda-pathfinder==1.9.0",
+    "protobuf==7.36.2",
+    "einops==0.8.2",
+    "typing-extensions==4.16.0",
+)
+
+
+@pytest.fixture(scope="session")
+def fa4_wheelhouse() -> Path:
+    """The real wheels, downloaded once (about 110 MB, most of it the CuTe DSL's libraries)."""
+    folder = CACHE / "fa4-wheelhouse"
+    marker = folder / ".ready"
+    if not marker.exists():
+        pip("download", "--no-deps", "--only-binary=:all:", "-d", folder, *FA4_CLOSURE)
+        marker.write_text("\n".join(FA4_CLOSURE))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def real() -> RealPackages:
     CACHE.mkdir(exist_ok=True)
@@ -157,6 +189,39 @@ class Venv:
 
     def uninstall(self, name: str) -> None:
         self.pip("uninstall", "-y", name)
+
+    def see_packages_of(self, python: Path) -> None:
+        """Make another environment's packages importable here (a .pth line, as a conda or
+        system site does): how a test venv gets the real CPU torch without a 200 MB install."""
+        other = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+        (self.site / "other-environment.pth").write_text(other + "\n")
+
+
+def interpreter(pattern: str) -> Path:
+    """One of the interpreters this machine image carries (pyenv's, Debian's)."""
+    found = sorted(glob.glob(pattern))
+    if not found:
+        pytest.skip(f"no interpreter matches {pattern} on this machine")
+    return Path(found[-1])
+
+
+def doctor(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """attn-doctor as a user runs it: its own process, exit code, stdout, stderr."""
+    done = run(sys.executable, "-m", "attn_doctor", *args, env=env, check=False)
+    return done.returncode, done.stdout, done.stderr
+
+
+def snapshot(venv: Venv) -> dict[str, str]:
+    """Every file and folder of the environment with its sha256: what undo must give back."""
+    state = {}
+    for folder, dirs, files in os.walk(venv.root):
+        dirs[:] = [d for d in dirs if d != ".attn-doctor"]  # the repairs' own journal and backups
+        for name in dirs:
+            state[os.path.join(folder, name)] = "folder"
+        for name in files:
+            path = os.path.join(folder, name)
+            state[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return state
 
 
 @pytest.fixture

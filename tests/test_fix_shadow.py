@@ -3,40 +3,21 @@ real FA2 2.8.3.post2 files and the real flash-attn-4 wheel and sdist in real ven
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from attn_doctor.actions.shadow import Refusal, plan_fix_shadow
+from attn_doctor.actions.plan import Refusal
+from attn_doctor.actions.shadow import plan_fix_shadow
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.report import judge
-from tests.conftest import CACHE, FIXTURES, RealPackages, Venv, run
+from tests.conftest import CACHE, FIXTURES, RealPackages, Venv, doctor, snapshot
 
 COLLISIONS = {"fa4-shadowed", "fa4-files-overwritten", "fa4-files-missing", "fa2-uninstall-breaks-fa4"}
 WHEELS = CACHE / "wheels"  # FA4 is reinstalled from here: the tests need no index
-
-
-def doctor(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    done = run(sys.executable, "-m", "attn_doctor", *args, env=env, check=False)
-    return done.returncode, done.stdout, done.stderr
-
-
-def snapshot(venv: Venv) -> dict[str, str]:
-    """Every file and folder of the environment with its sha256: what undo must give back."""
-    state = {}
-    for folder, dirs, files in os.walk(venv.root):
-        dirs[:] = [d for d in dirs if d != ".attn-doctor"]  # the repairs' own journal and backups
-        for name in dirs:
-            state[os.path.join(folder, name)] = "folder"
-        for name in files:
-            path = os.path.join(folder, name)
-            state[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return state
 
 
 def codes(venv: Venv) -> set[str]:

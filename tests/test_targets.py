@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run
-
-
-def interpreter(pattern: str) -> Path:
-    """One of the interpreters this machine image carries (pyenv's, Debian's)."""
-    found = sorted(glob.glob(pattern))
-    if not found:
-        pytest.skip(f"no interpreter matches {pattern} on this machine")
-    return Path(found[-1])
+from tests.conftest import interpreter, run
 
 
 def check_json(python: Path) -> tuple[int, dict[str, object], str]:

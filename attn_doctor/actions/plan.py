@@ -10,6 +10,10 @@ import shlex
 from dataclasses import dataclass
 
 
+class Refusal(Exception):
+    """The action will not be attempted here; the message says why and what to do instead."""
+
+
 @dataclass(frozen=True)
 class MoveAside:
     """Move a file or folder into the repair's backup folder (never a bare delete)."""
@@ -41,9 +45,11 @@ class Command:
     argv: tuple[str, ...]
     watch: tuple[str, ...]
     why: str
+    env: tuple[tuple[str, str], ...] = ()  # set for this command only, on top of the doctor's own
 
     def describe(self) -> str:
-        return f"run         {shlex.join(self.argv)}  ({self.why})"
+        settings = "".join(f"{name}={shlex.quote(value)} " for name, value in self.env)
+        return f"run         {settings}{shlex.join(self.argv)}  ({self.why})"
 
 
 Step = MoveAside | RewriteFile | Command
@@ -51,11 +57,12 @@ Step = MoveAside | RewriteFile | Command
 
 @dataclass(frozen=True)
 class Plan:
-    action: str  # "fix-shadow"
+    action: str  # "fix-shadow", "install-fa4"
     python: str  # the target interpreter
     prefix: str  # the target environment: its repairs are kept under it
     steps: tuple[Step, ...]
-    reasons: tuple[str, ...]  # the findings the plan answers
+    reasons: tuple[str, ...]  # the findings the plan answers, or why these steps
+    notes: tuple[str, ...] = ()  # what the user should know before saying yes
 
     def lines(self) -> list[str]:
         return [f"{number}. {step.describe()}" for number, step in enumerate(self.steps, 1)]

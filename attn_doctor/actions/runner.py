@@ -5,7 +5,10 @@ every step, so a repair killed at any point leaves a record of what started and 
 Each step's undo is safe whether or not the step's effect happened, so `undo` works after a
 crash as after a complete run. Repairs live under the target environment,
 `<prefix>/.attn-doctor/repairs/<id>/`, on the same file system as its site-packages as a rule,
-so that moving aside is a rename.
+so that moving aside is a rename and a command's backup of the folders it may change is a hard
+link per file (a whole site-packages with torch in well under a second, no space). That is safe
+because pip and uv never rewrite an installed file in place: they unlink or rename it and write
+a new one, so the linked backup keeps the old bytes. Where links cannot be made, files are copied.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def _step_data(step: Step) -> dict[str, Any]:
         return {"kind": "move-aside", "path": step.path}
     if isinstance(step, RewriteFile):
         return {"kind": "rewrite", "path": step.path}
-    return {"kind": "command", "argv": list(step.argv), "watch": list(step.watch)}
+    return {"kind": "command", "argv": list(step.argv), "env": dict(step.env), "watch": list(step.watch)}
 
 
 @dataclass
@@ -120,8 +123,11 @@ def start(plan: Plan) -> Journal:
     return journal
 
 
-def carry_out(journal: Journal, plan: Plan, report: Callable[[str], None]) -> None:
-    """Run every step; raises RunnerError at the first failing step (the journal stays)."""
+def carry_out(
+    journal: Journal, plan: Plan, report: Callable[[str], None], output: Callable[[str], None] | None = None
+) -> None:
+    """Run every step; raises RunnerError at the first failing step (the journal stays).
+    A command's output goes to `step-N.log` in the repair's folder, and line by line to `output`."""
     folder = journal.folder
     for index, step in enumerate(plan.steps):
         number = index + 1
@@ -135,10 +141,10 @@ def carry_out(journal: Journal, plan: Plan, report: Callable[[str], None]) -> No
             _write_atomically(step.path, step.content)
         else:
             for path in (p for watched in step.watch for p in _files_under(watched)):
-                _copy_atomically(path, _backup_path(folder, number, path))
+                _link_or_copy(path, _backup_path(folder, number, path))
             journal.mark(index, "backed-up")  # from here on, undo restores the watched folders
             _maybe_killed("backed-up", number)
-            _run(step)
+            _run(step, folder / f"step-{number}.log", output)
         journal.mark(index, "done")
         _maybe_killed("done", number)
     journal.data["state"] = "done"
@@ -158,6 +164,17 @@ def _copy_atomically(source: str | Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
+def _link_or_copy(source: str, target: Path) -> None:
+    """A backup that shares the file's bytes (see the module's note), or a copy across devices."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".attn-doctor-tmp")
+    try:
+        os.link(source, temporary, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, temporary, follow_symlinks=False)
+    os.replace(temporary, target)
+
+
 def _write_atomically(path: str, content: str) -> None:
     temporary = Path(path + ".attn-doctor-tmp")
     temporary.write_text(content, encoding="utf-8")
@@ -165,11 +182,34 @@ def _write_atomically(path: str, content: str) -> None:
     os.replace(temporary, path)
 
 
-def _run(step: Command) -> None:
-    done = subprocess.run(list(step.argv), capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
-        raise RunnerError(f"`{shlex.join(step.argv)}` failed (exit {done.returncode}): {last}")
+def _run(step: Command, log: Path, output: Callable[[str], None] | None) -> None:
+    """The command's own output, stdout and stderr merged in order, kept whole in `log`."""
+    last = "no output"
+    try:
+        with log.open("w", encoding="utf-8") as saved:
+            saved.write(f"$ {step.describe()}\n")
+            with subprocess.Popen(
+                list(step.argv),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                env={**os.environ, **dict(step.env)},
+            ) as child:
+                assert child.stdout is not None
+                for line in child.stdout:
+                    saved.write(line)
+                    saved.flush()
+                    if line.strip():
+                        last = line.strip()
+                        if output is not None:
+                            output(line.rstrip())
+            code = child.returncode
+    except OSError as error:
+        raise RunnerError(f"cannot run {step.argv[0]}: {error.strerror}") from error
+    if code != 0:
+        raise RunnerError(f"`{shlex.join(step.argv)}` failed (exit {code}): {last} (whole output: {log})")
 
 
 def latest(prefix: str) -> Path | None:
@@ -223,6 +263,14 @@ def _undo_step(step: dict[str, Any], folder: Path, number: int) -> None:
             _restore_folder(watched, _backup_path(folder, number, watched))
 
 
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        first, second = os.lstat(one), os.lstat(other)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
 def _restore_folder(watched: str, saved: Path) -> None:
     """The folder as it was before the command: files it created removed, every file restored."""
     originals = {os.path.relpath(p, saved) for p in _files_under(str(saved))}
@@ -230,7 +278,9 @@ def _restore_folder(watched: str, saved: Path) -> None:
         if os.path.relpath(path, watched) not in originals:
             os.remove(path)
     for relative in sorted(originals):
-        _copy_atomically(saved / relative, Path(watched) / relative)
+        place = Path(watched) / relative
+        if not _same_file(saved / relative, place):  # a file the command left alone is still its backup's
+            _copy_atomically(saved / relative, place)
     if os.path.isdir(watched):  # folders the command created and that are empty again
         for root, _, _ in sorted(os.walk(watched), key=lambda entry: -len(entry[0])):
             if not os.listdir(root) and (root != watched or not originals):

@@ -11,22 +11,17 @@ Built from the same facts and findings as `check`, so it repairs exactly what `c
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
-from attn_doctor.actions.plan import Command, MoveAside, Plan, RewriteFile, Step
-from attn_doctor.facts.model import Facts, Interpreter, Package, Resolution
+from attn_doctor.actions.installer import choose_installer, may_write
+from attn_doctor.actions.plan import Command, MoveAside, Plan, Refusal, RewriteFile, Step
+from attn_doctor.facts.model import Package, Resolution
 from attn_doctor.report import Report
 from attn_doctor.rules.diagnose import FA2, FA4
 
 COLLISIONS = ("fa4-shadowed", "fa4-files-overwritten", "fa4-files-missing", "fa2-uninstall-breaks-fa4")
 CUTE = "flash_attn/cute/"
-
-
-class Refusal(Exception):
-    """The repair will not be attempted here; the message says why and what to do instead."""
 
 
 def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: bool = False) -> Plan:
@@ -36,7 +31,7 @@ def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: 
     reasons = tuple(f"{f.code}: {f.title}" for f in report.findings if f.code in codes)
     if not codes or fa4 is None:
         return Plan("fix-shadow", facts.python.executable, facts.python.prefix, (), ())
-    _may_write(facts, fa4, allow_system)
+    may_write(facts.python, fa4.location, allow_system)
     steps: list[Step] = []
     if "fa4-shadowed" in codes:
         cute = facts.resolution("flash_attn.cute")
@@ -48,7 +43,9 @@ def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: 
     if codes & {"fa4-files-overwritten", "fa4-files-missing"}:
         steps.append(
             Command(
-                _reinstall_argv(facts.python, f"{FA4}=={fa4.version}", wheel_dir),
+                choose_installer(facts.python, find_links=wheel_dir, offline=bool(wheel_dir)).reinstall(
+                    f"{FA4}=={fa4.version}"
+                ),
                 watch=(str(Path(fa4.location) / CUTE), fa4.dist_info),
                 why=f"FA4's own files back, {FA4} {fa4.version} only, no dependencies",
             )
@@ -72,16 +69,6 @@ def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: 
     return Plan("fix-shadow", facts.python.executable, facts.python.prefix, tuple(steps), reasons)
 
 
-def _may_write(facts: Facts, fa4: Package, allow_system: bool) -> None:
-    if facts.python.externally_managed and not allow_system:
-        raise Refusal(
-            f"{facts.python.executable} is the system's Python (PEP 668, externally managed): "
-            "its packages belong to the OS package manager; pass --allow-system to repair it anyway"
-        )
-    if not os.access(fa4.location, os.W_OK):
-        raise Refusal(f"cannot write {fa4.location}: run as the owner of this environment")
-
-
 def record_paths(package: Package) -> list[str]:
     """Every path in a distribution's RECORD, as written there."""
     record = Path(package.dist_info) / "RECORD"
@@ -96,40 +83,6 @@ def record_without(record: Path, prefix: str) -> str:
     """RECORD's text less the rows under `prefix`; every other line kept exactly as it was."""
     lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
     return "".join(line for line in lines if not next(csv.reader([line]), [""])[0].startswith(prefix))
-
-
-def _reinstall_argv(python: Interpreter, requirement: str, wheel_dir: str | None) -> tuple[str, ...]:
-    """The target's own pip; else uv; else this interpreter's pip acting on the target
-    (`pip --python`, pip >= 22.3)."""
-    offline = ("--no-index", "--find-links", wheel_dir) if wheel_dir else ()
-    if python.pip_version:
-        return (python.executable, "-m", "pip", "install", "--force-reinstall", "--no-deps", *offline, requirement)
-    if python.uv:
-        return (
-            python.uv,
-            "pip",
-            "install",
-            "--python",
-            python.executable,
-            "--reinstall",
-            "--no-deps",
-            *offline,
-            requirement,
-        )
-    if importlib.util.find_spec("pip") is not None:
-        return (
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            python.executable,
-            "install",
-            "--force-reinstall",
-            "--no-deps",
-            *offline,
-            requirement,
-        )
-    raise Refusal(f"{python.executable} has no pip and there is no uv: first run {python.executable} -m ensurepip")
 
 
 def verify(before: Report, after: Report) -> list[str]:

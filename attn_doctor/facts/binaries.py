@@ -336,3 +336,18 @@ def demangle(symbols: Iterable[str]) -> dict[str, str]:
         return {s: s for s in names}
     readable = out.splitlines()
     return dict(zip(names, readable, strict=False)) if len(readable) == len(names) else {s: s for s in names}
+
+
+def torch_abi(torch_location: str) -> str | None:
+    """The C++ ABI of the torch at `torch_location` ("cxx11" | "pre-cxx11"), read off its libc10:
+    what FA2's prebuilt wheel names encode as cxx11abiTRUE/FALSE. None when unreadable."""
+    from elftools.common.exceptions import ELFError
+
+    libraries = sorted(Path(torch_location, "lib").glob("libc10.so*"))
+    if not libraries:
+        return None
+    with ExitStack() as stack:
+        try:
+            return _torch_abi([Loader(stack, torch_location).open(str(libraries[0]))])
+        except (OSError, ELFError):
+            return None

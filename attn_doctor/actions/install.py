@@ -1,0 +1,394 @@
+"""install: the exact steps that put one attention backend into the target environment.
+
+Planned from the same facts as `check` (so `--facts`/`--gpu`/`--torch` plan for another
+machine), with the recipes' data (`rules/recipes.py`). Every pip step names the installed torch
+as a requirement of its own (`torch==2.11.0+cu130`): the resolver may then keep it or fail, never
+swap it. Every step that changes the environment watches site-packages and the scripts folder,
+so `undo` puts them back as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from attn_doctor.actions.installer import Installer, choose_installer, may_write
+from attn_doctor.actions.plan import Command, MoveAside, Plan, Refusal, Step
+from attn_doctor.facts.binaries import torch_abi
+from attn_doctor.facts.model import Facts, Gpu, Torch
+from attn_doctor.rules import recipes
+from attn_doctor.rules.backends import BY_NAME, Backend
+from attn_doctor.rules.diagnose import FA2
+from attn_doctor.rules.versions import release
+from attn_doctor.rules.wheels import fa2_wheel_name
+
+INSTALLABLE = ("fa2", "fa3", "fa4", "sage", "xformers")
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    backend: str  # one of INSTALLABLE
+    installer: str | None = None  # "pip" | "uv"; None: as the environment suggests
+    find_links: str | None = None  # a local wheelhouse
+    offline: bool = False  # the index is not used at all
+    force: bool = False  # plan even where the checks say it cannot run here
+    allow_system: bool = False  # a PEP 668 system Python
+
+
+@dataclass(frozen=True)
+class Install:
+    """The plan and what a successful run must leave behind."""
+
+    plan: Plan
+    backend: Backend
+    distribution: str
+    version: str | None  # the version the run must leave; None: whatever the source tree declares
+
+
+@dataclass(frozen=True)
+class _Context:
+    facts: Facts
+    torch: Torch
+    installer: Installer
+    watch: tuple[str, ...]
+    request: InstallRequest
+
+    @property
+    def torch_pin(self) -> str:
+        return f"torch=={self.torch.version}"
+
+
+def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> Install:
+    """Raises Refusal with the reason and what to do instead. `here`: the facts are this
+    machine's (not a saved report's), so its folders can be checked for writing."""
+    backend = BY_NAME[request.backend]
+    python = facts.python
+    site = next((p for p in reversed(python.site_packages) if os.path.isdir(p)), python.prefix)
+    may_write(python, site if here else None, request.allow_system)
+    if facts.torch is None:
+        raise Refusal(
+            f"torch is not installed in {python.executable}: install the torch you train with first "
+            f"(attn-doctor never chooses torch for you), then `attn-doctor install {backend.name}`"
+        )
+    problems = _cannot_run(facts, backend, facts.torch)
+    if problems and not request.force:
+        raise Refusal(f"{backend.label} cannot run here: {'; '.join(problems)}. {_instead(facts, backend)}")
+    installer = choose_installer(python, request.installer, request.find_links, request.offline, request.allow_system)
+    watch = tuple(dict.fromkeys([*python.site_packages, str(Path(python.executable).parent)]))
+    context = _Context(facts, facts.torch, installer, watch, request)
+    steps, notes, distribution, version = _RECIPES[backend.name](context)
+    forced = tuple(f"--force: planned although {p}" for p in problems)
+    plan = Plan(
+        f"install-{backend.name}",
+        python.executable,
+        python.prefix,
+        tuple(steps),
+        (f"install {backend.label} into {python.executable}, torch {facts.torch.version} kept",),
+        forced + tuple(notes),
+    )
+    return Install(plan, backend, distribution, version)
+
+
+def verify_install(install: Install, before: Facts, after: Facts) -> list[str]:
+    """What is not as the plan promised after a run; empty when it is."""
+    problems = []
+    package = after.package(install.distribution)
+    if package is None:
+        problems.append(f"{install.distribution} is not installed")
+    elif install.version is not None and package.version != install.version:
+        problems.append(f"{install.distribution} is {package.version}, not {install.version}")
+    old, new = before.torch, after.torch
+    if old is not None and (new is None or (new.version, new.location) != (old.version, old.location)):
+        problems.append(f"torch changed: {old.version} -> {new.version if new else 'gone'} (it must not be replaced)")
+    for result in after.imports:
+        if result.module == install.backend.module and result.outcome != "ok":
+            problems.append(f"import {result.module} fails: {result.outcome}: {result.detail}")
+    return problems
+
+
+def _cannot_run(facts: Facts, backend: Backend, torch: Torch) -> list[str]:
+    """Why the backend would not run on this machine (each of these --force overrides)."""
+    problems = []
+    if not facts.gpus:
+        problems.append("no GPU was found (plan for another machine with --gpu, or pass --force)")
+    elif not all(backend.runs_on(gpu) for gpu in facts.gpus):
+        problems.append(f"it does not run on {', '.join(_gpu_label(g) for g in facts.gpus if not backend.runs_on(g))}")
+    if not torch.cuda and not torch.hip:
+        problems.append(f"torch {torch.version} is a CPU-only build")
+    elif torch.hip and backend.amd == ():
+        problems.append(f"it has no ROCm build (torch {torch.version} is built for ROCm {torch.hip})")
+    if backend.needs_newer_torch(torch.version):
+        problems.append(f"it needs torch >= {backend.min_torch}, this is {torch.version}")
+    return problems
+
+
+def _gpu_label(gpu: Gpu) -> str:
+    return f"{gpu.name} ({gpu.sm or gpu.gfx_target})"
+
+
+def _instead(facts: Facts, backend: Backend) -> str:
+    for name in ("fa4", "fa2", "xformers", "sdpa"):
+        other = BY_NAME[name]
+        if name != backend.name and facts.gpus and all(other.runs_on(g) for g in facts.gpus):
+            if name == "sdpa":
+                return "Use PyTorch SDPA (part of torch, nothing to install): attn_implementation: sdpa"
+            return f"Instead: attn-doctor install {name}"
+    return "Use PyTorch SDPA (part of torch, nothing to install)"
+
+
+def _pip_step(context: _Context, why: str, *requirements: str, flags: tuple[str, ...] = (), **env: str) -> Command:
+    argv = context.installer.install(*requirements, context.torch_pin, flags=flags)
+    return Command(argv, context.watch, why, tuple(sorted(env.items())))
+
+
+_Recipe = tuple[list[Step], list[str], str, str | None]
+
+
+def _fa4(context: _Context) -> _Recipe:
+    extra = "[cu13]" if release(context.torch.cuda)[:1] >= (13,) else ""
+    requirement = f"flash-attn-4{extra}=={recipes.FA4_VERSION}"
+    notes = [
+        f"flash-attn-4 {recipes.FA4_VERSION} is a pre-release, pinned exactly (plain `pip install flash-attn-4` "
+        "finds no release); the cu13 extra brings the CUDA 13 CuTe DSL libraries"
+        if extra
+        else f"flash-attn-4 {recipes.FA4_VERSION} is a pre-release, pinned exactly",
+        "the first call per shape JIT-compiles (~2 s); importing flash_attn.cute takes ~10 s (CuTe DSL)",
+    ]
+    if context.facts.package(FA2) is not None:
+        notes.append(
+            "FA2 is installed and shares flash_attn/cute/ with FA4: after the install the doctor repairs "
+            "that collision with fix-shadow's plan, shown and undoable on its own"
+        )
+    why = "FA4 and its CuTe DSL dependencies" + (" for CUDA 13" if extra else "")
+    return [_pip_step(context, why, requirement)], notes, "flash-attn-4", recipes.FA4_VERSION
+
+
+def _xformers(context: _Context) -> _Recipe:
+    chosen = recipes.xformers_for(context.torch.version)
+    if chosen is None:
+        known = ", ".join(f"{x.version} (torch{x.torch})" for x in recipes.XFORMERS[:4])
+        raise Refusal(
+            f"no xFormers release is built for torch {context.torch.version}: each wheel requires its own torch "
+            f"({known}); installing one would replace torch. Use SDPA, or move torch to a supported release"
+        )
+    notes = [f"xformers {chosen.version} requires torch{chosen.torch} ({chosen.source})"]
+    flags: tuple[str, ...] = ()
+    if release(context.torch.cuda)[:1] >= (13,) and not (context.request.offline or context.request.find_links):
+        flags = ("--index-url", recipes.XFORMERS_CU13_INDEX)
+        notes.append("PyPI's xformers wheels are CUDA 12.8 builds: the CUDA 13 build comes from PyTorch's index")
+    return (
+        [
+            _pip_step(
+                context,
+                f"the xFormers release built for torch {context.torch.version}",
+                f"xformers=={chosen.version}",
+                flags=flags,
+            )
+        ],
+        notes,
+        "xformers",
+        chosen.version,
+    )
+
+
+def _fa2(context: _Context) -> _Recipe:
+    facts, torch = context.facts, context.torch
+    if torch.hip:
+        return _fa2_rocm(context)
+    abi = torch_abi(torch.location) or ("cxx11" if release(torch.version) >= (2, 7) else "pre-cxx11")
+    wheel = fa2_wheel_name(
+        recipes.FA2_WHEEL_VERSION,
+        torch.version,
+        torch.cuda,
+        abi == "cxx11",
+        facts.python.version,
+        platform.machine() if not facts.python.platform else facts.python.platform.rsplit("-", 1)[-1],
+    )
+    if wheel is not None:
+        url = (
+            "https://github.com/Dao-AILab/flash-attention/releases/download/"
+            f"v{recipes.FA2_WHEEL_VERSION}/{wheel.replace('+', '%2B')}"
+        )
+        target = wheel if context.request.find_links or context.request.offline else url
+        notes = [f"a prebuilt FA2 wheel exists for this torch/CUDA/Python/ABI: {wheel} (no compiling)"]
+        return (
+            [_pip_step(context, "FA2's prebuilt wheel from its GitHub release", _wheel_requirement(target), "einops")],
+            notes,
+            "flash-attn",
+            recipes.FA2_WHEEL_VERSION,
+        )
+    archs = _cuda_archs(facts)
+    steps, notes, env = _build_setup(context, recipes.FA2_MIN_NVCC)
+    jobs = int(env["MAX_JOBS"])
+    minutes = recipes.fa2_build_minutes(jobs, len(archs))
+    notes = [
+        f"no prebuilt FA2 wheel for torch {torch.version} ({torch.build}), Python {facts.python.version}: "
+        f"it compiles, roughly {minutes} min with {jobs} jobs for sm {';'.join(archs)} "
+        "(scaled from upstream's 3-5 min on 64 cores)",
+        *notes,
+    ]
+    env.update(FLASH_ATTN_CUDA_ARCHS=";".join(archs), FLASH_ATTENTION_FORCE_BUILD="TRUE")
+    steps.append(
+        _pip_step(
+            context,
+            f"compile FA2 {recipes.FA2_VERSION} for this machine's GPUs only",
+            f"flash-attn=={recipes.FA2_VERSION}",
+            flags=("--no-build-isolation", "--no-cache-dir"),
+            **env,
+        )
+    )
+    return steps, notes, "flash-attn", recipes.FA2_VERSION
+
+
+def _wheel_requirement(target: str) -> str:
+    """A local wheelhouse is searched by name; the release asset is fetched by its URL."""
+    if target.startswith("https://"):
+        return f"flash-attn @ {target}"
+    return f"flash-attn=={recipes.FA2_WHEEL_VERSION}"
+
+
+def _fa2_rocm(context: _Context) -> _Recipe:
+    gfx = sorted({g.gfx_target for g in context.facts.gpus if g.gfx_target in recipes.ROCM_GFX}) or list(
+        recipes.ROCM_GFX
+    )
+    jobs = recipes.build_jobs(context.facts.toolchain.cpus, context.facts.toolchain.ram_gib)
+    notes = [
+        "no ROCm wheel exists: FA2's CK backend compiles for " + ",".join(gfx),
+        "for the Triton backend instead, set FLASH_ATTENTION_TRITON_AMD_ENABLE=TRUE at build and at run time",
+    ]
+    steps: list[Step] = [_pip_step(context, "FA2's build requirements", *recipes.BUILD_REQUIREMENTS)]
+    steps.append(
+        _pip_step(
+            context,
+            f"compile FA2 {recipes.FA2_VERSION} (ROCm CK)",
+            f"flash-attn=={recipes.FA2_VERSION}",
+            flags=("--no-build-isolation", "--no-cache-dir"),
+            GPU_ARCHS=";".join(gfx),
+            MAX_JOBS=str(jobs),
+        )
+    )
+    return steps, notes, "flash-attn", recipes.FA2_VERSION
+
+
+def _fa3(context: _Context) -> _Recipe:
+    steps, notes, env = _build_setup(context, recipes.FA3_MIN_NVCC)
+    nvcc = context.facts.toolchain.nvcc
+    if nvcc and (12, 3) <= release(nvcc) < (13,) and nvcc != recipes.FA3_NVCC_NO_DOWNLOAD:
+        if context.request.offline:
+            env["FLASH_ATTENTION_OFFLINE_BUILD"] = "TRUE"
+        notes.append(
+            f"nvcc {nvcc} is not {recipes.FA3_NVCC_NO_DOWNLOAD}: upstream's hopper/setup.py downloads nvcc 12.6 and "
+            "ptxas 12.8 from NVIDIA unless FLASH_ATTENTION_OFFLINE_BUILD is set; CUDA 12.8 is recommended"
+        )
+    if release(context.facts.python.version) < (3, 10):
+        raise Refusal(f"FA3 {recipes.FA3_VERSION} needs Python >= 3.10, this is {context.facts.python.version}")
+    steps += _clone(context, recipes.FA3_TREE)
+    steps.append(_build_tree(context, recipes.FA3_TREE, "compile FA3 from hopper/ (Hopper kernels)", env))
+    notes.append("FA3 is not on PyPI: built from upstream's hopper/ at the pinned commit; expect a long build")
+    return steps, notes, "flash-attn-3", recipes.FA3_VERSION
+
+
+def _sage(context: _Context) -> _Recipe:
+    steps, notes, env = _build_setup(context, "12.0")
+    nvcc = release(context.facts.toolchain.nvcc)
+    for gpu in context.facts.gpus:
+        needed = recipes.SAGE_MIN_NVCC.get(gpu.compute_capability or "")
+        if needed and nvcc < release(needed) and not context.request.force:
+            raise Refusal(f"SageAttention 2.2.0 for {_gpu_label(gpu)} needs nvcc >= {needed}, this is {nvcc}")
+    archs = sorted({g.compute_capability for g in context.facts.gpus if g.compute_capability in recipes.SAGE_MIN_NVCC})
+    if archs:
+        env["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)  # else setup.py builds for every GPU it sees
+    # setup.py builds EXT_PARALLEL extensions at once (default: MAX_JOBS), each with MAX_JOBS jobs
+    env["EXT_PARALLEL"] = "1"
+    notes += [
+        "SageAttention 2 has no backward pass at all (custom ops without autograd; thu-ml #90): "
+        "inference and frozen-attention use only; full fine-tuning was seen to drive the loss to 0 (thu-ml #198)",
+        "PyPI has only SageAttention 1.x: 2.2.0 is built from the upstream tag",
+    ]
+    steps += _clone(context, recipes.SAGE_TREE)
+    steps.append(_build_tree(context, recipes.SAGE_TREE, "compile SageAttention 2.2.0", env))
+    return steps, notes, "sageattention", "2.2.0"
+
+
+def _build_setup(context: _Context, min_nvcc: str) -> tuple[list[Step], list[str], dict[str, str]]:
+    """What every CUDA compile needs: a matching nvcc, ninja and the build requirements first,
+    MAX_JOBS from cores and memory. Returns the steps so far, notes and the build's environment."""
+    tools, torch = context.facts.toolchain, context.torch
+    problems = []
+    if tools.nvcc is None:
+        problems.append("no nvcc (install the CUDA toolkit matching torch's CUDA, or set CUDA_HOME)")
+    elif release(tools.nvcc) < release(min_nvcc):
+        problems.append(f"nvcc {tools.nvcc} is older than {min_nvcc}")
+    elif release(tools.nvcc)[:1] != release(torch.cuda)[:1]:
+        problems.append(f"nvcc {tools.nvcc} and torch's CUDA {torch.cuda} differ in major version")
+    if tools.cxx is None:
+        problems.append("no C++ compiler (g++)")
+    if problems and not context.request.force:
+        raise Refusal("cannot compile here: " + "; ".join(problems))
+    jobs = recipes.build_jobs(tools.cpus, tools.ram_gib)
+    env = {"MAX_JOBS": str(jobs), "NVCC_THREADS": str(recipes.NVCC_THREADS)}
+    if tools.cuda_home:
+        env["CUDA_HOME"] = tools.cuda_home
+    notes = [
+        f"MAX_JOBS={jobs}: {tools.cpus} cores, {tools.ram_gib:.0f} GiB RAM at "
+        f"{recipes.GIB_PER_BUILD_JOB:.0f} GiB per job (upstream's own default still runs machines out of memory)"
+    ]
+    steps: list[Step] = [
+        _pip_step(context, "build requirements first: without ninja the build is serial", *recipes.BUILD_REQUIREMENTS)
+    ]
+    return steps, notes, env
+
+
+def _cuda_archs(facts: Facts) -> list[str]:
+    """FLASH_ATTN_CUDA_ARCHS narrowed to this machine's GPUs (FA2 builds 80;90;100;120 by default)."""
+    wanted = set()
+    for gpu in facts.gpus:
+        major, _, minor = (gpu.compute_capability or "").partition(".")
+        candidates = [a for a in recipes.FA2_DEFAULT_ARCHS if a == f"{major}{minor}"] or [
+            a for a in recipes.FA2_DEFAULT_ARCHS if a.startswith(major) and len(a) == len(major) + 1
+        ]
+        wanted.update(candidates[:1])
+    return sorted(wanted, key=int) or list(recipes.FA2_DEFAULT_ARCHS)
+
+
+def _source_folder(context: _Context, tree: recipes.SourceTree) -> str:
+    name = tree.url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    return str(Path(context.facts.python.prefix) / ".attn-doctor" / "src" / f"{name}-{tree.commit[:12]}")
+
+
+def _clone(context: _Context, tree: recipes.SourceTree) -> list[Step]:
+    if context.request.offline:
+        raise Refusal(f"--offline: this backend is built from {tree.url} at {tree.tag}, which needs the network")
+    git = context.facts.toolchain.git
+    if git is None:
+        raise Refusal(f"git is not installed: it is needed to fetch {tree.url} at {tree.tag}")
+    folder = _source_folder(context, tree)
+    steps: list[Step] = []
+    if os.path.lexists(folder):
+        steps.append(MoveAside(folder, "an earlier checkout, kept with this install's backups"))
+    steps.append(
+        Command(
+            (git, "clone", "--filter=blob:none", "--no-checkout", tree.url, folder),
+            (folder,),
+            f"fetch {tree.url.removesuffix('.git').rsplit('/', 2)[-2]}'s repository",
+        )
+    )
+    steps.append(
+        Command(
+            (git, "-C", folder, "checkout", "--detach", tree.commit),
+            (folder,),
+            f"the pinned commit {tree.commit[:12]} ({tree.tag}), never a branch",
+        )
+    )
+    return steps
+
+
+def _build_tree(context: _Context, tree: recipes.SourceTree, why: str, env: dict[str, str]) -> Command:
+    folder = os.path.join(_source_folder(context, tree), tree.subdirectory) if tree.subdirectory else None
+    path = folder or _source_folder(context, tree)
+    return _pip_step(context, why, path, flags=("--no-build-isolation", "--no-cache-dir"), **env)
+
+
+_RECIPES = {"fa2": _fa2, "fa3": _fa3, "fa4": _fa4, "sage": _sage, "xformers": _xformers}

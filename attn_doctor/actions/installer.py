@@ -1,0 +1,77 @@
+"""The command line that installs into the target environment: its own pip, or uv.
+
+Never `sudo` and never a shell: an argv list, the target interpreter named explicitly, so what
+the plan prints is exactly what runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+
+from attn_doctor.actions.plan import Refusal
+from attn_doctor.facts.model import Interpreter
+
+
+@dataclass(frozen=True)
+class Installer:
+    kind: str  # "pip" | "uv"
+    command: tuple[str, ...]  # up to and including `install`, aimed at the target
+    options: tuple[str, ...] = ()  # for every install: the wheelhouse, PEP 668's consent
+
+    def install(self, *requirements: str, flags: tuple[str, ...] = ()) -> tuple[str, ...]:
+        return (*self.command, *self.options, *flags, *requirements)
+
+    def reinstall(self, requirement: str) -> tuple[str, ...]:
+        """This exact requirement's files again, its dependencies untouched (uv spells
+        `--force-reinstall` as `--reinstall` and takes both)."""
+        return self.install(requirement, flags=("--force-reinstall", "--no-deps"))
+
+
+def may_write(python: Interpreter, folder: str | None, allow_system: bool) -> None:
+    """Refuse a system Python's packages (PEP 668) unless asked, and a folder we cannot write
+    (None: another machine's, not checked)."""
+    if python.externally_managed and not allow_system:
+        raise Refusal(
+            f"{python.executable} is the system's Python (PEP 668, externally managed): "
+            "its packages belong to the OS package manager; pass --allow-system to change it anyway"
+        )
+    if folder is not None and not os.access(folder, os.W_OK):
+        raise Refusal(f"cannot write {folder}: run as the owner of this environment")
+
+
+def uv_managed(python: Interpreter) -> bool:
+    """A venv that uv made says so in its pyvenv.cfg (`uv = 0.9.5`)."""
+    try:
+        with open(os.path.join(python.prefix, "pyvenv.cfg"), encoding="utf-8") as config:
+            return any(line.split("=")[0].strip() == "uv" for line in config)
+    except OSError:
+        return False
+
+
+def choose_installer(
+    python: Interpreter,
+    wanted: str | None = None,
+    find_links: str | None = None,
+    offline: bool = False,
+    allow_system: bool = False,
+) -> Installer:
+    """`wanted` ("pip" or "uv") as the user asked; else uv for a uv-made venv or one without pip,
+    else the target's own pip, else this interpreter's pip acting on the target (pip >= 22.3)."""
+    kind = wanted or ("uv" if python.uv and (uv_managed(python) or not python.pip_version) else "pip")
+    options: tuple[str, ...] = ("--no-index",) if offline else ()
+    if find_links:
+        options += ("--find-links", find_links)
+    if allow_system and python.externally_managed:
+        options += ("--break-system-packages",)
+    if kind == "uv":
+        if not python.uv:
+            raise Refusal("--installer uv: no uv on PATH or in the target environment")
+        return Installer("uv", (python.uv, "pip", "install", "--python", python.executable), options)
+    if python.pip_version:
+        return Installer("pip", (python.executable, "-m", "pip", "install"), options)
+    if importlib.util.find_spec("pip") is not None:
+        return Installer("pip", (sys.executable, "-m", "pip", "--python", python.executable, "install"), options)
+    raise Refusal(f"{python.executable} has no pip and there is no uv: first run {python.executable} -m ensurepip")

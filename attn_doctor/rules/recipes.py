@@ -1,0 +1,123 @@
+"""What installing each backend takes, as data: the pinned releases and source commits, the
+build settings, and which xFormers release belongs to which torch. `actions/install.py` turns
+these and the machine's facts into a plan.
+
+Every pin carries its source. Source builds clone a pinned commit, never a branch, so a plan
+made today builds the same code next month.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attn_doctor.rules.versions import release
+
+_FA = "upstream/flash-attention.md"
+_SX = "upstream/sage-xformers-torch-axolotl.md"
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """A repository at one commit, and the folder of it that pip builds."""
+
+    url: str
+    tag: str
+    commit: str
+    subdirectory: str = ""
+    source: str = ""
+
+
+FA2_VERSION = "2.8.3.post2"  # newest on PyPI (sdist only); its setup.py = post1's (§1 of _FA)
+FA2_WHEEL_VERSION = "2.8.3.post1"  # the newest release whose GitHub assets are confirmed (rules/wheels.py)
+FA4_VERSION = "4.0.0b36"  # newest flash-attn-4 on PyPI; all releases are pre-releases (KNOWLEDGE.md §1)
+
+FA3_TREE = SourceTree(
+    url="https://github.com/Dao-AILab/flash-attention.git",
+    tag="fa4-v4.0.0.beta27",
+    commit="0251105a2fb19d2957484b7f023cd8c115286ced",
+    subdirectory="hopper",
+    # FA3 has no tags of its own; this is the newest tagged commit with #2223 (FA3 3.0.0 stable) and
+    # the CUDA 13 build fix (#1949). The v2.8.3 tags carry 3.0.0b1, whose setup.py downloads nvcc
+    # 12.6 even on CUDA 13.
+    source=f"{_FA} §3; hopper/setup.py @0251105a: distribution flash_attn_3 3.0.0, Python >= 3.10",
+)
+SAGE_TREE = SourceTree(
+    url="https://github.com/thu-ml/SageAttention.git",
+    tag="v2.2.0",
+    commit="eb615cf6cf4d221338033340ee2de1c37fbdba4a",
+    source=f"{_SX} §1: tag v2.2.0 = eb615cf; PyPI has only 1.x",
+)
+
+# Compiling: how much memory one parallel job needs, so MAX_JOBS cannot run the machine out.
+# FA2 2.8.3: 9 GiB per job at NVCC_THREADS=4 is upstream's own assumption (setup.py), and users
+# still run out with it (issues #347, #2079), so the doctor counts 9 GiB of *total* RAM per job
+# and never more jobs than cores. FA3 and SageAttention set no cap of their own (FA3: ninja's
+# default; SageAttention: MAX_JOBS=32): the same rule applies to them.
+GIB_PER_BUILD_JOB = 9.0
+NVCC_THREADS = 4  # FA2's default; FA3's is 2
+
+# FA2 README @v2.8.3: "3-5 minutes on a 64-core machine" with ninja, for the default archs
+# (80;90;100;120). The doctor's estimate scales that (the upper end) by jobs and archs: rough,
+# and said to be.
+FA2_BUILD_CORE_MINUTES_PER_ARCH = 5 * 64 / 4
+FA2_DEFAULT_ARCHS = ("80", "90", "100", "120")  # FLASH_ATTN_CUDA_ARCHS default at 2.8.3 (setup.py)
+FA2_MIN_NVCC = "11.7"  # setup.py raises below it (the README says 12.0)
+FA3_MIN_NVCC = "12.3"  # hopper/setup.py raises below it
+FA3_VERSION = "3.0.0"
+# hopper/setup.py @0251105a downloads nvcc 12.6 + ptxas 12.8 from NVIDIA when 12.3 <= nvcc < 13.0
+# and nvcc != 12.8, unless FLASH_ATTENTION_OFFLINE_BUILD is set.
+FA3_NVCC_NO_DOWNLOAD = "12.8"
+ROCM_GFX = ("gfx90a", "gfx942", "gfx950")  # FA2's CK backend (KNOWLEDGE.md §7)
+
+# SageAttention 2.2.0: the nvcc each architecture needs (setup.py @v2.2.0, _SX §1)
+SAGE_MIN_NVCC = {"8.0": "12.0", "8.6": "12.0", "8.9": "12.4", "9.0": "12.3", "12.0": "12.8"}
+
+# FA2/FA3 build requirements for --no-build-isolation: setup.py imports them (FA2 @v2.8.3;
+# psutil only when MAX_JOBS is unset, which the doctor always sets).
+BUILD_REQUIREMENTS = ("ninja", "packaging", "setuptools", "wheel")
+
+
+@dataclass(frozen=True)
+class XformersRelease:
+    version: str
+    torch: str  # the torch its wheels require: "==2.9.1" pins one release, ">=2.10" a range
+    source: str
+
+
+# Each xFormers wheel up to 0.0.34 requires one exact torch, so the wrong one replaces torch
+# (KNOWLEDGE.md §7; Requires-Dist of each wheel's METADATA on PyPI). Newest first.
+XFORMERS = (
+    XformersRelease("0.0.35", ">=2.10", "PyPI xformers 0.0.35 METADATA: torch>=2.10"),
+    XformersRelease("0.0.34", "==2.10.0", "PyPI xformers 0.0.34 METADATA: torch==2.10.0"),
+    XformersRelease("0.0.33.post2", "==2.9.1", "PyPI xformers 0.0.33.post2 METADATA: torch==2.9.1"),
+    XformersRelease("0.0.33.post1", "==2.9.0", "PyPI xformers 0.0.33.post1 METADATA: torch==2.9.0"),
+    XformersRelease("0.0.32.post2", "==2.8.0", "PyPI xformers 0.0.32.post2 METADATA: torch==2.8.0"),
+    XformersRelease("0.0.31.post1", "==2.7.1", "PyPI xformers 0.0.31.post1 METADATA: torch==2.7.1"),
+    XformersRelease("0.0.30", "==2.7.0", "PyPI xformers 0.0.30 METADATA: torch==2.7.0"),
+    XformersRelease("0.0.29.post3", "==2.6.0", "PyPI xformers 0.0.29.post3 METADATA: torch==2.6.0"),
+    XformersRelease("0.0.28.post3", "==2.5.1", "PyPI xformers 0.0.28.post3 METADATA: torch==2.5.1"),
+    XformersRelease("0.0.28.post2", "==2.5.0", "PyPI xformers 0.0.28.post2 METADATA: torch==2.5.0"),
+    XformersRelease("0.0.28.post1", "==2.4.1", "PyPI xformers 0.0.28.post1 METADATA: torch==2.4.1"),
+)
+# PyPI's xformers wheels since 0.0.33.post1 are CUDA 12.8 builds; for a CUDA 13 torch, PyTorch's
+# own index has the cu130 build (xformers README @v0.0.35).
+XFORMERS_CU13_INDEX = "https://download.pytorch.org/whl/cu130"
+
+
+def xformers_for(torch_version: str) -> XformersRelease | None:
+    """The newest xFormers release whose wheels accept this torch; None when none does."""
+    mine = release(torch_version)
+    for candidate in XFORMERS:
+        operator, wanted = candidate.torch[:2], release(candidate.torch[2:])
+        if (operator == "==" and mine == wanted) or (operator == ">=" and mine >= wanted):
+            return candidate
+    return None
+
+
+def build_jobs(cpus: int, ram_gib: float) -> int:
+    """MAX_JOBS for a CUDA build: one job per core, as many as the memory holds."""
+    return max(1, min(cpus or 1, int(ram_gib // GIB_PER_BUILD_JOB)))
+
+
+def fa2_build_minutes(jobs: int, archs: int) -> int:
+    return max(1, round(FA2_BUILD_CORE_MINUTES_PER_ARCH * archs / jobs))

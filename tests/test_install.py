@@ -1,0 +1,171 @@
+"""`attn-doctor install` for real: real venvs, the real flash-attn-4 wheel and its real
+dependency wheels from a local wheelhouse, the real pip. No GPU here, so the CPU torch's venv
+needs --force, and FA4's import check then fails for want of triton (which only a CUDA torch
+brings): the run must undo itself to the byte. The successful run is the H100's
+(tests/fixtures/h100-install-fa4.txt)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from attn_doctor.actions.runner import repairs_root
+from tests.conftest import FA4_VERSION, RealPackages, Venv, doctor, interpreter, run, snapshot
+
+
+@pytest.fixture
+def torch_venv(venv: Venv, real: RealPackages) -> Venv:
+    venv.see_packages_of(real.torch_python)
+    return venv
+
+
+def install(venv: Venv, backend: str, wheels: Path, *extra: str) -> tuple[int, str, str]:
+    return doctor("install", backend, "--python", venv.python, "--find-links", wheels, "--offline", *extra)
+
+
+def plan_lines(out: str) -> list[str]:
+    return re.findall(r"^\d+\. .*$", out, re.MULTILINE)
+
+
+def test_dry_run_prints_what_a_real_run_runs_and_changes_nothing(torch_venv: Venv, fa4_wheelhouse: Path) -> None:
+    before = snapshot(torch_venv)
+    code, dry, err = install(torch_venv, "fa4", fa4_wheelhouse, "--force", "--dry-run")
+    assert code == 0, err
+    assert snapshot(torch_venv) == before and not repairs_root(str(torch_venv.root)).exists()
+    code, out, _ = install(torch_venv, "fa4", fa4_wheelhouse, "--force", "--yes")
+    ran = re.findall(r"^\[(\d+)/\d+\] (.*)$", out, re.MULTILINE)
+    assert [f"{n}. {line}" for n, line in ran] == plan_lines(dry)  # the very steps the dry run showed
+    (journal,) = repairs_root(str(torch_venv.root)).glob("*/journal.json")
+    argv = json.loads(journal.read_text())["steps"][0]["argv"]
+    assert argv == [
+        str(torch_venv.python),
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--find-links",
+        str(fa4_wheelhouse),
+        f"flash-attn-4=={FA4_VERSION}",
+        "torch==2.13.0+cpu",
+    ]
+
+
+def test_an_install_that_does_not_import_is_undone_to_the_byte(torch_venv: Venv, fa4_wheelhouse: Path) -> None:
+    before = snapshot(torch_venv)
+    code, out, err = install(torch_venv, "fa4", fa4_wheelhouse, "--force", "--yes")
+    assert code == 1
+    assert "Successfully installed" in out and "flash-attn-4-4.0.0b36" in out  # pip's live output, shown
+    assert err.count("\n") == 1 and "install failed, and was undone" in err
+    assert "import flash_attn.cute fails" in err and "No module named 'triton'" in err
+    assert snapshot(torch_venv) == before  # 12 distributions came and went
+    (folder,) = (p for p in repairs_root(str(torch_venv.root)).iterdir() if p.is_dir())
+    assert "Successfully installed" in (folder / "step-1.log").read_text()  # the log is kept
+    assert json.loads((folder / "journal.json").read_text())["state"] == "undone"
+
+
+def broken_copy(wheel: Path, target: Path, member: str) -> Path:
+    """The same wheel with one byte of `member`'s compressed data flipped: pip reads its
+    metadata and resolves it, then fails while unpacking it, after installing its dependencies."""
+    data = bytearray(wheel.read_bytes())
+    with zipfile.ZipFile(wheel) as archive:
+        info = archive.getinfo(member)
+    header = info.header_offset
+    name_length = int.from_bytes(data[header + 26 : header + 28], "little")
+    extra_length = int.from_bytes(data[header + 28 : header + 30], "little")
+    start = header + 30 + name_length + extra_length
+    data[start + info.compress_size // 2] ^= 0xFF
+    copy = target / wheel.name
+    copy.write_bytes(bytes(data))
+    return copy
+
+
+def test_a_step_failing_half_way_is_undone(torch_venv: Venv, fa4_wheelhouse: Path, tmp_path: Path) -> None:
+    """pip installs the dependencies one by one and does not take them back when a later one
+    fails: the doctor does."""
+    wheels = tmp_path / "wheels"
+    shutil.copytree(fa4_wheelhouse, wheels)
+    fa4 = next(wheels.glob("flash_attn_4-*.whl"))
+    broken_copy(fa4, wheels, "flash_attn/cute/interface.py")
+    before = snapshot(torch_venv)
+    code, out, err = install(torch_venv, "fa4", wheels, "--force", "--yes")
+    assert code == 1, out + err
+    assert "install failed, and was undone" in err and "Bad CRC-32" in err
+    assert "Installing collected packages" in out  # the dependencies went in first
+    assert snapshot(torch_venv) == before
+
+
+def test_without_a_terminal_nothing_is_installed(torch_venv: Venv, fa4_wheelhouse: Path) -> None:
+    before = snapshot(torch_venv)
+    code, _, err = install(torch_venv, "fa4", fa4_wheelhouse, "--force")
+    assert code == 2 and "pass --yes" in err
+    assert snapshot(torch_venv) == before
+
+
+def test_no_gpu_is_refused_with_the_reason_and_what_instead(torch_venv: Venv, fa4_wheelhouse: Path) -> None:
+    before = snapshot(torch_venv)
+    code, out, err = install(torch_venv, "fa4", fa4_wheelhouse, "--yes")
+    assert code == 2 and out == ""
+    assert err.startswith("attn-doctor: FlashAttention 4 cannot run here: no GPU was found")
+    assert "torch 2.13.0+cpu is a CPU-only build" in err and "SDPA" in err
+    assert snapshot(torch_venv) == before
+
+
+def test_a_venv_without_torch_is_refused(venv: Venv, fa4_wheelhouse: Path) -> None:
+    code, _, err = install(venv, "fa4", fa4_wheelhouse, "--yes", "--force")
+    assert code == 2 and "never chooses torch" in err
+
+
+def test_the_systems_python_is_refused_unless_asked() -> None:
+    python = interpreter("/usr/bin/python3.1[0-9]")
+    stdlib = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])").stdout.strip()
+    if not Path(stdlib, "EXTERNALLY-MANAGED").exists():
+        pytest.skip(f"{python} carries no PEP 668 marker")
+    code, _, err = doctor("install", "fa4", "--python", python, "--yes")
+    assert code == 2 and "PEP 668" in err and "--allow-system" in err
+    assert not Path("/usr/.attn-doctor").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpu", "H100"], "add --dry-run"),
+        (["--offline"], "--offline needs --find-links"),
+        (["--find-links", "/nonexistent"], "is not a folder"),
+        (["--installer", "conda"], "'conda' is not one of"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    code, _, err = doctor("install", "fa4", *args)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("backend", ["fa4", "xformers", "fa2"])
+def test_every_pip_step_of_a_plan_resolves_against_the_index(torch_venv: Venv, backend: str) -> None:
+    """Each pip command exactly as planned for this venv (real CPU torch 2.13), with pip's own
+    --dry-run: the pinned releases exist and resolve next to the installed torch. FA2's compile
+    step is a CUDA source build, which pip cannot even describe without a CUDA torch: its pinned
+    release must be on the index."""
+    from attn_doctor.actions.install import InstallRequest, plan_install
+    from attn_doctor.actions.plan import Command
+    from attn_doctor.facts.collect import collect
+
+    job = plan_install(collect(str(torch_venv.python)), InstallRequest(backend, force=True))
+    pips = [s for s in job.plan.steps if isinstance(s, Command) and "pip" in s.argv]
+    assert pips
+    for step in pips:
+        if "--no-build-isolation" in step.argv:  # a CUDA compile: its metadata needs a CUDA torch
+            name, _, version = step.argv[-2].partition("==")
+            listed = run(torch_venv.python, "-m", "pip", "index", "versions", name).stdout
+            assert re.search(rf"Available versions:.*\b{re.escape(version)}\b", listed), listed
+            continue
+        at = step.argv.index("install") + 1
+        argv = (*step.argv[:at], "--dry-run", *step.argv[at:])
+        done = run(*argv, env={**os.environ, **dict(step.env)}, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Would install" in done.stdout or "already satisfied" in done.stdout

@@ -1,0 +1,286 @@
+"""`attn-doctor install`: the plan for every backend on every machine fixture (readings of real
+machines, tests/fixtures/machines/), step by step. Planning reads facts only, so these run here."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from attn_doctor.actions.install import INSTALLABLE, Install, InstallRequest, plan_install
+from attn_doctor.actions.plan import Command, Refusal
+from attn_doctor.facts.given import with_given_torch
+from attn_doctor.facts.model import Facts, Toolchain
+from attn_doctor.facts.saved import load_facts
+from attn_doctor.rules.recipes import FA3_TREE, SAGE_TREE, build_jobs
+from tests.conftest import FIXTURES
+
+MACHINES = FIXTURES / "machines"
+PY = "/opt/torch/.venv/bin/python3"  # the fixtures' interpreter (the H100's torch venv)
+PIP = (PY, "-m", "pip", "install")
+TORCH = "torch==2.11.0+cu130"
+
+
+def machine(name: str) -> Facts:
+    return load_facts(MACHINES / f"{name}.json")
+
+
+def plan(facts: Facts, backend: str, **options: object) -> Install:
+    return plan_install(facts, InstallRequest(backend, **options), here=False)  # type: ignore[arg-type]
+
+
+def commands(job: Install) -> list[Command]:
+    assert all(isinstance(s, Command) for s in job.plan.steps)
+    return [s for s in job.plan.steps if isinstance(s, Command)]
+
+
+def with_tools(facts: Facts, **changes: object) -> Facts:
+    return dataclasses.replace(facts, toolchain=dataclasses.replace(facts.toolchain, **changes))  # type: ignore[arg-type]
+
+
+# Every installable backend on every machine: a plan, or a refusal that says why and what instead.
+EXPECTED = {
+    "h100": {"fa2": "plan", "fa3": "plan", "fa4": "plan", "sage": "plan", "xformers": "plan"},
+    "a100": {"fa2": "plan", "fa3": "plan", "fa4": "plan", "sage": "plan", "xformers": "plan"},
+    "a10": {"fa2": "plan", "fa3": "plan", "fa4": "plan", "sage": "plan", "xformers": "plan"},
+    "l4": {"fa2": "plan", "fa3": "plan", "fa4": "plan", "sage": "plan", "xformers": "plan"},
+    "t4": {"fa2": "not run on", "fa3": "not run on", "fa4": "not run on", "sage": "not run on", "xformers": "plan"},
+    "b200": {"fa2": "plan", "fa3": "not run on", "fa4": "plan", "sage": "not run on", "xformers": "plan"},
+    "rtx5090": {"fa2": "plan", "fa3": "not run on", "fa4": "plan", "sage": "plan", "xformers": "plan"},
+    "mi250": {"fa2": "plan", "fa3": "no ROCm", "fa4": "no ROCm", "sage": "no ROCm", "xformers": "no ROCm"},
+    "mi300x": {"fa2": "plan", "fa3": "no ROCm", "fa4": "no ROCm", "sage": "no ROCm", "xformers": "no ROCm"},
+    "cpu": {b: "no GPU" for b in INSTALLABLE},
+    "mixed-h100-a100": {"fa2": "plan", "fa3": "plan", "fa4": "plan", "sage": "plan", "xformers": "plan"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("backend", INSTALLABLE)
+def test_every_backend_on_every_machine(name: str, backend: str) -> None:
+    facts = machine(name)
+    expected = EXPECTED[name][backend]
+    if expected == "plan":
+        job = plan(facts, backend)
+        assert job.plan.steps
+        for step in commands(job):
+            if step.argv[:4] == PIP:  # every pip step keeps the installed torch
+                assert step.argv[-1] == f"torch=={facts.torch.version}"  # type: ignore[union-attr]
+                assert set(facts.python.site_packages) <= set(step.watch)
+        return
+    with pytest.raises(Refusal, match=expected) as refused:
+        plan(facts, backend)
+    assert "SDPA" in str(refused.value) or "attn-doctor install" in str(refused.value)  # says what instead
+
+
+def test_refusals_are_overridden_by_force() -> None:
+    job = plan(machine("cpu"), "fa4", force=True)
+    assert any("--force" in note and "no GPU" in note for note in job.plan.notes)
+
+
+def test_fa4_on_the_h100_is_one_pinned_pip_step_with_the_cu13_extra() -> None:
+    job = plan(load_facts(FIXTURES / "h100-check.json"), "fa4")
+    (step,) = commands(job)
+    assert step.argv == (*PIP, "flash-attn-4[cu13]==4.0.0b36", TORCH)
+    assert step.env == ()
+    assert (job.distribution, job.version) == ("flash-attn-4", "4.0.0b36")
+    assert job.plan.lines() == [
+        f"1. run         {PY} -m pip install 'flash-attn-4[cu13]==4.0.0b36' {TORCH}  "
+        "(FA4 and its CuTe DSL dependencies for CUDA 13)"
+    ]
+
+
+def test_fa4_for_a_cuda_12_torch_has_no_cu13_extra() -> None:
+    facts = with_given_torch(machine("h100"), "2.9.1", "12.8")
+    (step,) = commands(plan(facts, "fa4"))
+    assert step.argv == (*PIP, "flash-attn-4==4.0.0b36", "torch==2.9.1")
+
+
+def test_fa4_next_to_fa2_says_the_collision_is_repaired_after() -> None:
+    job = plan(load_facts(FIXTURES / "h100-fa2-over-fa4.json"), "fa4")
+    assert any("fix-shadow" in note for note in job.plan.notes)
+
+
+def test_fa2_without_a_release_wheel_compiles_for_this_gpu_only() -> None:
+    job = plan(machine("h100"), "fa2")  # torch 2.11 + CUDA 13: no FA2 wheel was ever built
+    requirements, build = commands(job)
+    assert requirements.argv == (*PIP, "ninja", "packaging", "setuptools", "wheel", TORCH)
+    assert build.argv == (*PIP, "--no-build-isolation", "--no-cache-dir", "flash-attn==2.8.3.post2", TORCH)
+    assert dict(build.env) == {
+        "CUDA_HOME": "/usr/local/cuda",
+        "FLASH_ATTENTION_FORCE_BUILD": "TRUE",  # only the exact string TRUE works (setup.py)
+        "FLASH_ATTN_CUDA_ARCHS": "90",
+        "MAX_JOBS": "13",  # 16 cores, 125.9 GiB: 13 jobs of 9 GiB
+        "NVCC_THREADS": "4",
+    }
+    assert any("compiles" in note and "13 jobs" in note for note in job.plan.notes)
+
+
+def test_fa2_for_two_gpu_generations_builds_both() -> None:
+    (_, build) = commands(plan(machine("mixed-h100-a100"), "fa2"))
+    assert dict(build.env)["FLASH_ATTN_CUDA_ARCHS"] == "80;90"
+
+
+@pytest.mark.parametrize(
+    ("cpus", "ram", "jobs"),
+    [(2, 24.0, 2), (2, 8.0, 1), (16, 125.9, 13), (64, 2000.0, 64), (0, 0.0, 1)],
+)
+def test_max_jobs_from_cores_and_memory(cpus: int, ram: float, jobs: int) -> None:
+    assert build_jobs(cpus, ram) == jobs
+
+
+def test_fa2_plan_on_this_kind_of_ci_machine_sets_max_jobs_sanely() -> None:
+    """2 cores, 24 GB (this project's own machine): upstream's default could start cpu//2=1..
+    and RAM/9=2; the doctor says 2, and never more jobs than the memory holds."""
+    facts = with_tools(machine("h100"), cpus=2, ram_gib=24.0)
+    (_, build) = commands(plan(facts, "fa2"))
+    assert dict(build.env)["MAX_JOBS"] == "2"
+
+
+def test_fa2_with_a_release_wheel_takes_it_instead_of_compiling() -> None:
+    facts = with_given_torch(machine("h100"), "2.8.0", "12.8")
+    (step,) = commands(plan(facts, "fa2"))
+    wheel = "flash_attn-2.8.3.post1%2Bcu12torch2.8cxx11abiTRUE-cp312-cp312-linux_x86_64.whl"
+    url = f"https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3.post1/{wheel}"
+    assert step.argv == (*PIP, f"flash-attn @ {url}", "einops", "torch==2.8.0")
+    assert step.env == ()
+
+
+def test_fa2_from_a_wheelhouse_names_the_version() -> None:
+    facts = with_given_torch(machine("h100"), "2.8.0", "12.8")
+    (step,) = commands(plan(facts, "fa2", find_links="/wheels", offline=True))
+    assert step.argv == (
+        *PIP,
+        "--no-index",
+        "--find-links",
+        "/wheels",
+        "flash-attn==2.8.3.post1",
+        "einops",
+        "torch==2.8.0",
+    )
+
+
+def test_fa2_on_rocm_builds_ck_for_the_gpus_gfx() -> None:
+    (_, build) = commands(plan(machine("mi300x"), "fa2"))
+    assert dict(build.env)["GPU_ARCHS"] == "gfx942"
+    assert "flash-attn==2.8.3.post2" in build.argv
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"nvcc": None}, "no nvcc"),
+        ({"nvcc": "11.6"}, "older than 11.7"),
+        ({"nvcc": "12.8"}, "differ in major version"),  # torch is a CUDA 13 build
+        ({"cxx": None}, "no C\\+\\+ compiler"),
+    ],
+)
+def test_a_compile_without_its_toolchain_is_refused(changes: dict[str, object], reason: str) -> None:
+    with pytest.raises(Refusal, match=reason):
+        plan(with_tools(machine("h100"), **changes), "fa2")
+
+
+def test_fa3_clones_the_pinned_commit_and_builds_hopper() -> None:
+    job = plan(machine("h100"), "fa3")
+    _, clone, checkout, build = commands(job)
+    folder = f"/opt/torch/.venv/.attn-doctor/src/flash-attention-{FA3_TREE.commit[:12]}"
+    assert clone.argv == ("/usr/bin/git", "clone", "--filter=blob:none", "--no-checkout", FA3_TREE.url, folder)
+    assert checkout.argv == ("/usr/bin/git", "-C", folder, "checkout", "--detach", FA3_TREE.commit)
+    assert build.argv == (*PIP, "--no-build-isolation", "--no-cache-dir", f"{folder}/hopper", TORCH)
+    assert len(FA3_TREE.commit) == 40  # a commit, never a branch
+
+
+def test_fa3_with_a_cuda_12_6_nvcc_warns_of_upstreams_download() -> None:
+    facts = with_tools(with_given_torch(machine("h100"), "2.9.1", "12.6"), nvcc="12.6")
+    job = plan(facts, "fa3")
+    assert any("downloads nvcc 12.6" in note for note in job.plan.notes)
+
+
+def test_source_builds_are_refused_offline() -> None:
+    with pytest.raises(Refusal, match="needs the network"):
+        plan(machine("h100"), "sage", find_links="/wheels", offline=True)
+
+
+def test_sage_builds_only_this_gpus_arch_with_one_extension_at_a_time() -> None:
+    job = plan(machine("h100"), "sage")
+    build = commands(job)[-1]
+    assert build.argv[-2] == f"/opt/torch/.venv/.attn-doctor/src/SageAttention-{SAGE_TREE.commit[:12]}"
+    assert dict(build.env)["TORCH_CUDA_ARCH_LIST"] == "9.0"
+    assert dict(build.env)["EXT_PARALLEL"] == "1"
+    assert any("no backward pass" in note for note in job.plan.notes)  # the caveat, corrected
+
+
+def test_sage_on_hopper_needs_nvcc_12_3() -> None:
+    facts = with_tools(with_given_torch(machine("h100"), "2.9.1", "12.2"), nvcc="12.2")
+    with pytest.raises(Refusal, match=re.escape("needs nvcc >= 12.3")):
+        plan(facts, "sage")
+
+
+@pytest.mark.parametrize(
+    ("torch", "cuda", "xformers"),
+    [
+        ("2.9.1", "12.8", "0.0.33.post2"),
+        ("2.9.0", "12.8", "0.0.33.post1"),
+        ("2.8.0", "12.8", "0.0.32.post2"),
+        ("2.10.0", "12.8", "0.0.35"),
+        ("2.7.1", "12.6", "0.0.31.post1"),
+    ],
+)
+def test_xformers_is_the_release_built_for_the_installed_torch(torch: str, cuda: str, xformers: str) -> None:
+    (step,) = commands(plan(with_given_torch(machine("h100"), torch, cuda), "xformers"))
+    assert step.argv == (*PIP, f"xformers=={xformers}", f"torch=={torch}")
+
+
+def test_xformers_for_a_cuda_13_torch_comes_from_pytorchs_index() -> None:
+    (step,) = commands(plan(machine("h100"), "xformers"))
+    assert step.argv == (*PIP, "--index-url", "https://download.pytorch.org/whl/cu130", "xformers==0.0.35", TORCH)
+
+
+def test_no_xformers_for_an_unbuilt_torch() -> None:
+    with pytest.raises(Refusal, match=re.escape("no xFormers release is built for torch 2.3.1")):
+        plan(with_given_torch(machine("h100"), "2.3.1", "12.1"), "xformers")
+
+
+def test_a_pep_668_python_is_refused_unless_asked() -> None:
+    facts = machine("h100")
+    system = dataclasses.replace(facts, python=dataclasses.replace(facts.python, externally_managed=True))
+    with pytest.raises(Refusal, match="PEP 668"):
+        plan(system, "fa4")
+    (step,) = commands(plan(system, "fa4", allow_system=True))
+    assert "--break-system-packages" in step.argv
+
+
+def test_no_torch_is_refused_whatever_the_options() -> None:
+    facts = dataclasses.replace(machine("h100"), torch=None)
+    with pytest.raises(Refusal, match="never chooses torch"):
+        plan(facts, "fa4", force=True)
+
+
+def test_uv_when_asked() -> None:
+    facts = machine("h100")
+    (step,) = commands(plan(facts, "fa4", installer="uv"))
+    assert step.argv == (
+        facts.python.uv,
+        "pip",
+        "install",
+        "--python",
+        PY,
+        "flash-attn-4[cu13]==4.0.0b36",
+        TORCH,
+    )
+
+
+def test_fixture_toolchain_is_the_h100s() -> None:
+    """The expectations above read the H100's recorded toolchain: guard against a changed fixture."""
+    assert machine("h100").toolchain == Toolchain(
+        nvcc="13.0",
+        nvcc_path="/usr/local/cuda/bin/nvcc",
+        cuda_home="/usr/local/cuda",
+        ninja="/opt/torch/.venv/bin/ninja",
+        cxx="/usr/bin/c++",
+        git="/usr/bin/git",
+        cpus=16,
+        ram_gib=125.9,
+    )
+    assert Path(MACHINES / "h100.json").is_file()
