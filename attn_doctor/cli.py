@@ -6,6 +6,7 @@ Exit codes (README): 0 healthy, 1 findings at or above --fail-on or an unmet --r
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import sys
@@ -21,7 +22,10 @@ from attn_doctor.rules.findings import RULES, Severity
 
 if TYPE_CHECKING:
     from attn_doctor.actions.install import Install
+    from attn_doctor.facts.measured import Measured
     from attn_doctor.report import Gate, Report
+    from attn_doctor.rules.backends import Backend
+    from attn_doctor.trials.run import Outcome
     from attn_doctor.workload import Workload
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_CANNOT_INSPECT = 0, 1, 2, 3
@@ -136,19 +140,20 @@ def check(
     sample_packing: Annotated[
         bool | None, typer.Option("--sample-packing/--no-sample-packing", help="Packed samples.")
     ] = None,
+    bench_file: Annotated[
+        Path | None, typer.Option("--bench", help="A file from `bench --output`: rank the backends as measured.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show the evidence behind each line.")] = False,
 ) -> None:
     """Inspect the GPU, the target Python, torch and every attention package; say what is broken
     and which backend to use."""
-    import dataclasses
-
     from attn_doctor.report import judge  # the judge and renderers load only when a check runs
 
     if facts_file is not None and (python is not None or deep):
         raise Stop("--facts judges a saved report: it cannot be combined with --python or --deep", EXIT_USAGE)
     gate, severity = _gate(fail_on, require, ignore, against, no_gpu_ok)
     work = _workload(config_file, model, head_dim, training, seq_len, sample_packing)
-    gate = dataclasses.replace(gate, workload=work)
+    gate = dataclasses.replace(gate, workload=work, measured=_measured(bench_file))
     facts = _facts(facts_file, python, deep, [r.backend.module for r in gate.require], gpu, torch_version, cuda)
     report = judge(facts, gate)
     code = EXIT_FINDINGS if report.fails(severity) else EXIT_OK
@@ -200,6 +205,17 @@ def _gate(
     chosen = fail_on or FailOn(settings.fail_on or "error")
     forgive = no_gpu_ok if no_gpu_ok is not None else bool(settings.no_gpu_ok)
     return Gate(required, ignored, forgive, lock), chosen.severity
+
+
+def _measured(bench_file: Path | None) -> Measured | None:
+    if bench_file is None:
+        return None
+    from attn_doctor.facts.measured import load
+
+    try:
+        return load(bench_file)
+    except FactsError as error:
+        raise Stop(str(error), EXIT_USAGE) from error
 
 
 def _workload(
@@ -465,6 +481,20 @@ def _confirm(yes: bool, question: str) -> None:
         raise typer.Exit(EXIT_FINDINGS)
 
 
+def _runs(backend: Backend, facts: Facts) -> list[str]:
+    """Where there is a GPU, one forward and backward against the float32 reference."""
+    from attn_doctor.trials.run import run_kernels
+    from attn_doctor.trials.verify import VERIFY_TIMEOUT_S, smoke_case
+
+    if not facts.gpus:
+        return []
+    case = smoke_case(backend, gpu=True)
+    (outcome,) = run_kernels(facts.python.executable, backend.name, "verify", [case], VERIFY_TIMEOUT_S)
+    said = f"{outcome.status} {outcome.message}".strip()
+    print(f"Ran {backend.name} on the GPU against the float32 reference ({outcome.case}): {said}")
+    return [] if outcome.status == "passed" else [f"{backend.name} does not compute attention right here: {said}"]
+
+
 def _run_install(job: Install, python: str | None, before: Facts, yes: bool, wheel_dir: str | None) -> None:
     """Run the plan; verify; undo it all when anything is not as promised. Then hand a FA2/FA4
     collision over to fix-shadow's own plan, journaled and undoable on its own."""
@@ -479,7 +509,7 @@ def _run_install(job: Install, python: str | None, before: Facts, yes: bool, whe
         try:
             carry_out(journal, job.plan, print, lambda line: print(f"    | {line}"))
             after = collect(python, modules=[job.backend.module])
-            problems = verify_install(job, before, after)
+            problems = verify_install(job, before, after) or _runs(job.backend, after)
         except (RunnerError, TargetError) as error:
             problems = [str(error)]
         if problems:
@@ -498,6 +528,157 @@ def _run_install(job: Install, python: str | None, before: Facts, yes: bool, whe
         print("FA2 and FA4 now share flash_attn/cute/: repairing that with fix-shadow (undone first by undo).")
         _repair_shadow(report, python, yes, wheel_dir, allow_system=True)  # the install already had consent
     print(f"Undo with: attn-doctor undo --python {job.plan.python}")
+
+
+BackendsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(help="Backends (sdpa, flex, fa2, fa3, fa4, sage, xformers); default: every installed one."),
+]
+
+
+def _named_backends(names: list[str] | None) -> list[Backend] | None:
+    """The backends asked for, checked before anything runs; None: every installed one."""
+    from attn_doctor.rules.backends import BY_NAME
+
+    if not names:
+        return None
+    unknown = [n for n in names if n not in BY_NAME or n == "s2"]
+    if unknown:
+        raise Stop(f"no backend {', '.join(unknown)}: sdpa, flex, fa2, fa3, fa4, sage or xformers", EXIT_USAGE)
+    return [BY_NAME[n] for n in dict.fromkeys(names)]
+
+
+def _with_torch(python: str | None) -> Facts:
+    facts = _collect(python)
+    if facts.torch is None:
+        raise Stop(f"torch is not installed in {facts.python.executable}: no backend can run", EXIT_CANNOT_INSPECT)
+    return facts
+
+
+def _where(facts: Facts) -> str:
+    gpu = facts.gpus[0] if facts.gpus else None
+    device = f"{gpu.name} ({gpu.sm or gpu.gfx_target})" if gpu else "the CPU (no GPU)"
+    return f"{device}, torch {facts.torch.version if facts.torch else '-'}"
+
+
+@app.command()
+def verify(
+    backends: BackendsArgument = None,
+    python: PythonOption = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="A Hugging Face config.json (or its folder): test its head dims.")
+    ] = None,
+    head_dim: Annotated[str | None, typer.Option("--head-dim", help="Test this head dim too.")] = None,
+    output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
+    output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON result to this file.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)] = 600.0,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Every case with its error figures.")] = False,
+) -> None:
+    """Run each backend forward and backward against a float32 reference: passed, wrong,
+    missing kernel, crashed or timed out. Exit 1 if one that `check` calls usable fails."""
+    from rich.console import Console
+
+    from attn_doctor.render.trials import render_verdicts, verdicts_json
+    from attn_doctor.report import judge
+    from attn_doctor.rules.recommend import broken_distributions, why_unusable
+    from attn_doctor.trials.verify import installed
+    from attn_doctor.trials.verify import verify as run_verify
+
+    named = _named_backends(backends)
+    dims = _workload(None, model, head_dim, None, None, None)
+    facts = _with_torch(python)
+    chosen = named or installed(facts)
+    broken = broken_distributions(list(judge(facts).findings))
+
+    def usable(backend: Backend) -> bool:
+        return why_unusable(backend, facts) is None and backend.distribution not in broken
+
+    console = Console(stderr=output_format is not Format.text)
+    with console.status("running the kernels…") as status:
+        verdicts = run_verify(
+            facts.python.executable,
+            chosen,
+            bool(facts.gpus),
+            usable,
+            tuple(d for d in (dims.head_dim,) if d),
+            lambda o: status.update(f"{o.backend}: {o.case}: {o.status}"),
+            timeout,
+        )
+    code = EXIT_FINDINGS if any(not v.passed and v.usable_per_check for v in verdicts) else EXIT_OK
+    if output is not None:
+        try:
+            output.write_text(verdicts_json(verdicts, _where(facts), code), encoding="utf-8")
+        except OSError as error:
+            raise Stop(f"cannot write --output {output}: {error.strerror}", EXIT_USAGE) from error
+    if output_format is Format.json:
+        sys.stdout.write(verdicts_json(verdicts, _where(facts), code))
+    else:
+        render_verdicts(verdicts, _where(facts), console, verbose)
+    raise typer.Exit(code)
+
+
+@app.command()
+def bench(
+    backends: BackendsArgument = None,
+    python: PythonOption = None,
+    shape: Annotated[
+        list[str] | None, typer.Option("--shape", help="B,S,H,D to time instead of the standard set (repeatable).")
+    ] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per shape; the median is kept.", min=1)] = 10,
+    output: Annotated[Path | None, typer.Option("--output", help="Save the figures for `check --bench FILE`.")] = None,
+    output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)] = 600.0,
+) -> None:
+    """Time forward and forward+backward of each working backend (bf16, causal) and compare with
+    SDPA. `check --bench FILE` then ranks the backends as measured here."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from attn_doctor.facts.measured import dumps
+    from attn_doctor.render.trials import render_measured
+    from attn_doctor.trials.bench import STANDARD, parse_shape
+    from attn_doctor.trials.bench import bench as run_bench
+    from attn_doctor.trials.run import run_kernels
+    from attn_doctor.trials.verify import installed, smoke_case
+
+    named = _named_backends(backends)
+    try:
+        shapes = tuple(parse_shape(s) for s in shape) if shape else STANDARD
+    except ValueError as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    facts = _with_torch(python)
+    console = Console(stderr=True)
+    working: list[tuple[Backend, Outcome]] = []
+    skipped: list[tuple[Backend, Outcome]] = []
+    with Progress(console=console, transient=True) as progress:
+        chosen = named or installed(facts)
+        checking = progress.add_task("checking each backend's result", total=len(chosen))
+        for backend in chosen:  # only what computes the right thing is worth timing
+            probe = smoke_case(backend, bool(facts.gpus))
+            (outcome,) = run_kernels(facts.python.executable, backend.name, "verify", [probe], timeout)
+            (working if outcome.status == "passed" else skipped).append((backend, outcome))
+            progress.advance(checking)
+        timing = progress.add_task("timing", total=len(working) * len(shapes))
+        measured = run_bench(
+            facts.python.executable,
+            facts,
+            [b for b, _ in working],
+            shapes,
+            lambda o: progress.update(timing, advance=1, description=f"{o.backend} {o.case}"),
+            repeats,
+            timeout,
+        )
+    failed = tuple((b.name, f"not working here ({o.status}: {o.message})") for b, o in skipped)
+    measured = dataclasses.replace(measured, failed=failed + measured.failed)
+    if output is not None:
+        try:
+            output.write_text(dumps(measured), encoding="utf-8")
+        except OSError as error:
+            raise Stop(f"cannot write --output {output}: {error.strerror}", EXIT_USAGE) from error
+    if output_format is Format.json:
+        sys.stdout.write(dumps(measured))
+    else:
+        render_measured(measured, Console())
 
 
 @app.command("undo")

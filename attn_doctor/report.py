@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from attn_doctor.facts.measured import Measured
 from attn_doctor.facts.model import Facts
 from attn_doctor.rules.diagnose import diagnose
 from attn_doctor.rules.drift import drift
@@ -26,6 +27,7 @@ class Gate:
     no_gpu_ok: bool = False
     lock: dict[str, Any] | None = field(default=None, hash=False)
     workload: Workload = field(default_factory=Workload)
+    measured: Measured | None = None  # `check --bench FILE`
 
 
 @dataclass(frozen=True)
@@ -55,5 +57,5 @@ def judge(facts: Facts, gate: Gate = Gate()) -> Report:
         tuple(sorted((f for f in found if f.code not in forgiven), key=lambda f: -f.severity)),
         tuple(judge_requirement(facts, r, gate.no_gpu_ok) for r in gate.require),
         tuple(f for f in found if f.code in forgiven),
-        recommend(facts, gate.workload, broken),
+        recommend(facts, gate.workload, broken, gate.measured),
     )

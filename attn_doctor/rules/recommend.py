@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attn_doctor.facts.measured import Measured
 from attn_doctor.facts.model import Facts, Gpu
 from attn_doctor.rules.backends import BY_NAME, FA4_RULE_VERSION, Backend, fa4_accepts
 from attn_doctor.rules.findings import Finding, Severity, finding
@@ -97,7 +98,7 @@ def _unfit(backend: Backend, facts: Facts, gpu: Gpu | None, work: Workload) -> s
     return None
 
 
-def _usable(backend: Backend, facts: Facts) -> str | None:
+def why_unusable(backend: Backend, facts: Facts) -> str | None:
     """Why it cannot be used now (not installed, broken); None when it can."""
     if backend.distribution is None:
         return None if facts.torch is not None else "torch is not installed"
@@ -112,8 +113,10 @@ def _usable(backend: Backend, facts: Facts) -> str | None:
     return None
 
 
-def recommend(facts: Facts, work: Workload, broken: set[str]) -> Recommendation:
-    """`broken`: the distributions with error findings, which are not usable as they stand."""
+def recommend(facts: Facts, work: Workload, broken: set[str], measured: Measured | None = None) -> Recommendation:
+    """`broken`: the distributions with error findings, which are not usable as they stand.
+    `measured`: a bench run on this machine; where it timed the usable backends, its ranking
+    replaces the expected one."""
     gpu = _weakest(facts.gpus)
     reasons: list[str] = []
     if gpu is None:
@@ -131,7 +134,7 @@ def recommend(facts: Facts, work: Workload, broken: set[str]) -> Recommendation:
             reasons.append(why_not)
             continue
         fit.append(backend)
-        blocked = _usable(backend, facts) or (
+        blocked = why_unusable(backend, facts) or (
             f"{backend.distribution} is broken here (see the findings)" if backend.distribution in broken else None
         )
         if blocked is None:
@@ -143,6 +146,8 @@ def recommend(facts: Facts, work: Workload, broken: set[str]) -> Recommendation:
             f"sequence length {work.seq_len}: on the H100, SDPA's cuDNN backend matched FA4 at 1k tokens and FA4 "
             "led from 4k (measured): the choice is close below 2k"
         )
+    if measured is not None:
+        now = _as_measured(now, facts, work, measured, reasons)
     chosen = now[0] if now else BY_NAME["sdpa"]
     if work.sample_packing and chosen.name == "sdpa" and gpu is not None and gpu.compute_capability != "9.0":
         reasons.append("Axolotl warns that sample packing with SDPA in bf16 off sm_90 may give a 0.0 loss")
@@ -157,6 +162,24 @@ def recommend(facts: Facts, work: Workload, broken: set[str]) -> Recommendation:
         better=best.name if best is not chosen else None,
         better_how=best.install if best is not chosen else "",
     )
+
+
+def _as_measured(
+    now: list[Backend], facts: Facts, work: Workload, measured: Measured, reasons: list[str]
+) -> list[Backend]:
+    """The usable backends in the order they ran in `measured` (those it did not time after)."""
+    names = {g.name for g in facts.gpus}
+    if measured.gpu not in names:
+        reasons.append(f"the bench file was measured on {measured.gpu}, not this machine's GPU: not used")
+        return now
+    speeds = dict(measured.fastest(seqlen=work.seq_len))
+    timed = sorted((b for b in now if b.name in speeds), key=lambda b: -speeds[b.name])
+    if not timed:
+        return now
+    where = f" near {work.seq_len} tokens" if work.seq_len else ""
+    figures = ", ".join(f"{b.name} {speeds[b.name]:.0f}" for b in timed)
+    reasons.append(f"measured here{where} (bench, fwd+bwd TFLOP/s, bf16 causal): {figures}")
+    return timed + [b for b in now if b.name not in speeds]
 
 
 def _why(backend: Backend, gpu: Gpu | None) -> str:
@@ -215,7 +238,7 @@ def config_findings(facts: Facts, work: Workload, broken: set[str]) -> list[Find
         return found
     backend = _backend_of(chosen)
     if backend is not None:
-        why_not = _usable(backend, facts) or (
+        why_not = why_unusable(backend, facts) or (
             f"{backend.distribution} is broken here (see the findings)" if backend.distribution in broken else None
         )
         if why_not:

@@ -1,0 +1,74 @@
+"""A bench run's figures: TFLOP/s per backend, shape and mode on one machine. Measured facts:
+`attn-doctor bench` writes them, `check --bench FILE` reads them back to rank the backends as
+they ran here rather than as they were expected to."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attn_doctor.facts.model import FactsError, from_data, to_data
+
+BENCH_SCHEMA = "attn-doctor/bench-1"
+
+
+@dataclass(frozen=True)
+class Timing:
+    backend: str
+    shape: str  # Shape.label
+    mode: str  # "fwd" | "fwd+bwd"
+    ms: float
+    tflops: float
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A bench run: what `check --bench` reads."""
+
+    gpu: str  # the GPU's name as NVML gives it
+    compute_capability: str | None
+    torch: str | None
+    dtype: str
+    causal: bool
+    timings: tuple[Timing, ...]
+    failed: tuple[tuple[str, str], ...] = ()  # (backend, why) of those not timed
+    matmul_tflops: float | None = None  # the GPU's bf16 matmul rate, measured in the same run
+
+    def tflops(self, backend: str, shape: str, mode: str) -> float | None:
+        for timing in self.timings:
+            if (timing.backend, timing.shape, timing.mode) == (backend, shape, mode):
+                return timing.tflops
+        return None
+
+    def fastest(self, mode: str = "fwd+bwd", seqlen: int | None = None) -> list[tuple[str, float]]:
+        """Backends by their mean TFLOP/s over the shapes (those closest to `seqlen` when given),
+        fastest first."""
+        shapes = sorted({t.shape for t in self.timings if t.mode == mode})
+        if seqlen is not None and shapes:
+            distance = {s: abs(int(s.split("x")[1]) - seqlen) for s in shapes}
+            shapes = [s for s in shapes if distance[s] == min(distance.values())]
+        scores = {}
+        for backend in {t.backend for t in self.timings}:
+            values = [self.tflops(backend, s, mode) for s in shapes]
+            if values and all(v is not None for v in values):
+                scores[backend] = sum(v for v in values if v is not None) / len(values)
+        return sorted(scores.items(), key=lambda item: -item[1])
+
+
+def dumps(measured: Measured) -> str:
+    return json.dumps({"schema": BENCH_SCHEMA, **to_data(measured)}, indent=2) + "\n"
+
+
+def load(path: Path) -> Measured:
+    """Raises FactsError with one line that says what is wrong with the file."""
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise FactsError(f"cannot read {path}: {error.strerror}") from error
+    except (UnicodeDecodeError, ValueError) as error:
+        raise FactsError(f"{path} is not a JSON file: {error}") from error
+    if not isinstance(data, dict) or data.get("schema") != BENCH_SCHEMA:
+        raise FactsError(f'{path} is not an attn-doctor bench file (no "schema": "{BENCH_SCHEMA}")')
+    return from_data(Measured, data)

@@ -1,0 +1,103 @@
+"""bench: time forward and forward+backward of each working backend at standard shapes, and
+save the result so that `check --bench FILE` ranks the backends as measured on this machine.
+
+FLOPs are counted as FlashAttention's benchmarks count them: forward 4·b·h·s²·d (two matmuls),
+halved for a causal mask; backward 2.5 times the forward, so forward+backward is 3.5 times.
+Times are the median of several repeats after warm-up (the first calls compile: flex's
+torch.compile, FA4's JIT), taken with CUDA events on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from attn_doctor.facts.measured import Measured, Timing
+from attn_doctor.facts.model import Facts
+from attn_doctor.rules.backends import Backend
+from attn_doctor.trials.run import Case, Outcome, run_kernels
+
+BENCH_TIMEOUT_S = 600.0
+MATMUL_N = 8192  # kernel.py's matmul_ceiling: an n x n x n bf16 matmul
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    seqlen: int
+    heads: int
+    head_dim: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.batch}x{self.seqlen}x{self.heads}x{self.head_dim}"
+
+    def flops(self, mode: str, causal: bool = True) -> float:
+        forward = 4 * self.batch * self.heads * self.seqlen**2 * self.head_dim * (0.5 if causal else 1.0)
+        return forward * (3.5 if mode == "fwd+bwd" else 1.0)
+
+
+# batch 4 x 16 heads x seqlen 1k/4k/8k x head dim 64/128 (the issue's standard set)
+STANDARD = tuple(Shape(4, s, 16, d) for d in (64, 128) for s in (1024, 4096, 8192))
+
+
+def parse_shape(text: str) -> Shape:
+    """`B,S,H,D` as in 4,4096,16,128."""
+    try:
+        batch, seqlen, heads, dim = (int(part) for part in text.split(","))
+    except ValueError as error:
+        raise ValueError(f"--shape {text!r}: expected B,S,H,D as four integers, e.g. 4,4096,16,128") from error
+    if min(batch, seqlen, heads, dim) < 1:
+        raise ValueError(f"--shape {text!r}: every size must be at least 1")
+    return Shape(batch, seqlen, heads, dim)
+
+
+def bench(
+    python: str,
+    facts: Facts,
+    backends: list[Backend],
+    shapes: tuple[Shape, ...],
+    on_outcome: Callable[[Outcome], None] | None = None,
+    repeats: int = 10,
+    timeout: float = BENCH_TIMEOUT_S,
+) -> Measured:
+    gpu = facts.gpus[0] if facts.gpus else None
+    timings, failed = [], []
+    ceiling = None
+    for index, backend in enumerate(backends):
+        cases = [
+            Case(
+                s.label,
+                "bfloat16",
+                True,
+                s.batch,
+                s.seqlen,
+                s.heads,
+                s.heads,
+                s.head_dim,
+                backward=backend.trains,
+                repeats=repeats,
+            )
+            for s in shapes
+        ]
+        by_label = {s.label: s for s in shapes}
+        # the matmul ceiling once, with the first backend's child (a GPU is already set up there)
+        for outcome in run_kernels(python, backend.name, "bench", cases, timeout, on_outcome, ceiling=index == 0):
+            if outcome.case == "matmul" and outcome.ms:
+                ceiling = 2 * MATMUL_N**3 / (dict(outcome.ms)["matmul"] / 1000) / 1e12
+            elif outcome.status != "timed":
+                failed.append((backend.name, f"{outcome.case}: {outcome.status}: {outcome.message}"))
+            else:
+                shape = by_label[outcome.case]
+                for mode, ms in outcome.ms:
+                    timings.append(Timing(backend.name, shape.label, mode, ms, shape.flops(mode) / (ms / 1000) / 1e12))
+    return Measured(
+        gpu.name if gpu else "no GPU",
+        gpu.compute_capability if gpu else None,
+        facts.torch.version if facts.torch else None,
+        "bfloat16",
+        True,
+        tuple(timings),
+        tuple(failed),
+        ceiling,
+    )

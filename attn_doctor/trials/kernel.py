@@ -1,0 +1,293 @@
+"""Runs attention kernels inside the target interpreter: `verify` compares each backend with a
+float32 reference, `bench` times it. This file is run as `python -c SOURCE SPEC` by
+`trials/run.py`, never imported by the doctor: it needs only the standard library and the
+target's own torch, and it prints one JSON object per line as each result is known.
+
+Layouts: tensors are made as (batch, seqlen, heads, dim), FlashAttention's; SDPA, flex and
+SageAttention get (batch, heads, seqlen, dim) views. Grouped-query attention is given to each
+backend the way it takes it (native GQA, or K/V repeated, which computes the same function).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+Call = Callable[..., Any]
+
+
+def emit(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        call = ADAPTERS[spec["backend"]](torch)
+    except Exception as error:  # the backend does not load: every case reports it
+        for case in spec["cases"]:
+            emit(case=case["name"], status="crashed", message=last_line(error))
+        return
+    for case in spec["cases"]:
+        try:
+            if spec["mode"] == "verify":
+                emit(case=case["name"], **verify_case(torch, call, case, device))
+            else:
+                emit(case=case["name"], **bench_case(torch, call, case, device))
+        except Exception as error:
+            status = "missing-kernel" if looks_missing(error) else "crashed"
+            emit(case=case["name"], status=status, message=last_line(error))
+    if spec.get("ceiling") and device == "cuda":
+        emit(case="matmul", **matmul_ceiling(torch))
+
+
+MISSING = ("no kernel image", "not supported", "unsupported", "only supports", "not implemented", "requires sm")
+
+
+def looks_missing(error: BaseException) -> bool:
+    text = (type(error).__name__ + " " + str(error)).lower()
+    return isinstance(error, NotImplementedError) or any(m in text for m in MISSING)
+
+
+def last_line(error: BaseException) -> str:
+    lines = [line for line in traceback.format_exception_only(type(error), error) if line.strip()]
+    return (lines[-1].strip() if lines else type(error).__name__)[:500]
+
+
+# --- the backends: each takes q, k, v as (b, s, h, d) plus case options, returns (b, s, h, d) ---
+
+
+def _first(out: Any) -> Any:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _repeat_kv(q: Any, k: Any, v: Any) -> Tuple[Any, Any]:
+    groups = q.shape[2] // k.shape[2]
+    if groups == 1:
+        return k, v
+    return k.repeat_interleave(groups, dim=2), v.repeat_interleave(groups, dim=2)
+
+
+def sdpa(torch: Any) -> Call:
+    import torch.nn.functional as F
+
+    def call(q: Any, k: Any, v: Any, causal: bool, varlen: Optional[Tuple[Any, int]]) -> Any:
+        k, v = _repeat_kv(q, k, v)  # enable_gqa needs torch 2.5; repeating works everywhere
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
+        return out.transpose(1, 2)
+
+    return call
+
+
+def flex(torch: Any) -> Call:
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    compiled = torch.compile(flex_attention) if torch.cuda.is_available() else flex_attention
+    masks: Dict[Tuple[int, str], Any] = {}
+
+    def causal_mask(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+        return q_idx >= kv_idx
+
+    def call(q: Any, k: Any, v: Any, causal: bool, varlen: Optional[Tuple[Any, int]]) -> Any:
+        k, v = _repeat_kv(q, k, v)
+        mask = None
+        if causal:
+            key = (q.shape[1], str(q.device))
+            if key not in masks:
+                masks[key] = create_block_mask(causal_mask, None, None, q.shape[1], q.shape[1], device=q.device)
+            mask = masks[key]
+        out = compiled(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=mask)
+        return out.transpose(1, 2)
+
+    return call
+
+
+def _flash(module: str) -> Callable[[Any], Call]:
+    """FA2 (flash_attn), FA3 (flash_attn_interface), FA4 (flash_attn.cute): the same calls."""
+
+    def load(torch: Any) -> Call:
+        import importlib
+
+        api = importlib.import_module(module)
+
+        def call(q: Any, k: Any, v: Any, causal: bool, varlen: Optional[Tuple[Any, int]]) -> Any:
+            if varlen is None:
+                return _first(api.flash_attn_func(q, k, v, causal=causal))
+            cu, longest = varlen
+            flat = [t.reshape(-1, t.shape[2], t.shape[3]) for t in (q, k, v)]
+            out = api.flash_attn_varlen_func(
+                *flat, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=longest, max_seqlen_k=longest, causal=causal
+            )
+            return _first(out).reshape(q.shape)
+
+        return call
+
+    return load
+
+
+def sage(torch: Any) -> Call:
+    from sageattention import sageattn
+
+    def call(q: Any, k: Any, v: Any, causal: bool, varlen: Optional[Tuple[Any, int]]) -> Any:
+        k, v = _repeat_kv(q, k, v)
+        out = sageattn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), tensor_layout="HND", is_causal=causal)
+        return out.transpose(1, 2)
+
+    return call
+
+
+def xformers(torch: Any) -> Call:
+    import xformers.ops as xops
+
+    def call(q: Any, k: Any, v: Any, causal: bool, varlen: Optional[Tuple[Any, int]]) -> Any:
+        k, v = _repeat_kv(q, k, v)
+        bias = xops.LowerTriangularMask() if causal else None
+        return xops.memory_efficient_attention(q, k, v, attn_bias=bias)
+
+    return call
+
+
+ADAPTERS = {
+    "sdpa": sdpa,
+    "flex": flex,
+    "fa2": _flash("flash_attn"),
+    "fa3": _flash("flash_attn_interface"),
+    "fa4": _flash("flash_attn.cute"),
+    "sage": sage,
+    "xformers": xformers,
+}
+
+
+# --- verify ---
+
+
+def reference(torch: Any, q: Any, k: Any, v: Any, causal: bool, lengths: Optional[List[int]]) -> Any:
+    """Attention in float32 with plain matmul and softmax; packed sequences attend only within
+    themselves."""
+    q, k, v = (t.float() for t in (q, k, v))
+    k, v = _repeat_kv(q, k, v)
+    scores = torch.einsum("bshd,bthd->bhst", q, k) / math.sqrt(q.shape[-1])
+    s = q.shape[1]
+    allowed = torch.ones(s, s, dtype=torch.bool, device=q.device)
+    if causal:
+        allowed = torch.tril(allowed)
+    if lengths:
+        segment = torch.repeat_interleave(
+            torch.arange(len(lengths), device=q.device), torch.tensor(lengths, device=q.device)
+        )
+        allowed = allowed & (segment[:, None] == segment[None, :])
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.einsum("bhst,bthd->bshd", torch.softmax(scores, dim=-1), v)
+
+
+def relative_error(torch: Any, value: Any, expected: Any) -> float:
+    value, expected = value.float(), expected.float()
+    if not torch.isfinite(value).all():
+        return float("nan")
+    return float((value - expected).norm() / expected.norm().clamp_min(1e-12))
+
+
+def verify_case(torch: Any, call: Call, case: Dict[str, Any], device: str) -> Dict[str, Any]:
+    dtype = getattr(torch, case["dtype"])
+    b, s, h, hk, d = case["batch"], case["seqlen"], case["heads"], case["kv_heads"], case["head_dim"]
+    lengths = case.get("lengths")
+    generator = torch.Generator(device="cpu").manual_seed(0)
+
+    def tensor(heads: int) -> Any:
+        made = torch.randn(b, s, heads, d, generator=generator, dtype=torch.float32)
+        return made.to(device=device, dtype=dtype).requires_grad_(True)
+
+    q, k, v = tensor(h), tensor(hk), tensor(hk)
+    varlen: Optional[Tuple[Any, int]] = None
+    if lengths:
+        cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=device)
+        varlen = (cu, max(lengths))
+    out = call(q, k, v, case["causal"], varlen)
+    grad = torch.randn(out.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+    expected = reference(torch, q.detach(), k.detach(), v.detach(), case["causal"], lengths)
+    errors = {"out": relative_error(torch, out.detach(), expected)}
+    worst = errors["out"]
+    if case.get("backward", True):
+        try:
+            dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+        except Exception as error:
+            status = "missing-kernel" if looks_missing(error) or "does not require grad" in str(error) else "crashed"
+            return dict(status=status, errors=errors, message="backward: " + last_line(error))
+        q32, k32, v32 = (t.detach().float().requires_grad_(True) for t in (q, k, v))
+        reference_out = reference(torch, q32, k32, v32, case["causal"], lengths)
+        rq, rk, rv = torch.autograd.grad(reference_out, (q32, k32, v32), grad.float())
+        for name, value, wanted in (("dq", dq, rq), ("dk", dk, rk), ("dv", dv, rv)):
+            errors[name] = relative_error(torch, value, wanted)
+            worst = max(worst, errors[name]) if not math.isnan(errors[name]) else errors[name]
+    if math.isnan(worst):
+        return dict(status="wrong", errors=errors, message="NaN or Inf in the result")
+    if worst > case["tolerance"]:
+        return dict(status="wrong", errors=errors, message=f"relative error {worst:.3g} > {case['tolerance']:g}")
+    return dict(status="passed", errors=errors, message="")
+
+
+# --- bench ---
+
+
+def bench_case(torch: Any, call: Call, case: Dict[str, Any], device: str) -> Dict[str, Any]:
+    dtype = getattr(torch, case["dtype"])
+    b, s, h, hk, d = case["batch"], case["seqlen"], case["heads"], case["kv_heads"], case["head_dim"]
+    q, k, v = (torch.randn(b, s, n, d, device=device, dtype=dtype, requires_grad=True) for n in (h, hk, hk))
+    grad = torch.randn(b, s, h, d, device=device, dtype=dtype)
+
+    def forward() -> None:
+        with torch.no_grad():
+            call(q, k, v, case["causal"], None)
+
+    def forward_backward() -> None:
+        out = call(q, k, v, case["causal"], None)
+        torch.autograd.grad(out, (q, k, v), grad)
+
+    timings: Dict[str, float] = {}
+    for mode, step in (("fwd", forward), ("fwd+bwd", forward_backward)):
+        if mode == "fwd+bwd" and not case.get("backward", True):
+            continue
+        timings[mode] = median_ms(torch, step, device, case["warmup"], case["repeats"])
+    return dict(status="timed", ms=timings)
+
+
+def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):  # the first calls compile (flex, FA4's JIT) and warm the caches
+        step()
+    times: List[float] = []
+    for _ in range(repeats):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            began = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - began) * 1000)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def matmul_ceiling(torch: Any) -> Dict[str, Any]:
+    """The GPU's bf16 matrix rate here: what an attention kernel's TFLOP/s is measured against."""
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    ms = median_ms(torch, lambda: torch.matmul(a, b), "cuda", 3, 20)
+    return dict(status="timed", ms={"matmul": ms}, tflops=2 * n**3 / (ms / 1000) / 1e12)
+
+
+if __name__ == "__main__":
+    main()

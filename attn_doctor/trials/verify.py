@@ -1,0 +1,99 @@
+"""verify: run each installed backend forward and backward and compare it with a float32
+reference. Installed is not working: this is the proof that it is.
+
+The cases: bf16 and fp16, causal and not; grouped-query attention; a packed (varlen) batch for
+the backends with a varlen API; the model's head dim when one is given. A result passes when its
+largest relative error (||x - ref|| / ||ref||, over out, dq, dk, dv) is within the dtype's
+tolerance; NaN or Inf never passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from attn_doctor.facts.model import Facts
+from attn_doctor.rules.backends import BY_NAME, Backend
+from attn_doctor.rules.versions import release
+from attn_doctor.trials.run import Case, Outcome, run_kernels
+
+# Relative error allowed against the float32 reference. bf16 keeps 8 significant bits, so its
+# rounding alone is ~4e-3 of the norm (fp16: ~5e-4); FA4 measured ~2e-3 on the H100 (KNOWLEDGE.md
+# §6b). A wrong kernel (a missing scale, a shifted mask) is off by 1e-1 or more.
+TOLERANCE = {"bfloat16": 3e-2, "float16": 5e-3}
+# SageAttention quantizes Q and K to int8: its error is larger by design (forward only).
+SAGE_TOLERANCE = 8e-2
+VARLEN = ("fa2", "fa3", "fa4")  # the backends with a packed-sequence API
+VERIFY_TIMEOUT_S = 600.0  # per backend: FA4 imports in ~10 s and JIT-compiles each new shape
+
+
+def installed(facts: Facts) -> list[Backend]:
+    """The backends there are to verify here: torch's own, and every installed package's."""
+    found = []
+    for backend in BY_NAME.values():
+        if backend.name == "s2" or facts.torch is None:
+            continue
+        if backend.distribution is None:
+            if release(facts.torch.version) >= release(backend.min_torch):
+                found.append(backend)
+        elif facts.package(backend.distribution) is not None:
+            found.append(backend)
+    return found
+
+
+def cases(backend: Backend, gpu: bool, head_dims: tuple[int, ...] = ()) -> list[Case]:
+    """Small enough to run in seconds (on a CPU too, for the tests), large enough to cross the
+    kernels' tile boundaries (odd packed lengths)."""
+    seqlen, dim = (512, 128) if gpu else (128, 64)
+    backward = backend.trains
+
+    def tolerance(dtype: str) -> float:
+        return SAGE_TOLERANCE if backend.name == "sage" else TOLERANCE[dtype]
+
+    found = []
+    for dtype, short in (("bfloat16", "bf16"), ("float16", "fp16")):
+        for causal in (False, True):
+            name = f"{short} {'causal' if causal else 'full'} d{dim}"
+            found.append(Case(name, dtype, causal, 2, seqlen, 8, 8, dim, (), backward, tolerance(dtype)))
+    bf16 = tolerance("bfloat16")
+    found.append(Case(f"bf16 causal GQA 8/2 d{dim}", "bfloat16", True, 2, seqlen, 8, 2, dim, (), backward, bf16))
+    if backend.name in VARLEN:
+        lengths = (seqlen // 3, seqlen - seqlen // 3 - 7, 7)  # packed: one row, three sequences
+        name = f"bf16 causal packed {'+'.join(map(str, lengths))}"
+        found.append(Case(name, "bfloat16", True, 1, sum(lengths), 8, 8, dim, lengths, backward, bf16))
+    for head in (h for h in head_dims if h != dim):
+        found.append(Case(f"bf16 causal d{head} (model)", "bfloat16", True, 2, seqlen, 8, 8, head, (), backward, bf16))
+    return found
+
+
+def smoke_case(backend: Backend, gpu: bool) -> Case:
+    """The one case that says whether a backend computes attention at all (bf16, causal):
+    what `install` runs after installing and `bench` before timing."""
+    return next(c for c in cases(backend, gpu) if c.dtype == "bfloat16" and c.causal)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    backend: Backend
+    outcomes: tuple[Outcome, ...]
+    usable_per_check: bool  # `check` calls it usable: a failure here then fails the command
+
+    @property
+    def passed(self) -> bool:
+        return all(o.status == "passed" for o in self.outcomes)
+
+
+def verify(
+    python: str,
+    backends: list[Backend],
+    gpu: bool,
+    usable: Callable[[Backend], bool],
+    head_dims: tuple[int, ...] = (),
+    on_outcome: Callable[[Outcome], None] | None = None,
+    timeout: float = VERIFY_TIMEOUT_S,
+) -> list[Verdict]:
+    verdicts = []
+    for backend in backends:
+        outcomes = run_kernels(python, backend.name, "verify", cases(backend, gpu, head_dims), timeout, on_outcome)
+        verdicts.append(Verdict(backend, tuple(outcomes), usable(backend)))
+    return verdicts

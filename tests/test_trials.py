@@ -1,0 +1,240 @@
+"""`attn-doctor verify` and `bench` on this CPU machine: the real torch (CPU build) in a real
+venv, SDPA as the working backend, and stand-in FA3 packages installed with pip that compute
+attention wrongly, return NaN, lack a kernel, hang or crash: verify must tell each apart, and
+must pass the stand-in that computes it right (packed sequences included)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from attn_doctor.facts.measured import Measured, Timing, load
+from attn_doctor.facts.saved import load_facts
+from attn_doctor.report import Gate, judge
+from attn_doctor.rules.backends import BY_NAME
+from attn_doctor.trials.bench import STANDARD, Shape, parse_shape
+from attn_doctor.trials.verify import cases
+from attn_doctor.workload import Workload
+from tests.conftest import FIXTURES, RealPackages, Venv, doctor
+
+# An FA3-shaped module (`flash_attn_interface`, as FA3's hopper/ build installs it) written in
+# plain torch. BODY is the attention itself; each stand-in breaks it in its own way.
+STAND_IN = """
+import math, os, time
+import torch
+
+def _attention(q, k, v, causal, segments=None):
+    groups = q.shape[-2] // k.shape[-2]
+    k = k.repeat_interleave(groups, dim=-2)
+    v = v.repeat_interleave(groups, dim=-2)
+    scores = torch.einsum("...shd,...thd->...hst", q.float(), k.float()) * SCALE / math.sqrt(q.shape[-1])
+    s = q.shape[-3]
+    allowed = torch.ones(s, s, dtype=torch.bool)
+    if causal:
+        allowed = torch.tril(allowed)
+    if segments is not None:
+        allowed = allowed & (segments[:, None] == segments[None, :])
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    out = torch.einsum("...hst,...thd->...shd", torch.softmax(scores, dim=-1), v.float()).to(q.dtype)
+    BREAK
+    return out
+
+def flash_attn_func(q, k, v, causal=False, **kwargs):
+    return _attention(q, k, v, causal)
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
+                           max_seqlen_k=None, causal=False, **kwargs):
+    lengths = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()
+    segments = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    return _attention(q, k, v, causal, segments)
+"""
+
+STAND_INS = {
+    "right": ("1.0", "pass"),
+    "unscaled": ("1.3", "pass"),  # forgets nothing but scales the scores by 1.3: wrong
+    "nan": ("1.0", "out = out * float('nan')"),
+    "no-kernel": ("1.0", "raise RuntimeError('CUDA error: no kernel image is available for execution on the device')"),
+    "hangs": ("1.0", "time.sleep(3600)"),
+    "aborts": ("1.0", "os.abort()"),
+}
+
+
+def make_wheel(folder: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A real wheel (zip, METADATA, WHEEL, RECORD with hashes) of pure-Python files."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    contents = {
+        **files,
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in contents.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    wheel = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in contents.items():
+            archive.writestr(path, text)
+        archive.writestr(f"{dist}.dist-info/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+@pytest.fixture
+def torch_venv(venv: Venv, real: RealPackages) -> Venv:
+    venv.see_packages_of(real.torch_python)
+    return venv
+
+
+def with_fa3(venv: Venv, tmp_path: Path, kind: str) -> Venv:
+    scale, broken = STAND_INS[kind]
+    source = STAND_IN.replace("SCALE", scale).replace("BREAK", broken)
+    venv.install(make_wheel(tmp_path, "flash-attn-3", "3.0.0", {"flash_attn_interface.py": source}))
+    return venv
+
+
+def verify_json(venv: Venv, *args: str) -> tuple[int, dict[str, dict[str, object]]]:
+    code, out, err = doctor("verify", *args, "--python", venv.python, "--format", "json")
+    assert out, err
+    data = json.loads(out)
+    return code, {b["backend"]: b for b in data["backends"]}
+
+
+def statuses(backend: dict[str, object]) -> set[str]:
+    return {c["status"] for c in backend["cases"]}  # type: ignore[attr-defined]
+
+
+def test_sdpa_passes_against_the_float32_reference(torch_venv: Venv) -> None:
+    code, found = verify_json(torch_venv, "sdpa")
+    assert code == 0
+    assert statuses(found["sdpa"]) == {"passed"}
+    for case in found["sdpa"]["cases"]:  # type: ignore[attr-defined]
+        limit = 5e-3 if case["case"].startswith("fp16") else 3e-2
+        assert set(case["errors"]) == {"out", "dq", "dk", "dv"}
+        assert 0 < max(case["errors"].values()) < limit  # a real error figure, inside the tolerance
+
+
+def test_a_right_stand_in_passes_every_case_packed_sequences_included(torch_venv: Venv, tmp_path: Path) -> None:
+    code, found = verify_json(with_fa3(torch_venv, tmp_path, "right"), "fa3")
+    assert code == 0, found
+    assert statuses(found["fa3"]) == {"passed"}
+    assert any("packed" in c["case"] for c in found["fa3"]["cases"])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "message"),
+    [
+        ("unscaled", "wrong", "relative error"),
+        ("nan", "wrong", "NaN or Inf"),
+        ("no-kernel", "missing-kernel", "no kernel image"),
+        ("aborts", "crashed", ""),
+    ],
+)
+def test_a_broken_backend_is_caught_and_fails_the_command(
+    torch_venv: Venv, tmp_path: Path, kind: str, status: str, message: str
+) -> None:
+    code, found = verify_json(with_fa3(torch_venv, tmp_path, kind), "fa3", "sdpa")
+    assert code == 1  # check calls an installed, importable FA3 usable: verify proves it is not
+    assert statuses(found["fa3"]) == {status}
+    assert all(message in c["message"] for c in found["fa3"]["cases"])  # type: ignore[attr-defined]
+    assert statuses(found["sdpa"]) == {"passed"}  # one backend's crash spares the others
+
+
+def test_a_hanging_backend_times_out(torch_venv: Venv, tmp_path: Path) -> None:
+    code, found = verify_json(with_fa3(torch_venv, tmp_path, "hangs"), "fa3", "--timeout", "20")
+    assert code == 1
+    assert statuses(found["fa3"]) == {"timed-out"}
+
+
+def test_the_text_report_names_the_failure(torch_venv: Venv, tmp_path: Path) -> None:
+    code, out, _ = doctor("verify", "fa3", "--python", with_fa3(torch_venv, tmp_path, "unscaled").python)
+    assert code == 1
+    assert "fa3      0/6 passed   FAILED" in out and "WRONG" in out and "relative error" in out
+
+
+def test_flex_on_a_cpu_has_no_backward_kernel(torch_venv: Venv) -> None:
+    """A real missing kernel: torch's flex attention has no CPU backward."""
+    code, found = verify_json(torch_venv, "flex")
+    assert code == 1 and statuses(found["flex"]) == {"missing-kernel"}
+
+
+def test_sage_is_verified_forward_only_with_its_own_tolerance() -> None:
+    sage = cases(BY_NAME["sage"], gpu=True)
+    assert all(not c.backward and c.tolerance == 8e-2 for c in sage)
+    assert all(c.backward for c in cases(BY_NAME["fa4"], gpu=True))
+    assert any(c.lengths for c in cases(BY_NAME["fa4"], gpu=True))
+    assert not any(c.lengths for c in cases(BY_NAME["sdpa"], gpu=True))  # no varlen API
+
+
+def test_model_head_dims_are_added() -> None:
+    assert any(c.head_dim == 256 for c in cases(BY_NAME["fa4"], gpu=True, head_dims=(256,)))
+
+
+def test_unknown_backend_and_bad_shape_are_one_line() -> None:
+    code, _, err = doctor("verify", "fa5")
+    assert code == 2 and "no backend fa5" in err and err.count("\n") == 1
+    code, _, err = doctor("bench", "--shape", "4,4096,16")
+    assert code == 2 and "B,S,H,D" in err and err.count("\n") == 1
+
+
+def test_bench_times_the_working_backends_and_saves_them(torch_venv: Venv, tmp_path: Path) -> None:
+    with_fa3(torch_venv, tmp_path, "unscaled")
+    saved = tmp_path / "bench.json"
+    args = ("--shape", "1,128,2,32", "--shape", "1,256,2,32", "--repeats", "2", "--output", str(saved))
+    code, out, err = doctor("bench", "sdpa", "fa3", "--python", torch_venv.python, *args)
+    assert code == 0, err
+    measured = load(saved)
+    assert {(t.backend, t.shape, t.mode) for t in measured.timings} == {
+        ("sdpa", shape, mode) for shape in ("1x128x2x32", "1x256x2x32") for mode in ("fwd", "fwd+bwd")
+    }
+    assert all(t.ms > 0 and t.tflops > 0 for t in measured.timings)
+    assert [b for b, _ in measured.failed] == ["fa3"]  # wrong results are not worth timing
+    assert "not timed: fa3: not working here (wrong" in out
+
+
+def test_flops_are_counted_as_flashattention_counts_them() -> None:
+    shape = Shape(4, 4096, 16, 128)
+    assert shape.flops("fwd", causal=False) == 4 * 4 * 16 * 4096**2 * 128
+    assert shape.flops("fwd") == shape.flops("fwd", causal=False) / 2
+    assert shape.flops("fwd+bwd") == 3.5 * shape.flops("fwd")
+    assert len(STANDARD) == 6 and parse_shape("4,8192,16,64") == Shape(4, 8192, 16, 64)
+
+
+WITH_FA2 = FIXTURES / "h100-extension-check.json"  # the real H100 with a working FA2 build
+
+
+def measured(gpu: str, fa2: float, sdpa: float) -> Measured:
+    shape = "4x8192x16x128"
+    timings = (Timing("fa2", shape, "fwd+bwd", 1.0, fa2), Timing("sdpa", shape, "fwd+bwd", 1.0, sdpa))
+    return Measured(gpu, "9.0", "2.11.0+cu130", "bfloat16", True, timings)
+
+
+def test_check_ranks_by_the_measurement_of_this_machine() -> None:
+    facts = load_facts(WITH_FA2)
+    assert judge(facts).recommendation.backend == "fa2"  # type: ignore[union-attr]  # as expected without one
+    gpu = facts.gpus[0].name
+    faster_sdpa = judge(facts, Gate(workload=Workload(), measured=measured(gpu, 400.0, 500.0))).recommendation
+    assert faster_sdpa is not None and faster_sdpa.backend == "sdpa"
+    assert any("measured here" in r and "sdpa 500, fa2 400" in r for r in faster_sdpa.reasons)
+    faster_fa2 = judge(facts, Gate(measured=measured(gpu, 600.0, 500.0))).recommendation
+    assert faster_fa2 is not None and faster_fa2.backend == "fa2"
+    elsewhere = judge(facts, Gate(measured=measured("NVIDIA A100-SXM4-80GB", 400.0, 500.0))).recommendation
+    assert elsewhere is not None and elsewhere.backend == "fa2"
+    assert any("not this machine's GPU: not used" in r for r in elsewhere.reasons)
+
+
+def test_check_bench_reads_a_bench_file(tmp_path: Path) -> None:
+    from attn_doctor.facts.measured import dumps
+
+    bench = tmp_path / "bench.json"
+    bench.write_text(dumps(measured(load_facts(WITH_FA2).gpus[0].name, 400.0, 500.0)))
+    _, out, err = doctor("check", "--facts", WITH_FA2, "--bench", bench, "-v")
+    assert "measured here" in out, out + err
+    (tmp_path / "bad.json").write_text("{}")
+    code, _, err = doctor("check", "--facts", WITH_FA2, "--bench", tmp_path / "bad.json")
+    assert code == 2 and "not an attn-doctor bench file" in err
