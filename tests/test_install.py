@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -169,3 +170,24 @@ def test_every_pip_step_of_a_plan_resolves_against_the_index(torch_venv: Venv, b
         done = run(*argv, env={**os.environ, **dict(step.env)}, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Would install" in done.stdout or "already satisfied" in done.stdout
+
+
+def test_undo_takes_back_what_the_install_did_and_nothing_done_after(venv: Venv, fa4_wheelhouse: Path) -> None:
+    """An install's undo removes the files it created and restores those it replaced, as recorded
+    when it finished: a package someone installed afterwards stays (a shared cluster's venv)."""
+    from attn_doctor.actions.plan import Command, Plan
+    from attn_doctor.actions.runner import carry_out, start, undo
+
+    pip = (sys.executable, "-m", "pip", "--python", str(venv.python), "install", "--no-index")
+    step = Command((*pip, "--find-links", str(fa4_wheelhouse), "einops==0.8.2"), (str(venv.site),), "einops")
+    plan = Plan("install-einops", str(venv.python), str(venv.root), (step,), ())
+    s0 = snapshot(venv)
+    journal = start(plan)
+    carry_out(journal, plan, lambda _: None)
+    s1 = snapshot(venv)
+    venv.install(next(fa4_wheelhouse.glob("typing_extensions-*.whl")))  # by someone else, later
+    s2 = snapshot(venv)
+    undo(journal.folder, lambda _: None)
+    by_the_install = s1.keys() - s0.keys()
+    assert any("einops" in p for p in by_the_install)
+    assert snapshot(venv) == {p: h for p, h in s2.items() if p not in by_the_install}

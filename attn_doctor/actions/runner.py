@@ -145,6 +145,10 @@ def carry_out(
             journal.mark(index, "backed-up")  # from here on, undo restores the watched folders
             _maybe_killed("backed-up", number)
             _run(step, folder / f"step-{number}.log", output)
+            created, changed = _changes(step.watch, folder, number)
+            journal.mark(index, "done", created=created, changed=changed)
+            _maybe_killed("done", number)
+            continue
         journal.mark(index, "done")
         _maybe_killed("done", number)
     journal.data["state"] = "done"
@@ -258,9 +262,44 @@ def _undo_step(step: dict[str, Any], folder: Path, number: int) -> None:
         backup = _backup_path(folder, number, step["path"])
         if backup.exists():  # absent: killed before the copy, so the file was never rewritten
             _copy_atomically(backup, Path(step["path"]))
-    elif step["state"] in ("backed-up", "done"):  # "started": the command never ran
+    elif step["state"] == "done" and "created" in step:
+        _take_back(step["created"], step["changed"], step["watch"], folder, number)
+    elif step["state"] in ("backed-up", "done"):  # killed while it ran: what it did is not known
         for watched in step["watch"]:
             _restore_folder(watched, _backup_path(folder, number, watched))
+
+
+def _changes(watch: tuple[str, ...], folder: Path, number: int) -> tuple[list[str], list[str]]:
+    """What the command did to the watched folders: the files it created, and those it replaced
+    or removed (their backups no longer share the file on disk). Recorded when it finishes, so
+    that undo takes back exactly these and leaves alone what anyone changed afterwards."""
+    created, changed = [], []
+    for watched in watch:
+        saved = _backup_path(folder, number, watched)
+        before = {os.path.relpath(p, saved) for p in _files_under(str(saved))}
+        for path in _files_under(watched):
+            if os.path.relpath(path, watched) not in before:
+                created.append(path)
+        for relative in sorted(before):
+            if not _same_file(saved / relative, Path(watched) / relative):
+                changed.append(os.path.join(watched, relative))
+    return created, changed
+
+
+def _take_back(created: list[str], changed: list[str], watch: list[str], folder: Path, number: int) -> None:
+    for path in created:
+        if os.path.lexists(path):
+            os.remove(path)
+    for path in changed:
+        _copy_atomically(_backup_path(folder, number, path), Path(path))
+    roots = {os.path.normpath(w) for w in watch}
+    for parent in sorted({os.path.dirname(p) for p in created}, key=len, reverse=True):
+        # folders it made that are empty again, up to (never including) the watched folder
+        while parent not in roots and any(parent.startswith(r + os.sep) for r in roots):
+            if not os.path.isdir(parent) or os.listdir(parent):
+                break
+            os.rmdir(parent)
+            parent = os.path.dirname(parent)
 
 
 def _same_file(one: Path, other: Path) -> bool:
