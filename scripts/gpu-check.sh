@@ -48,7 +48,7 @@ install)
     } 2>&1 | tee "$out/h100-install-fa4.txt"
     doctor check --python "$target" --deep --format json > "$out/h100-fa4-check.json"
     # SageAttention 1.0.6 (PyPI's, Triton kernels): a forward-only backend to verify and time too
-    "$target" -m pip install -q --no-index --no-deps .cache/wheels/sageattention-1.0.6-py3-none-any.whl
+    "$target" -m pip install -q --no-index --no-deps /tmp/wh/sageattention-1.0.6-py3-none-any.whl
     {
         echo "== attn-doctor verify -v"
         time doctor verify --python "$target" -v --timeout 400 --output "$out/h100-verify.json"
