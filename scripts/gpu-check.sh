@@ -49,6 +49,7 @@ install)
     doctor check --python "$target" --deep --format json > "$out/h100-fa4-check.json"
     # SageAttention 1.0.6 (PyPI's, Triton kernels): a forward-only backend to verify and time too
     "$target" -m pip install -q --no-index --no-deps /tmp/wh/sageattention-1.0.6-py3-none-any.whl
+    [ "${VERIFY:-1}" = 0 ] && exit 0  # VERIFY=0: installed only, for a bench on a fresh machine
     {
         echo "== attn-doctor verify -v"
         time doctor verify --python "$target" -v --timeout 400 --output "$out/h100-verify.json"

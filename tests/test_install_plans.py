@@ -20,7 +20,7 @@ from tests.conftest import FIXTURES
 MACHINES = FIXTURES / "machines"
 PY = "/opt/torch/.venv/bin/python3"  # the fixtures' interpreter (the H100's torch venv)
 PIP = (PY, "-m", "pip", "install")
-TORCH = "torch==2.11.0+cu130"
+TORCH = "torch==2.11.0"  # the dist-info version: what pip matches the installed torch by
 
 
 def machine(name: str) -> Facts:
@@ -66,7 +66,7 @@ def test_every_backend_on_every_machine(name: str, backend: str) -> None:
         assert job.plan.steps
         for step in commands(job):
             if step.argv[:4] == PIP:  # every pip step keeps the installed torch
-                assert step.argv[-1] == f"torch=={facts.torch.version}"  # type: ignore[union-attr]
+                assert step.argv[-1] == f"torch=={facts.package('torch').version}"  # type: ignore[union-attr]
                 assert set(facts.python.site_packages) <= set(step.watch)
         return
     with pytest.raises(Refusal, match=expected) as refused:
@@ -284,3 +284,12 @@ def test_fixture_toolchain_is_the_h100s() -> None:
         ram_gib=125.9,
     )
     assert Path(MACHINES / "h100.json").is_file()
+
+
+def test_the_h100_plan_is_the_one_that_ran_there() -> None:
+    """The plan made here from the H100's facts is, line for line, the one that installed FA4 on
+    the real H100 (tests/fixtures/h100-install-fa4.txt: installed, imported, ran, verified)."""
+    job = plan(load_facts(FIXTURES / "h100-check.json"), "fa4", find_links="/tmp/wh", offline=True)
+    ran = (FIXTURES / "h100-install-fa4.txt").read_text()
+    assert job.plan.lines()[0] in ran.splitlines()
+    assert "Verified: flash-attn-4 4.0.0b36 installed" in ran

@@ -24,7 +24,7 @@ def test_sageattention_1_from_pypi(venv: Venv, h100: RecordedNvml) -> None:
     report = check(venv, h100)
     assert "sageattention 1.0.6 is SageAttention 1" in the(report, "sageattention-v1")
     # the fix is one that exists (attn-doctor has no `install` yet): the source build
-    assert "build SageAttention 2.2.0 from source" in the(report, "sageattention-v1")
+    assert "attn-doctor install sage  # builds SageAttention 2.2.0 from source" in the(report, "sageattention-v1")
     assert report.facts.resolution("sageattention").kind == "package"  # type: ignore[union-attr]
 
 

@@ -238,3 +238,17 @@ def test_check_bench_reads_a_bench_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     code, _, err = doctor("check", "--facts", WITH_FA2, "--bench", tmp_path / "bad.json")
     assert code == 2 and "not an attn-doctor bench file" in err
+
+
+def test_the_h100_measurement_picks_fa4_for_long_and_sdpa_for_short_sequences() -> None:
+    """The real bench of the H100 (tests/fixtures/h100-bench.json, FA4 installed by attn-doctor):
+    FA4 led fwd+bwd from 4k tokens, SDPA (cuDNN) at 1k."""
+    facts, bench = FIXTURES / "h100-fa4-check.json", FIXTURES / "h100-bench.json"
+    _, out, _ = doctor("check", "--facts", facts, "--bench", bench, "--format", "json")
+    recommendation = json.loads(out)["recommendation"]
+    assert recommendation["backend"] == "fa4"
+    assert any("measured here" in r and "fa4 336, sdpa 324" in r for r in recommendation["reasons"])
+    _, out, _ = doctor("check", "--facts", facts, "--bench", bench, "--seq-len", "1024", "--format", "json")
+    recommendation = json.loads(out)["recommendation"]
+    assert recommendation["backend"] == "sdpa"
+    assert any("near 1024 tokens" in r and "sdpa 101, fa4 52" in r for r in recommendation["reasons"])

@@ -57,7 +57,11 @@ class _Context:
 
     @property
     def torch_pin(self) -> str:
-        return f"torch=={self.torch.version}"
+        """The installed torch by its distribution's version: torch's version.py may say
+        2.11.0+cu130 where the dist-info says 2.11.0, and only the latter is what pip matches
+        against the installed torch (seen on the H100: `torch==2.11.0+cu130` found nothing)."""
+        package = self.facts.package("torch")
+        return f"torch=={package.version if package and package.version else self.torch.version}"
 
 
 def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> Install:

@@ -42,15 +42,6 @@ def may_write(python: Interpreter, folder: str | None, allow_system: bool) -> No
         raise Refusal(f"cannot write {folder}: run as the owner of this environment")
 
 
-def uv_managed(python: Interpreter) -> bool:
-    """A venv that uv made says so in its pyvenv.cfg (`uv = 0.9.5`)."""
-    try:
-        with open(os.path.join(python.prefix, "pyvenv.cfg"), encoding="utf-8") as config:
-            return any(line.split("=")[0].strip() == "uv" for line in config)
-    except OSError:
-        return False
-
-
 def choose_installer(
     python: Interpreter,
     wanted: str | None = None,
@@ -58,9 +49,10 @@ def choose_installer(
     offline: bool = False,
     allow_system: bool = False,
 ) -> Installer:
-    """`wanted` ("pip" or "uv") as the user asked; else uv for a uv-made venv or one without pip,
-    else the target's own pip, else this interpreter's pip acting on the target (pip >= 22.3)."""
-    kind = wanted or ("uv" if python.uv and (uv_managed(python) or not python.pip_version) else "pip")
+    """`wanted` ("pip" or "uv") as the user asked; else the target's own pip (what the plans
+    were proven with, on the H100); else uv where there is one; else this interpreter's pip
+    acting on the target (pip >= 22.3)."""
+    kind = wanted or ("uv" if python.uv and not python.pip_version else "pip")
     options: tuple[str, ...] = ("--no-index",) if offline else ()
     if find_links:
         options += ("--find-links", find_links)

@@ -87,4 +87,6 @@ def with_given_torch(facts: Facts, version: str | None, cuda: str | None) -> Fac
         hip=None,
         location=f"given with --torch {chosen}",
     )
-    return dataclasses.replace(facts, torch=torch, torch_problem=None)
+    # the torch distribution too, so that what is planned against it (install's torch pin) is the given one
+    packages = tuple(dataclasses.replace(p, version=chosen) if p.name == "torch" else p for p in facts.packages)
+    return dataclasses.replace(facts, torch=torch, torch_problem=None, packages=packages)
