@@ -498,18 +498,19 @@ def _runs(backend: Backend, facts: Facts) -> list[str]:
 def _run_install(job: Install, python: str | None, before: Facts, yes: bool, wheel_dir: str | None) -> None:
     """Run the plan; verify; undo it all when anything is not as promised. Then hand a FA2/FA4
     collision over to fix-shadow's own plan, journaled and undoable on its own."""
-    from attn_doctor.actions.install import verify_install
+    from attn_doctor.actions.install import torch_record_digest, verify_install
     from attn_doctor.actions.runner import RunnerError, carry_out, exclusive, start, undo
     from attn_doctor.actions.shadow import COLLISIONS
     from attn_doctor.facts.collect import collect
     from attn_doctor.report import judge
 
+    torch_record = torch_record_digest(before)
     with exclusive(job.plan.prefix):
         journal = start(job.plan)
         try:
             carry_out(journal, job.plan, print, lambda line: print(f"    | {line}"))
             after = collect(python, modules=[job.backend.module])
-            problems = verify_install(job, before, after) or _runs(job.backend, after)
+            problems = verify_install(job, before, after, torch_record) or _runs(job.backend, after)
         except (RunnerError, TargetError) as error:
             problems = [str(error)]
         if problems:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from attn_doctor.actions.install import INSTALLABLE, Install, InstallRequest, plan_install
+from attn_doctor.actions.install import (
+    INSTALLABLE,
+    Install,
+    InstallRequest,
+    plan_install,
+    torch_record_digest,
+    verify_install,
+)
 from attn_doctor.actions.plan import Command, Refusal
 from attn_doctor.facts.given import with_given_torch
 from attn_doctor.facts.model import Facts, Toolchain
@@ -293,3 +300,41 @@ def test_the_h100_plan_is_the_one_that_ran_there() -> None:
     ran = (FIXTURES / "h100-install-fa4.txt").read_text()
     assert job.plan.lines()[0] in ran.splitlines()
     assert "Verified: flash-attn-4 4.0.0b36 installed" in ran
+
+
+def installed_fa4() -> tuple[Install, Facts]:
+    after = load_facts(FIXTURES / "h100-fa4-check.json")  # the real H100 after `install fa4`
+    return plan(load_facts(FIXTURES / "h100-check.json"), "fa4"), after
+
+
+def test_the_h100_install_verifies() -> None:
+    job, after = installed_fa4()
+    before = load_facts(FIXTURES / "h100-check.json")
+    assert verify_install(job, before, after, torch_record_digest(before)) == []
+
+
+def test_an_fa4_without_the_hopper_backward_fails_verification_on_hopper() -> None:
+    job, after = installed_fa4()
+    before = load_facts(FIXTURES / "h100-check.json")
+    without = dataclasses.replace(after, fa4_sm90_backward=False)
+    (problem,) = verify_install(job, before, without, torch_record_digest(before))
+    assert "no Hopper backward kernel" in problem and "pip install -e flash_attn/cute" in problem
+
+
+def test_a_reinstalled_torch_of_the_same_version_fails_verification(tmp_path: Path) -> None:
+    job, after = installed_fa4()
+    before = load_facts(FIXTURES / "h100-check.json")
+    dist_info = tmp_path / "torch-2.11.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "RECORD").write_text("torch/__init__.py,sha256=old,1\n")
+
+    def with_torch_at(facts: Facts) -> Facts:
+        packages = tuple(
+            dataclasses.replace(p, dist_info=str(dist_info)) if p.name == "torch" else p for p in facts.packages
+        )
+        return dataclasses.replace(facts, packages=packages)
+
+    recorded = torch_record_digest(with_torch_at(before))
+    (dist_info / "RECORD").write_text("torch/__init__.py,sha256=new,1\n")  # what a reinstall does
+    (problem,) = verify_install(job, with_torch_at(before), with_torch_at(after), recorded)
+    assert "torch was reinstalled" in problem

@@ -9,6 +9,7 @@ so `undo` puts them back as they were.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 from dataclasses import dataclass
@@ -95,8 +96,9 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
     return Install(plan, backend, distribution, version)
 
 
-def verify_install(install: Install, before: Facts, after: Facts) -> list[str]:
-    """What is not as the plan promised after a run; empty when it is."""
+def verify_install(install: Install, before: Facts, after: Facts, torch_record: str | None) -> list[str]:
+    """What is not as the plan promised after a run; empty when it is. `torch_record`: what
+    `torch_record_digest` said before the run."""
     problems = []
     package = after.package(install.distribution)
     if package is None:
@@ -106,10 +108,28 @@ def verify_install(install: Install, before: Facts, after: Facts) -> list[str]:
     old, new = before.torch, after.torch
     if old is not None and (new is None or (new.version, new.location) != (old.version, old.location)):
         problems.append(f"torch changed: {old.version} -> {new.version if new else 'gone'} (it must not be replaced)")
+    elif torch_record != torch_record_digest(after):  # the same version reinstalled: maybe another build
+        problems.append("torch was reinstalled (its RECORD changed): it must not be touched")
     for result in after.imports:
         if result.module == install.backend.module and result.outcome != "ok":
             problems.append(f"import {result.module} fails: {result.outcome}: {result.detail}")
+    hopper = any((g.compute_capability or "").startswith("9.") for g in after.gpus)
+    if install.backend.name == "fa4" and hopper and after.fa4_sm90_backward is False:
+        problems.append(
+            "this FA4 has no Hopper backward kernel (flash_bwd_sm90.py): it cannot train here; "
+            "install FA4 from its source tree instead (pip install -e flash_attn/cute, then attn-doctor fix-shadow)"
+        )
     return problems
+
+
+def torch_record_digest(facts: Facts) -> str | None:
+    """sha256 of torch's RECORD: a reinstall rewrites it, even of the same version. Read here,
+    not by check's probe, which leaves torch's files alone for speed."""
+    torch = facts.package("torch")
+    try:
+        return hashlib.sha256((Path(torch.dist_info) / "RECORD").read_bytes()).hexdigest() if torch else None
+    except OSError:
+        return None
 
 
 def _cannot_run(facts: Facts, backend: Backend, torch: Torch) -> list[str]:
