@@ -338,3 +338,12 @@ def test_a_reinstalled_torch_of_the_same_version_fails_verification(tmp_path: Pa
     (dist_info / "RECORD").write_text("torch/__init__.py,sha256=new,1\n")  # what a reinstall does
     (problem,) = verify_install(job, with_torch_at(before), with_torch_at(after), recorded)
     assert "torch was reinstalled" in problem
+
+
+def test_a_venv_made_by_uv_is_installed_into_with_uv() -> None:
+    facts = machine("h100")
+    made_by_uv = dataclasses.replace(facts, python=dataclasses.replace(facts.python, uv_managed=True))
+    (step,) = commands(plan(made_by_uv, "fa4"))
+    assert step.argv[:5] == (facts.python.uv, "pip", "install", "--python", PY)
+    (step,) = commands(plan(made_by_uv, "fa4", installer="pip"))  # unless asked otherwise
+    assert step.argv[:4] == PIP

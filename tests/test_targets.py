@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,3 +51,13 @@ def test_default_target_is_the_active_venv(tmp_path: Path) -> None:
     env = {"VIRTUAL_ENV": str(venv), "PATH": "/usr/bin:/bin"}
     done = run(sys.executable, "-m", "attn_doctor", "check", "--format", "json", env=env, check=False)
     assert json.loads(done.stdout)["python"]["executable"] == str(venv / "bin" / "python")
+
+
+def test_a_venv_made_by_uv_says_so(tmp_path: Path) -> None:
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    run(uv, "venv", "-q", tmp_path / "made-by-uv", "--python", sys.executable)
+    _, data, _ = check_json(tmp_path / "made-by-uv" / "bin" / "python")
+    assert data["python"]["uv_managed"] is True  # type: ignore[index]
+    run(sys.executable, "-m", "venv", "--without-pip", tmp_path / "made-by-venv")
+    _, data, _ = check_json(tmp_path / "made-by-venv" / "bin" / "python")
+    assert data["python"]["uv_managed"] is False  # type: ignore[index]

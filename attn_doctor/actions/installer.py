@@ -49,10 +49,10 @@ def choose_installer(
     offline: bool = False,
     allow_system: bool = False,
 ) -> Installer:
-    """`wanted` ("pip" or "uv") as the user asked; else the target's own pip (what the plans
-    were proven with, on the H100); else uv where there is one; else this interpreter's pip
-    acting on the target (pip >= 22.3)."""
-    kind = wanted or ("uv" if python.uv and not python.pip_version else "pip")
+    """`wanted` ("pip" or "uv") as the user asked; else uv for a venv that uv made or one
+    without pip; else the target's own pip; else this interpreter's pip acting on the target
+    (pip >= 22.3)."""
+    kind = wanted or ("uv" if python.uv and (python.uv_managed or not python.pip_version) else "pip")
     options: tuple[str, ...] = ("--no-index",) if offline else ()
     if find_links:
         options += ("--find-links", find_links)

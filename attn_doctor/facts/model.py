@@ -68,6 +68,7 @@ class Interpreter:
     pip_version: str | None = None
     uv: str | None = None  # path of the uv executable, if any
     externally_managed: bool = False  # PEP 668 marker on a non-venv interpreter
+    uv_managed: bool = False  # a venv made by uv (its pyvenv.cfg says so): install uses uv there
     glibc: str | None = None
 
 

@@ -66,8 +66,18 @@ def interpreter() -> Json:
         "pip_version": pip_version,
         "uv": uv,
         "externally_managed": managed,
+        "uv_managed": in_venv and _made_by_uv(prefix),
         "glibc": libc_version if libc == "glibc" else None,
     }
+
+
+def _made_by_uv(prefix: str) -> bool:
+    """A venv that uv made says so in its pyvenv.cfg (`uv = 0.9.5`)."""
+    try:
+        with open(os.path.join(prefix, "pyvenv.cfg"), encoding="utf-8") as config:
+            return any(line.split("=")[0].strip() == "uv" for line in config)
+    except OSError:
+        return False
 
 
 def _sha256(path: str) -> str:
