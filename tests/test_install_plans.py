@@ -295,11 +295,13 @@ def test_fixture_toolchain_is_the_h100s() -> None:
 
 def test_the_h100_plan_is_the_one_that_ran_there() -> None:
     """The plan made here from the H100's facts is, line for line, the one that installed FA4 on
-    the real H100 (tests/fixtures/h100-install-fa4.txt: installed, imported, ran, verified)."""
-    job = plan(load_facts(FIXTURES / "h100-check.json"), "fa4", find_links="/tmp/wh", offline=True)
-    ran = (FIXTURES / "h100-install-fa4.txt").read_text()
-    assert job.plan.lines()[0] in ran.splitlines()
-    assert "Verified: flash-attn-4 4.0.0b36 installed" in ran
+    the real H100, with pip and with uv (its venv is uv-made): installed, imported, ran, verified."""
+    facts = load_facts(FIXTURES / "h100-check.json")  # read before the probe knew uv_managed
+    for installer, log in (("pip", "h100-install-fa4.txt"), ("uv", "h100-install-fa4-uv.txt")):
+        job = plan(facts, "fa4", find_links="/tmp/wh", offline=True, installer=installer)
+        ran = (FIXTURES / log).read_text()
+        assert job.plan.lines()[0] in ran.splitlines()
+        assert "Verified: flash-attn-4 4.0.0b36 installed" in ran
 
 
 def installed_fa4() -> tuple[Install, Facts]:
