@@ -191,3 +191,22 @@ def test_undo_takes_back_what_the_install_did_and_nothing_done_after(venv: Venv,
     by_the_install = s1.keys() - s0.keys()
     assert any("einops" in p for p in by_the_install)
     assert snapshot(venv) == {p: h for p, h in s2.items() if p not in by_the_install}
+
+
+def test_moving_aside_a_file_an_earlier_step_removed_is_no_error(tmp_path: Path) -> None:
+    """A reinstall by uv drops a stale .pyc that the plan then meant to move aside (seen when
+    fix-shadow ran with uv): the step has nothing left to do, and undo has nothing to put back."""
+    from attn_doctor.actions.plan import MoveAside, Plan
+    from attn_doctor.actions.runner import carry_out, start, undo
+
+    kept = tmp_path / "env" / "kept.py"
+    kept.parent.mkdir()
+    kept.write_text("x = 1\n")
+    steps = (MoveAside(str(tmp_path / "env" / "gone.pyc"), "stale"), MoveAside(str(kept), "stale"))
+    plan = Plan("fix-shadow", "python", str(tmp_path / "env"), steps, ())
+    said: list[str] = []
+    journal = start(plan)
+    carry_out(journal, plan, said.append)
+    assert any("already gone" in line for line in said) and not kept.exists()
+    undo(journal.folder, said.append)
+    assert kept.read_text() == "x = 1\n" and not (tmp_path / "env" / "gone.pyc").exists()

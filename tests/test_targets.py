@@ -54,9 +54,17 @@ def test_default_target_is_the_active_venv(tmp_path: Path) -> None:
 
 
 def test_a_venv_made_by_uv_says_so(tmp_path: Path) -> None:
-    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
-    run(uv, "venv", "-q", tmp_path / "made-by-uv", "--python", sys.executable)
-    _, data, _ = check_json(tmp_path / "made-by-uv" / "bin" / "python")
+    """uv marks the venvs it makes with a `uv = VERSION` line in pyvenv.cfg; the probe reads it.
+    Made by uv where uv is installed, else by venv with the line uv would have written."""
+    made = tmp_path / "made-by-uv"
+    uv = shutil.which("uv")
+    if uv:
+        run(uv, "venv", "-q", made, "--python", sys.executable)
+    else:
+        run(sys.executable, "-m", "venv", "--without-pip", made)
+        with (made / "pyvenv.cfg").open("a") as config:
+            config.write("uv = 0.13.9\n")
+    _, data, _ = check_json(made / "bin" / "python")
     assert data["python"]["uv_managed"] is True  # type: ignore[index]
     run(sys.executable, "-m", "venv", "--without-pip", tmp_path / "made-by-venv")
     _, data, _ = check_json(tmp_path / "made-by-venv" / "bin" / "python")

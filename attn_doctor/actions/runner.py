@@ -135,7 +135,10 @@ def carry_out(
         journal.mark(index, "started")
         _maybe_killed("started", number)
         if isinstance(step, MoveAside):
-            _move(step.path, _backup_path(folder, number, step.path))
+            if os.path.lexists(step.path):  # an earlier step's command may have removed it already
+                _move(step.path, _backup_path(folder, number, step.path))
+            else:
+                report(f"      already gone: {step.path}")
         elif isinstance(step, RewriteFile):
             _copy_atomically(step.path, _backup_path(folder, number, step.path))
             _write_atomically(step.path, step.content)
