@@ -362,7 +362,7 @@ def _repair_shadow(
     allow_system: bool = False,
 ) -> None:
     from attn_doctor.actions.plan import Refusal
-    from attn_doctor.actions.runner import RunnerError, carry_out, exclusive, start, undo
+    from attn_doctor.actions.runner import RunnerError, Undone, carry_out_checked
     from attn_doctor.actions.shadow import plan_fix_shadow, verified_lines, verify
     from attn_doctor.facts.collect import collect
     from attn_doctor.report import judge
@@ -380,19 +380,23 @@ def _repair_shadow(
     if dry_run:
         raise typer.Exit(EXIT_OK)
     _confirm(yes, "Repair?")
-    with exclusive(plan.prefix):
-        journal = start(plan)
+    after: list[Report] = []
+
+    def check() -> list[str]:
         try:
-            carry_out(journal, plan, print)
-            after = judge(collect(python))
-            problems = verify(before, after)
-        except (RunnerError, TargetError) as error:
-            problems = [str(error)]
-        if problems:  # a command that failed leaves the machine as it found it
-            undo(journal.folder, print)
-            raise Stop("repair failed, and was undone: " + "; ".join(problems), EXIT_FINDINGS)
+            after.append(judge(collect(python)))
+        except TargetError as error:
+            return [str(error)]
+        return verify(before, after[0])
+
+    try:
+        carry_out_checked(plan, check, print)
+    except Undone as error:  # a repair that failed leaves the machine as it found it
+        raise Stop(f"repair failed, and was undone: {error}", EXIT_FINDINGS) from error
+    except RunnerError as error:  # another action holds the environment: nothing was changed
+        raise Stop(str(error), EXIT_USAGE) from error
     print("Verified, no FA2/FA4 collision remains:")
-    print(*verified_lines(before, after), sep="\n")
+    print(*verified_lines(before, after[0]), sep="\n")
     print(f"Undo with: attn-doctor undo --python {plan.python}")
 
 
@@ -499,26 +503,28 @@ def _run_install(job: Install, python: str | None, before: Facts, yes: bool, whe
     """Run the plan; verify; undo it all when anything is not as promised. Then hand a FA2/FA4
     collision over to fix-shadow's own plan, journaled and undoable on its own."""
     from attn_doctor.actions.install import torch_record_digest, verify_install
-    from attn_doctor.actions.runner import RunnerError, carry_out, exclusive, start, undo
+    from attn_doctor.actions.runner import RunnerError, Undone, carry_out_checked
     from attn_doctor.actions.shadow import COLLISIONS
     from attn_doctor.facts.collect import collect
     from attn_doctor.report import judge
 
     torch_record = torch_record_digest(before)
-    with exclusive(job.plan.prefix):
-        journal = start(job.plan)
+    collected: list[Facts] = []
+
+    def check() -> list[str]:
         try:
-            carry_out(journal, job.plan, print, lambda line: print(f"    | {line}"))
-            after = collect(python, modules=[job.backend.module])
-            problems = verify_install(job, before, after, torch_record) or _runs(job.backend, after)
-        except (RunnerError, TargetError) as error:
-            problems = [str(error)]
-        if problems:
-            undo(journal.folder, print)
-            raise Stop(
-                f"install failed, and was undone: {'; '.join(problems)} (logs kept in {journal.folder})",
-                EXIT_FINDINGS,
-            )
+            collected.append(collect(python, modules=[job.backend.module]))
+        except TargetError as error:
+            return [str(error)]
+        return verify_install(job, before, collected[0], torch_record) or _runs(job.backend, collected[0])
+
+    try:
+        carry_out_checked(job.plan, check, print, lambda line: print(f"    | {line}"))
+    except Undone as error:
+        raise Stop(f"install failed, and was undone: {error} (logs kept in {error.folder})", EXIT_FINDINGS) from error
+    except RunnerError as error:  # another action holds the environment: nothing was changed
+        raise Stop(str(error), EXIT_USAGE) from error
+    after = collected[0]
     package = after.package(job.distribution)
     loaded = next((r for r in after.imports if r.module == job.backend.module), None)
     print(f"Verified: {job.distribution} {package.version if package else '?'} installed", end="")

@@ -210,3 +210,15 @@ def test_moving_aside_a_file_an_earlier_step_removed_is_no_error(tmp_path: Path)
     assert any("already gone" in line for line in said) and not kept.exists()
     undo(journal.folder, said.append)
     assert kept.read_text() == "x = 1\n" and not (tmp_path / "env" / "gone.pyc").exists()
+
+
+def test_a_second_action_on_the_same_environment_waits_for_none(torch_venv: Venv, fa4_wheelhouse: Path) -> None:
+    """Two shells on a shared node: while one action holds the environment, another is refused
+    in one line and changes nothing."""
+    from attn_doctor.actions.runner import exclusive
+
+    before = snapshot(torch_venv)
+    with exclusive(str(torch_venv.root)):
+        code, _, err = install(torch_venv, "fa4", fa4_wheelhouse, "--force", "--yes")
+    assert code == 2 and "another attn-doctor repair or undo is running" in err and err.count("\n") == 1
+    assert snapshot(torch_venv) == before

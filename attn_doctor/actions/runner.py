@@ -158,6 +158,36 @@ def carry_out(
     journal.save()
 
 
+class Undone(Exception):
+    """A step failed, or the result was not as promised: everything was put back."""
+
+    def __init__(self, problems: list[str], folder: Path) -> None:
+        super().__init__("; ".join(problems))
+        self.folder = folder  # the journal and the steps' logs stay there
+
+
+def carry_out_checked(
+    plan: Plan,
+    check: Callable[[], list[str]],
+    report: Callable[[str], None],
+    output: Callable[[str], None] | None = None,
+) -> Path:
+    """The whole protocol of an action: one at a time per environment, every step journaled,
+    then `check` says what is not as promised; on a failed step or any problem, undo it all
+    and raise Undone. Returns the repair's folder."""
+    with exclusive(plan.prefix):
+        journal = start(plan)
+        try:
+            carry_out(journal, plan, report, output)
+            problems = check()
+        except RunnerError as error:
+            problems = [str(error)]
+        if problems:
+            undo(journal.folder, report)
+            raise Undone(problems, journal.folder)
+    return journal.folder
+
+
 def _move(source: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(source, target)
