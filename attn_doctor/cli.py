@@ -34,7 +34,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Inspect the attention backends of LLM training, repair them, and say which one to use.",
+    help="Inspect, install, repair, verify and time the attention backends of LLM training; say which to use.",
 )
 
 
