@@ -161,10 +161,7 @@ def check(
     if output is not None:
         from attn_doctor.render.json import render_json
 
-        try:
-            output.write_text(render_json(report, code), encoding="utf-8")
-        except OSError as error:
-            raise Stop(f"cannot write --output {output}: {error.strerror}", EXIT_USAGE) from error
+        _write_output(output, render_json(report, code))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from attn_doctor.render.annotations import render_annotations
 
@@ -172,6 +169,13 @@ def check(
         # (JUnit or JSON redirected to a file)
         sys.stderr.write(render_annotations(report))
     raise typer.Exit(code)
+
+
+def _write_output(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise Stop(f"cannot write --output {path}: {error.strerror}", EXIT_USAGE) from error
 
 
 def _gate(
@@ -453,10 +457,11 @@ def install(
     if find_links is not None and not find_links.is_dir():
         raise Stop(f"--find-links {find_links} is not a folder", EXIT_USAGE)
     facts = _facts(facts_file, python, False, [], gpu, torch_version, cuda)
+    wheels = str(find_links.resolve()) if find_links else None
     request = InstallRequest(
         backend.value,
         installer.value if installer else None,
-        str(find_links.resolve()) if find_links else None,
+        wheels,
         offline,
         force,
         allow_system,
@@ -472,7 +477,7 @@ def install(
     if dry_run:
         raise typer.Exit(EXIT_OK)
     _confirm(yes, "Install?")
-    _run_install(job, python, facts, yes, str(find_links.resolve()) if find_links else None)
+    _run_install(job, python, facts, yes, wheels)
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -487,13 +492,11 @@ def _confirm(yes: bool, question: str) -> None:
 
 def _runs(backend: Backend, facts: Facts) -> list[str]:
     """Where there is a GPU, one forward and backward against the float32 reference."""
-    from attn_doctor.trials.run import run_kernels
-    from attn_doctor.trials.verify import VERIFY_TIMEOUT_S, smoke_case
+    from attn_doctor.trials.verify import smoke
 
     if not facts.gpus:
         return []
-    case = smoke_case(backend, gpu=True)
-    (outcome,) = run_kernels(facts.python.executable, backend.name, "verify", [case], VERIFY_TIMEOUT_S)
+    outcome = smoke(facts.python.executable, backend, gpu=True)
     said = f"{outcome.status} {outcome.message}".strip()
     print(f"Ran {backend.name} on the GPU against the float32 reference ({outcome.case}): {said}")
     return [] if outcome.status == "passed" else [f"{backend.name} does not compute attention right here: {said}"]
@@ -612,15 +615,13 @@ def verify(
             timeout,
         )
     code = EXIT_FINDINGS if any(not v.passed and v.usable_per_check for v in verdicts) else EXIT_OK
+    where = _where(facts)
     if output is not None:
-        try:
-            output.write_text(verdicts_json(verdicts, _where(facts), code), encoding="utf-8")
-        except OSError as error:
-            raise Stop(f"cannot write --output {output}: {error.strerror}", EXIT_USAGE) from error
+        _write_output(output, verdicts_json(verdicts, where, code))
     if output_format is Format.json:
-        sys.stdout.write(verdicts_json(verdicts, _where(facts), code))
+        sys.stdout.write(verdicts_json(verdicts, where, code))
     else:
-        render_verdicts(verdicts, _where(facts), console, verbose)
+        render_verdicts(verdicts, where, console, verbose)
     raise typer.Exit(code)
 
 
@@ -645,8 +646,7 @@ def bench(
     from attn_doctor.render.trials import render_measured
     from attn_doctor.trials.bench import STANDARD, parse_shape
     from attn_doctor.trials.bench import bench as run_bench
-    from attn_doctor.trials.run import run_kernels
-    from attn_doctor.trials.verify import installed, smoke_case
+    from attn_doctor.trials.verify import installed, smoke
 
     named = _named_backends(backends)
     try:
@@ -661,8 +661,7 @@ def bench(
         chosen = named or installed(facts)
         checking = progress.add_task("checking each backend's result", total=len(chosen))
         for backend in chosen:  # only what computes the right thing is worth timing
-            probe = smoke_case(backend, bool(facts.gpus))
-            (outcome,) = run_kernels(facts.python.executable, backend.name, "verify", [probe], timeout)
+            outcome = smoke(facts.python.executable, backend, bool(facts.gpus), timeout)
             (working if outcome.status == "passed" else skipped).append((backend, outcome))
             progress.advance(checking)
         timing = progress.add_task("timing", total=len(working) * len(shapes))
@@ -678,10 +677,7 @@ def bench(
     failed = tuple((b.name, f"not working here ({o.status}: {o.message})") for b, o in skipped)
     measured = dataclasses.replace(measured, failed=failed + measured.failed)
     if output is not None:
-        try:
-            output.write_text(dumps(measured), encoding="utf-8")
-        except OSError as error:
-            raise Stop(f"cannot write --output {output}: {error.strerror}", EXIT_USAGE) from error
+        _write_output(output, dumps(measured))
     if output_format is Format.json:
         sys.stdout.write(dumps(measured))
     else:

@@ -235,10 +235,12 @@ def _fa2(context: _Context) -> _Recipe:
             "https://github.com/Dao-AILab/flash-attention/releases/download/"
             f"v{recipes.FA2_WHEEL_VERSION}/{wheel.replace('+', '%2B')}"
         )
-        target = wheel if context.request.find_links or context.request.offline else url
+        # a local wheelhouse is searched by name; the release asset is fetched by its URL
+        local = context.request.find_links or context.request.offline
+        requirement = f"flash-attn=={recipes.FA2_WHEEL_VERSION}" if local else f"flash-attn @ {url}"
         notes = [f"a prebuilt FA2 wheel exists for this torch/CUDA/Python/ABI: {wheel} (no compiling)"]
         return (
-            [_pip_step(context, "FA2's prebuilt wheel from its GitHub release", _wheel_requirement(target), "einops")],
+            [_pip_step(context, "FA2's prebuilt wheel from its GitHub release", requirement, "einops")],
             notes,
             "flash-attn",
             recipes.FA2_WHEEL_VERSION,
@@ -264,13 +266,6 @@ def _fa2(context: _Context) -> _Recipe:
         )
     )
     return steps, notes, "flash-attn", recipes.FA2_VERSION
-
-
-def _wheel_requirement(target: str) -> str:
-    """A local wheelhouse is searched by name; the release asset is fetched by its URL."""
-    if target.startswith("https://"):
-        return f"flash-attn @ {target}"
-    return f"flash-attn=={recipes.FA2_WHEEL_VERSION}"
 
 
 def _fa2_rocm(context: _Context) -> _Recipe:
@@ -410,8 +405,7 @@ def _clone(context: _Context, tree: recipes.SourceTree) -> list[Step]:
 
 
 def _build_tree(context: _Context, tree: recipes.SourceTree, why: str, env: dict[str, str]) -> Command:
-    folder = os.path.join(_source_folder(context, tree), tree.subdirectory) if tree.subdirectory else None
-    path = folder or _source_folder(context, tree)
+    path = str(Path(_source_folder(context, tree), tree.subdirectory))  # "" adds nothing
     return _pip_step(context, why, path, flags=("--no-build-isolation", "--no-cache-dir"), **env)
 
 

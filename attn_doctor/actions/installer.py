@@ -17,7 +17,6 @@ from attn_doctor.facts.model import Interpreter
 
 @dataclass(frozen=True)
 class Installer:
-    kind: str  # "pip" | "uv"
     command: tuple[str, ...]  # up to and including `install`, aimed at the target
     options: tuple[str, ...] = ()  # for every install: the wheelhouse, PEP 668's consent
 
@@ -61,9 +60,9 @@ def choose_installer(
     if kind == "uv":
         if not python.uv:
             raise Refusal("--installer uv: no uv on PATH or in the target environment")
-        return Installer("uv", (python.uv, "pip", "install", "--python", python.executable), options)
+        return Installer((python.uv, "pip", "install", "--python", python.executable), options)
     if python.pip_version:
-        return Installer("pip", (python.executable, "-m", "pip", "install"), options)
+        return Installer((python.executable, "-m", "pip", "install"), options)
     if importlib.util.find_spec("pip") is not None:
-        return Installer("pip", (sys.executable, "-m", "pip", "--python", python.executable, "install"), options)
+        return Installer((sys.executable, "-m", "pip", "--python", python.executable, "install"), options)
     raise Refusal(f"{python.executable} has no pip and there is no uv: first run {python.executable} -m ensurepip")

@@ -66,10 +66,12 @@ def cases(backend: Backend, gpu: bool, head_dims: tuple[int, ...] = ()) -> list[
     return found
 
 
-def smoke_case(backend: Backend, gpu: bool) -> Case:
+def smoke(python: str, backend: Backend, gpu: bool, timeout: float = VERIFY_TIMEOUT_S) -> Outcome:
     """The one case that says whether a backend computes attention at all (bf16, causal):
     what `install` runs after installing and `bench` before timing."""
-    return next(c for c in cases(backend, gpu) if c.dtype == "bfloat16" and c.causal)
+    case = next(c for c in cases(backend, gpu) if c.dtype == "bfloat16" and c.causal)
+    (outcome,) = run_kernels(python, backend.name, "verify", [case], timeout)
+    return outcome
 
 
 @dataclass(frozen=True)
