@@ -36,11 +36,15 @@ class Measured:
     failed: tuple[tuple[str, str], ...] = ()  # (backend, why) of those not timed
     matmul_tflops: float | None = None  # the GPU's bf16 matmul rate, measured in the same run
 
-    def tflops(self, backend: str, shape: str, mode: str) -> float | None:
+    def timing(self, backend: str, shape: str, mode: str) -> Timing | None:
         for timing in self.timings:
             if (timing.backend, timing.shape, timing.mode) == (backend, shape, mode):
-                return timing.tflops
+                return timing
         return None
+
+    def tflops(self, backend: str, shape: str, mode: str) -> float | None:
+        timing = self.timing(backend, shape, mode)
+        return timing.tflops if timing else None
 
     def fastest(self, mode: str = "fwd+bwd", seqlen: int | None = None) -> list[tuple[str, float]]:
         """Backends by their mean TFLOP/s over the shapes (those closest to `seqlen` when given),

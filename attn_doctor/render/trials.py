@@ -76,9 +76,7 @@ def render_measured(measured: Measured, console: Console) -> None:
         for backend in backends:
             cells = []
             for mode in ("fwd", "fwd+bwd"):
-                timing = next(
-                    (t for t in measured.timings if (t.backend, t.shape, t.mode) == (backend, shape, mode)), None
-                )
+                timing = measured.timing(backend, shape, mode)
                 base = measured.tflops("sdpa", shape, mode)
                 if timing is None:
                     cells += ["-", "-", "-"]
