@@ -4,13 +4,18 @@ YAML file (PyYAML's safe loader, with limits: these files come from anywhere).""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-MAX_FILE_BYTES = 1 << 20  # a config is kilobytes; a larger file is not one
+from attn_doctor.inputs import MIB, InputError, read_json, read_text
+
+MAX_FILE_BYTES = 1 * MIB  # a config is kilobytes; a larger file is not one
 MAX_ALIASES = 100  # YAML anchors: enough for real configs, none for an alias bomb
+# Axolotl configs nest 3 or 4 deep (datasets, then a dataset's fields). PyYAML's composer and
+# constructor recurse once per level, and its scanner slows with every open flow level.
+MAX_YAML_DEPTH = 32
 
 # Axolotl's legacy attention flags, highest priority first (enums.py LEGACY_ATTN_FLAG_TO_IMPL, v0.18.0)
 LEGACY_FLAGS = (
@@ -69,17 +74,9 @@ def parse_head_dim(text: str) -> tuple[int, int]:
     return values[0], values[-1]
 
 
-def _read(path: Path, what: str) -> str:
-    try:
-        if path.is_dir():
-            path = path / "config.json"
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise WorkloadError(f"{what} {path} is over {MAX_FILE_BYTES >> 20} MiB: not a config file")
-        return path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise WorkloadError(f"cannot read {what} {path}: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise WorkloadError(f"{what} {path} is not UTF-8 text") from error
+def _config_path(path: Path) -> Path:
+    """A model folder stands for its config.json."""
+    return path / "config.json" if path.is_dir() else path
 
 
 def model_head_dims(path: Path) -> tuple[int, int]:
@@ -87,9 +84,9 @@ def model_head_dims(path: Path) -> tuple[int, int]:
     reads them: text_config for composite models, MLA's qk_nope+qk_rope and v_head_dim,
     else head_dim, else hidden_size // num_attention_heads."""
     try:
-        config = json.loads(_read(path, "--model"))
-    except json.JSONDecodeError as error:
-        raise WorkloadError(f"--model {path} is not JSON: {error.msg} at line {error.lineno}") from error
+        config = read_json(_config_path(path), "--model", MAX_FILE_BYTES)
+    except InputError as error:
+        raise WorkloadError(str(error)) from error
     if not isinstance(config, dict):
         raise WorkloadError(f"--model {path}: a config.json holds an object")
     text = config.get("text_config")
@@ -119,19 +116,50 @@ def _safe_yaml(text: str, path: Path) -> Any:
     import yaml
 
     try:
-        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
-        if aliases > MAX_ALIASES:
-            raise WorkloadError(f"--config {path}: {aliases} YAML aliases; refusing (an alias bomb?)")
-        return yaml.safe_load(text)
+        problem = _past_limits(yaml.parse(text, Loader=yaml.SafeLoader))
+        config = None if problem else yaml.safe_load(text)
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise WorkloadError(f"--config {path} is not valid YAML{line}") from error
+    except Exception as error:
+        # PyYAML's constructors raise whatever converting a value hits: ValueError for 2024-13-45
+        # or 5,000 digits, AttributeError for `!!timestamp x`
+        reason = f"{type(error).__name__}: {str(error).split(';')[0][:120]}"
+        raise WorkloadError(f"--config {path}: a value PyYAML cannot read ({reason})") from error
+    if problem:
+        raise WorkloadError(f"--config {path}: {problem}; refusing")
+    return config
+
+
+def _past_limits(events: Iterator[Any]) -> str | None:
+    """What goes past the limits, found on the parser's events (a flat stream: nothing recursed,
+    nothing built) before safe_load builds anything. An alias bomb expands each alias again;
+    a nesting bomb recurses once per level, and the first event past the limit ends the walk."""
+    import yaml
+
+    aliases = depth = 0
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                return f"over {MAX_ALIASES} YAML aliases"
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                return f"nests over {MAX_YAML_DEPTH} levels deep"
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
 
 
 def axolotl_workload(path: Path) -> Workload:
     """The attention-relevant keys of an Axolotl config; other keys are left alone."""
-    config = _safe_yaml(_read(path, "--config"), path)
+    try:
+        text = read_text(path, "--config", MAX_FILE_BYTES)
+    except InputError as error:
+        raise WorkloadError(str(error)) from error
+    config = _safe_yaml(text, path)
     if not isinstance(config, dict):
         raise WorkloadError(f"--config {path}: an Axolotl config is a mapping of keys")
 

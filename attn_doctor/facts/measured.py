@@ -5,13 +5,16 @@ they ran here rather than as they were expected to."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from attn_doctor.facts.model import FactsError, from_data, to_data
+from attn_doctor.inputs import MIB, InputError, read_json
 
 BENCH_SCHEMA = "attn-doctor/bench-1"
+MAX_BENCH_BYTES = 1 * MIB  # a bench file holds a few dozen timings
+SHAPE = re.compile(r"\d+x\d+x\d+x\d+")  # Shape.label, B x S x H x D: `fastest` reads S from it
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,16 @@ def dumps(measured: Measured) -> str:
 def load(path: Path) -> Measured:
     """Raises FactsError with one line that says what is wrong with the file."""
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise FactsError(f"cannot read {path}: {error.strerror}") from error
-    except (UnicodeDecodeError, ValueError) as error:
-        raise FactsError(f"{path} is not a JSON file: {error}") from error
+        data = read_json(path, "--bench", MAX_BENCH_BYTES)
+    except InputError as error:
+        raise FactsError(str(error)) from error
     if not isinstance(data, dict) or data.get("schema") != BENCH_SCHEMA:
         raise FactsError(f'{path} is not an attn-doctor bench file (no "schema": "{BENCH_SCHEMA}")')
-    return from_data(Measured, data)
+    try:
+        measured = from_data(Measured, data)
+    except FactsError as error:
+        raise FactsError(f"{path}: {error}") from error
+    odd = next((t.shape for t in measured.timings if not SHAPE.fullmatch(t.shape)), None)
+    if odd is not None:
+        raise FactsError(f"{path}: shape {odd!r} is not B x S x H x D (as in 4x4096x16x128)")
+    return measured

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from attn_doctor.facts.model import SCHEMA, Facts, FactsError, from_data
+from attn_doctor.inputs import MIB, InputError, read_json
 
 _FAMILY = SCHEMA.rsplit("-", 1)[0]  # "attn-doctor/report": any version of it is tried
+# A report is tens of kilobytes (one with every file of every package modified, a few MiB).
+MAX_REPORT_BYTES = 16 * MIB
+MAX_LOCK_BYTES = 1 * MIB  # a lock names a few packages
 
 
 def load_facts(path: Path) -> Facts:
     """Raises FactsError with one line that says what is wrong with the file."""
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise FactsError(f"cannot read {path}: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise FactsError(f"{path} is not UTF-8 text") from error
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise FactsError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from error
+        data = read_json(path, "--facts", MAX_REPORT_BYTES)
+    except InputError as error:
+        raise FactsError(str(error)) from error
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith(_FAMILY):
         raise FactsError(f'{path} is not an attn-doctor report (no "schema": "{SCHEMA}")')
     if data["schema"] != SCHEMA:
@@ -38,11 +35,9 @@ def load_lock(path: Path) -> dict[str, Any]:
     from attn_doctor.rules.drift import LOCK_SCHEMA
 
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as error:
-        raise FactsError(f"cannot read lock file {path}: {error.strerror}") from error
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FactsError(f"lock file {path} is not JSON text: {error}") from error
+        data = read_json(path, "lock file", MAX_LOCK_BYTES)
+    except InputError as error:
+        raise FactsError(str(error)) from error
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("attn-doctor/lock-"):
         raise FactsError(f'{path} is not an attn-doctor lock file (no "schema": "{LOCK_SCHEMA}")')
     if data["schema"] != LOCK_SCHEMA:
