@@ -7,6 +7,11 @@ The command line wins over the environment, which wins over pyproject.toml:
     ignore = ["mig-enabled"]         ATTN_DOCTOR_REQUIRE="fa4; fa2>=2.7"
     require = ["fa4", "fa2>=2.7"]    ATTN_DOCTOR_NO_GPU_OK=1
     no-gpu-ok = false
+
+An empty variable never makes the gate more lenient than pyproject.toml: CI systems pass an
+undefined setting as "". An ATTN_DOCTOR_REQUIRE that names nothing counts as unset (the
+pyproject's requirements stay); an empty ATTN_DOCTOR_IGNORE ignores nothing, an empty
+ATTN_DOCTOR_NO_GPU_OK is 0, and an empty ATTN_DOCTOR_FAIL_ON is an error.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attn_doctor.inputs import MIB, InputError, read_text
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -26,6 +33,7 @@ else:  # pragma: no cover - Python 3.10
 
 KEYS = {"fail-on", "ignore", "require", "no-gpu-ok"}
 FAIL_ON = ("error", "warning", "info", "never")
+MAX_PYPROJECT_BYTES = 1 * MIB  # the largest pyprojects are tens of kilobytes
 
 
 class ConfigError(ValueError):
@@ -47,27 +55,34 @@ def load(folder: Path, environ: Mapping[str, str] = os.environ) -> GateConfig:
         ignore=tuple(environ["ATTN_DOCTOR_IGNORE"].replace(",", " ").split())
         if "ATTN_DOCTOR_IGNORE" in environ
         else from_file.ignore,
-        # specs carry commas ("fa2>=2.7,<3"): requirements are parted by ';' or whitespace
-        require=tuple(r for r in re.split(r"[;\s]+", environ["ATTN_DOCTOR_REQUIRE"]) if r)
-        if "ATTN_DOCTOR_REQUIRE" in environ
-        else from_file.require,
+        require=_requirements(environ.get("ATTN_DOCTOR_REQUIRE", "")) or from_file.require,
         no_gpu_ok=_flag(environ["ATTN_DOCTOR_NO_GPU_OK"])
         if "ATTN_DOCTOR_NO_GPU_OK" in environ
         else from_file.no_gpu_ok,
     )
 
 
+def _requirements(variable: str) -> tuple[str, ...]:
+    """ATTN_DOCTOR_REQUIRE's requirements. Specs carry commas ("fa2>=2.7,<3"): they are parted by
+    ';' or whitespace. None at all (unset, "", " ; ") leaves the pyproject's in force."""
+    return tuple(r for r in re.split(r"[;\s]+", variable) if r)
+
+
 def _pyproject(path: Path) -> GateConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():  # a dangling link counts as no file, as it did with open()
         return GateConfig()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {path}: {error}") from error
     try:
-        table: Any = tomllib.loads(text).get("tool", {}).get("attn-doctor", {})
+        text = read_text(path, "", MAX_PYPROJECT_BYTES)
+    except InputError as error:
+        raise ConfigError(str(error)) from error
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    tool = document.get("tool", {})
+    if not isinstance(tool, dict):  # `tool = 5`: valid TOML, but no table to look in
+        raise ConfigError(f"{path}: [tool] must be a table")
+    table: Any = tool.get("attn-doctor", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.attn-doctor] must be a table")
     unknown = set(table) - KEYS
