@@ -6,10 +6,13 @@ Exit codes (README): 0 healthy, 1 findings at or above --fail-on or an unmet --r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import os
+import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,16 +28,26 @@ if TYPE_CHECKING:
     from attn_doctor.facts.measured import Measured
     from attn_doctor.report import Gate, Report
     from attn_doctor.rules.backends import Backend
-    from attn_doctor.trials.run import Outcome
     from attn_doctor.workload import Workload
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_CANNOT_INSPECT = 0, 1, 2, 3
 
+EXIT_CODES = (
+    "Exit codes: 0 healthy or done; 1 findings at or above --fail-on, an unmet --require, a failed "
+    "verification (undone); 2 bad usage or bad input, or refused; 3 the target could not be inspected "
+    "(or an internal error)."
+)
+VARIABLES = (
+    "Settings, where the command line gives none: ATTN_DOCTOR_FAIL_ON, ATTN_DOCTOR_IGNORE, "
+    "ATTN_DOCTOR_REQUIRE (parted by ';' or spaces), ATTN_DOCTOR_NO_GPU_OK, else [tool.attn-doctor] "
+    "in ./pyproject.toml. The target: --python, else $VIRTUAL_ENV, else $CONDA_PREFIX, else this Python."
+)
+
 app = typer.Typer(
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Inspect, install, repair, verify and time the attention backends of LLM training; say which to use.",
+    epilog=f"{EXIT_CODES} {VARIABLES}",
 )
 
 
@@ -45,10 +58,45 @@ PythonOption = Annotated[
 
 
 class Format(str, enum.Enum):
+    """check's formats."""
+
     text = "text"
     json = "json"
     markdown = "markdown"
     junit = "junit"
+
+
+class TrialFormat(str, enum.Enum):
+    """verify's and bench's formats."""
+
+    text = "text"
+    json = "json"
+    junit = "junit"
+
+
+class InstallerChoice(str, enum.Enum):
+    pip = "pip"
+    uv = "uv"
+
+
+def _registry_names(installable: bool = False, verifiable: bool = False) -> list[str]:
+    from attn_doctor.rules.backends import backend_names
+
+    return backend_names(installable=installable, verifiable=verifiable)
+
+
+def _complete_installable(incomplete: str) -> list[str]:
+    return [n for n in _registry_names(installable=True) if n.startswith(incomplete)]
+
+
+def _complete_verifiable(incomplete: str) -> list[str]:
+    return [n for n in _registry_names(verifiable=True) if n.startswith(incomplete)]
+
+
+def _complete_any(incomplete: str) -> list[str]:
+    from attn_doctor.rules.findings import RULES
+
+    return [n for n in [*_registry_names(), *(r.code for r in RULES)] if n.startswith(incomplete)]
 
 
 class Training(str, enum.Enum):
@@ -91,7 +139,7 @@ def _root(
     """attn-doctor: a doctor for FlashAttention 2/3/4, SDPA, flex, SageAttention and xFormers."""
 
 
-@app.command()
+@app.command(epilog=f"{EXIT_CODES} {VARIABLES}")
 def check(
     python: PythonOption = None,
     deep: Annotated[
@@ -319,24 +367,28 @@ def lock(
 @app.command()
 def explain(
     code: Annotated[
-        str | None, typer.Argument(help="A finding code or a backend (fa4, sdpa…); all codes when left out.")
+        str | None,
+        typer.Argument(
+            help="A finding code or a backend (fa4, sdpa…); all codes when left out.", autocompletion=_complete_any
+        ),
     ] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="The catalog as docs/findings.md.")] = False,
 ) -> None:
-    """What a finding code means, how severe it is, and where its rule comes from."""
+    """What a finding code means, how severe it is, and where its rule comes from; or a backend's rules."""
     from attn_doctor.render.catalog import render_backend, render_catalog
-    from attn_doctor.rules.backends import BY_NAME
+    from attn_doctor.rules.backends import by_name
 
-    if code in BY_NAME:
-        sys.stdout.write(render_backend(BY_NAME[code]))
+    backends = by_name()
+    if code in backends:
+        sys.stdout.write(render_backend(backends[code]))
         return
     chosen = [r for r in RULES if code in (None, r.code)]
     if not chosen:
-        raise Stop(f"no finding code {code!r}; `attn-doctor explain` lists them all", EXIT_USAGE)
+        raise Stop(f"no finding code or backend {code!r}; `attn-doctor explain` lists the codes", EXIT_USAGE)
     sys.stdout.write(render_catalog(chosen, markdown))
 
 
-@app.command("fix-shadow")
+@app.command("fix-shadow", epilog=EXIT_CODES)
 def fix_shadow(
     python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
@@ -366,60 +418,34 @@ def _repair_shadow(
     allow_system: bool = False,
 ) -> None:
     from attn_doctor.actions.plan import Refusal
-    from attn_doctor.actions.runner import RunnerError, Undone, carry_out_checked
-    from attn_doctor.actions.shadow import plan_fix_shadow, verified_lines, verify
-    from attn_doctor.facts.collect import collect
-    from attn_doctor.report import judge
+    from attn_doctor.actions.repair import carry_out_fix_shadow
+    from attn_doctor.actions.shadow import plan_fix_shadow
+    from attn_doctor.render.actions import plan_lines
 
     try:
         plan = plan_fix_shadow(before, wheel_dir, allow_system)
     except Refusal as error:
         raise Stop(str(error), EXIT_USAGE) from error
     if not plan.steps:
-        print(f"Nothing to fix: no FA2/FA4 collision in {plan.python}.")
+        _say(f"Nothing to fix: no FA2/FA4 collision in {plan.python}.")
         raise typer.Exit(EXIT_OK)
-    print("Found:", *plan.reasons, sep="\n  ")
-    print(f"Plan for {plan.python} (backups and journal under {plan.prefix}/.attn-doctor/repairs/):")
-    print(*plan.lines(), sep="\n")
+    _say(*plan_lines(plan, "Found:"))
     if dry_run:
         raise typer.Exit(EXIT_OK)
     _confirm(yes, "Repair?")
-    after: list[Report] = []
-
-    def check() -> list[str]:
-        try:
-            after.append(judge(collect(python)))
-        except TargetError as error:
-            return [str(error)]
-        return verify(before, after[0])
-
-    try:
-        carry_out_checked(plan, check, print)
-    except Undone as error:  # a repair that failed leaves the machine as it found it
-        raise Stop(f"repair failed, and was undone: {error}", EXIT_FINDINGS) from error
-    except RunnerError as error:  # another action holds the environment: nothing was changed
-        raise Stop(str(error), EXIT_USAGE) from error
-    print("Verified, no FA2/FA4 collision remains:")
-    print(*verified_lines(before, after[0]), sep="\n")
-    print(f"Undo with: attn-doctor undo --python {plan.python}")
+    with _action_errors("repair"):
+        verified = carry_out_fix_shadow(plan, before, python, _say)
+    _say("Verified, no FA2/FA4 collision remains:", *verified, _undo_line(plan.python))
 
 
-class Installable(str, enum.Enum):
-    fa2 = "fa2"
-    fa3 = "fa3"
-    fa4 = "fa4"
-    sage = "sage"
-    xformers = "xformers"
-
-
-class InstallerChoice(str, enum.Enum):
-    pip = "pip"
-    uv = "uv"
-
-
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def install(
-    backend: Annotated[Installable, typer.Argument(help="fa2, fa3, fa4, sage or xformers.")],
+    backend: Annotated[
+        str,
+        typer.Argument(
+            help="The backend to install: fa2, fa3, fa4, sage, xformers…", autocompletion=_complete_installable
+        ),
+    ],
     python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before installing.")] = False,
@@ -446,7 +472,9 @@ def install(
     """Install one attention backend into the target environment: plan, run, verify; undoable."""
     from attn_doctor.actions.install import InstallRequest, plan_install
     from attn_doctor.actions.plan import Refusal
+    from attn_doctor.render.actions import plan_lines
 
+    (chosen,) = _backends([backend], installable=True)
     elsewhere = facts_file is not None or gpu is not None or torch_version is not None or cuda is not None
     if elsewhere and not dry_run:
         raise Stop("--facts/--gpu/--torch/--cuda plan for another machine: add --dry-run", EXIT_USAGE)
@@ -458,26 +486,39 @@ def install(
         raise Stop(f"--find-links {find_links} is not a folder", EXIT_USAGE)
     facts = _facts(facts_file, python, False, [], gpu, torch_version, cuda)
     wheels = str(find_links.resolve()) if find_links else None
-    request = InstallRequest(
-        backend.value,
-        installer.value if installer else None,
-        wheels,
-        offline,
-        force,
-        allow_system,
-    )
+    request = InstallRequest(chosen.name, installer.value if installer else None, wheels, offline, force, allow_system)
     try:
         job = plan_install(facts, request, here=facts_file is None)
     except Refusal as error:
         raise Stop(str(error), EXIT_USAGE) from error
-    print(f"Plan: {job.plan.reasons[0]}")
-    print(*(f"  - {note}" for note in job.plan.notes), sep="\n")
-    print(f"Steps (log, backups and journal under {job.plan.prefix}/.attn-doctor/repairs/):")
-    print(*job.plan.lines(), sep="\n")
+    _say(*plan_lines(job.plan, "Plan:"))
     if dry_run:
         raise typer.Exit(EXIT_OK)
     _confirm(yes, "Install?")
     _run_install(job, python, facts, yes, wheels)
+
+
+def _say(*lines: str) -> None:
+    """What an action tells its user, line by line, as it happens (the runner's progress too)."""
+    for line in lines:
+        print(line, flush=True)
+
+
+def _undo_line(python: str) -> str:
+    return f"Undo with: attn-doctor undo --python {shlex.quote(python)}"
+
+
+@contextlib.contextmanager
+def _action_errors(what: str) -> Iterator[None]:
+    """The runner's two failures as one line each: undone (exit 1) or not started (exit 2)."""
+    from attn_doctor.actions.runner import RunnerError, Undone
+
+    try:
+        yield
+    except Undone as error:  # it failed, and the environment was put back as it was
+        raise Stop(f"{what} failed, and was undone: {error} (logs kept in {error.folder})", EXIT_FINDINGS) from error
+    except RunnerError as error:  # another action holds the environment: nothing was changed
+        raise Stop(str(error), EXIT_USAGE) from error
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -486,76 +527,50 @@ def _confirm(yes: bool, question: str) -> None:
     if not sys.stdin.isatty():
         raise Stop("not a terminal, so nothing was changed: pass --yes to go ahead without asking", EXIT_USAGE)
     if not typer.confirm(question, default=False):
-        print("Nothing changed.")
+        _say("Nothing changed.")
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _runs(backend: Backend, facts: Facts) -> list[str]:
-    """Where there is a GPU, one forward and backward against the float32 reference."""
-    from attn_doctor.trials.verify import smoke
-
-    if not facts.gpus:
-        return []
-    outcome = smoke(facts.python.executable, backend, gpu=True)
-    said = f"{outcome.status} {outcome.message}".strip()
-    print(f"Ran {backend.name} on the GPU against the float32 reference ({outcome.case}): {said}")
-    return [] if outcome.status == "passed" else [f"{backend.name} does not compute attention right here: {said}"]
-
-
 def _run_install(job: Install, python: str | None, before: Facts, yes: bool, wheel_dir: str | None) -> None:
-    """Run the plan; verify; undo it all when anything is not as promised. Then hand a FA2/FA4
-    collision over to fix-shadow's own plan, journaled and undoable on its own."""
-    from attn_doctor.actions.install import torch_record_digest, verify_install
-    from attn_doctor.actions.runner import RunnerError, Undone, carry_out_checked
+    """Run the plan and verify it; then hand a FA2/FA4 collision over to fix-shadow's own plan,
+    journaled and undoable on its own."""
+    from attn_doctor.actions.install import carry_out_install
     from attn_doctor.actions.shadow import COLLISIONS
-    from attn_doctor.facts.collect import collect
+    from attn_doctor.render.actions import installed_line
     from attn_doctor.report import judge
 
-    torch_record = torch_record_digest(before)
-    collected: list[Facts] = []
+    def on_gpu(after: Facts) -> list[str]:
+        """Where there is a GPU, one forward and backward against the float32 reference."""
+        from attn_doctor.trials.verify import smoke
 
-    def check() -> list[str]:
-        try:
-            collected.append(collect(python, modules=[job.backend.module]))
-        except TargetError as error:
-            return [str(error)]
-        return verify_install(job, before, collected[0], torch_record) or _runs(job.backend, collected[0])
+        if not after.gpus:
+            return []
+        outcome = smoke(after.python.executable, job.backend, gpu=True)
+        said = f"{outcome.status} {outcome.message}".strip()
+        _say(f"Ran {job.backend.name} on the GPU against the float32 reference ({outcome.case}): {said}")
+        return (
+            [] if outcome.status == "passed" else [f"{job.backend.name} does not compute attention right here: {said}"]
+        )
 
-    try:
-        carry_out_checked(job.plan, check, print, lambda line: print(f"    | {line}"))
-    except Undone as error:
-        raise Stop(f"install failed, and was undone: {error} (logs kept in {error.folder})", EXIT_FINDINGS) from error
-    except RunnerError as error:  # another action holds the environment: nothing was changed
-        raise Stop(str(error), EXIT_USAGE) from error
-    after = collected[0]
-    package = after.package(job.distribution)
-    loaded = next((r for r in after.imports if r.module == job.backend.module), None)
-    print(f"Verified: {job.distribution} {package.version if package else '?'} installed", end="")
-    print(f", import {job.backend.module} ok in {loaded.seconds:.1f} s" if loaded else "", end="")
-    print(f", torch {after.torch.version if after.torch else '?'} unchanged.")
+    with _action_errors("install"):
+        after = carry_out_install(job, python, before, _say, lambda line: _say(f"    | {line}"), on_gpu)
+    _say(installed_line(job, after))
     report = judge(after)
     if any(f.code in COLLISIONS for f in report.findings):
-        print("FA2 and FA4 now share flash_attn/cute/: repairing that with fix-shadow (undone first by undo).")
+        _say("FA2 and FA4 now share flash_attn/cute/: repairing that with fix-shadow (undone first by undo).")
         _repair_shadow(report, python, yes, wheel_dir, allow_system=True)  # the install already had consent
-    print(f"Undo with: attn-doctor undo --python {job.plan.python}")
+    _say(_undo_line(job.plan.python))
 
 
-BackendsArgument = Annotated[
-    list[str] | None,
-    typer.Argument(help="Backends (sdpa, flex, fa2, fa3, fa4, sage, xformers); default: every installed one."),
-]
+def _backends(names: list[str], installable: bool = False, verifiable: bool = False) -> list[Backend]:
+    """The backends asked for, checked against the registry before anything runs."""
+    from attn_doctor.rules.backends import by_name
 
-
-def _named_backends(names: list[str] | None) -> list[Backend] | None:
-    """The backends asked for, checked before anything runs; None: every installed one."""
-    from attn_doctor.rules.backends import BY_NAME
-
-    if not names:
-        return None
-    unknown = [n for n in names if n not in BY_NAME or n == "s2"]
+    known = _registry_names(installable=installable, verifiable=verifiable)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise Stop(f"no backend {', '.join(unknown)}: sdpa, flex, fa2, fa3, fa4, sage or xformers", EXIT_USAGE)
-    return [BY_NAME[n] for n in dict.fromkeys(names)]
+        raise Stop(f"no backend {', '.join(unknown)} here: one of {', '.join(known)}", EXIT_USAGE)
+    return [by_name()[n] for n in dict.fromkeys(names)]
 
 
 def _with_torch(python: str | None) -> Facts:
@@ -565,13 +580,16 @@ def _with_torch(python: str | None) -> Facts:
     return facts
 
 
-def _where(facts: Facts) -> str:
-    gpu = facts.gpus[0] if facts.gpus else None
-    device = f"{gpu.name} ({gpu.sm or gpu.gfx_target})" if gpu else "the CPU (no GPU)"
-    return f"{device}, torch {facts.torch.version if facts.torch else '-'}"
+BackendsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Backends (sdpa, flex, fa2, fa3, fa4, sage, xformers…); default: every installed one.",
+        autocompletion=_complete_verifiable,
+    ),
+]
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def verify(
     backends: BackendsArgument = None,
     python: PythonOption = None,
@@ -579,7 +597,7 @@ def verify(
         Path | None, typer.Option("--model", help="A Hugging Face config.json (or its folder): test its head dims.")
     ] = None,
     head_dim: Annotated[str | None, typer.Option("--head-dim", help="Test this head dim too.")] = None,
-    output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
+    output_format: Annotated[TrialFormat, typer.Option("--format", help="text, json or junit.")] = TrialFormat.text,
     output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON result to this file.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)] = 600.0,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Every case with its error figures.")] = False,
@@ -588,44 +606,41 @@ def verify(
     missing kernel, crashed or timed out. Exit 1 if one that `check` calls usable fails."""
     from rich.console import Console
 
-    from attn_doctor.render.trials import render_verdicts, verdicts_json
-    from attn_doctor.report import judge
-    from attn_doctor.rules.recommend import broken_distributions, why_unusable
+    from attn_doctor.render.junit import verdicts_junit
+    from attn_doctor.render.trials import render_verdicts, verdicts_json, where
+    from attn_doctor.report import Gate, judge
     from attn_doctor.trials.verify import installed
     from attn_doctor.trials.verify import verify as run_verify
 
-    named = _named_backends(backends)
-    dims = _workload(None, model, head_dim, None, None, None)
+    named = _backends(backends, verifiable=True) if backends else None
+    work = _workload(None, model, head_dim, None, None, None)
     facts = _with_torch(python)
-    chosen = named or installed(facts)
-    broken = broken_distributions(list(judge(facts).findings))
-
-    def usable(backend: Backend) -> bool:
-        return why_unusable(backend, facts) is None and backend.distribution not in broken
-
-    console = Console(stderr=output_format is not Format.text)
+    verdicts = judge(facts, Gate(workload=work)).verdicts  # what `check` says of each, for this model
+    console = Console(stderr=output_format is not TrialFormat.text)
     with console.status("running the kernels…") as status:
-        verdicts = run_verify(
+        results = run_verify(
             facts.python.executable,
-            chosen,
+            named or installed(verdicts),
             bool(facts.gpus),
-            usable,
-            tuple(d for d in (dims.head_dim,) if d),
+            lambda backend: verdicts[backend.name].usable,
+            tuple(d for d in (work.head_dim,) if d),
             lambda o: status.update(f"{o.backend}: {o.case}: {o.status}"),
             timeout,
         )
-    code = EXIT_FINDINGS if any(not v.passed and v.usable_per_check for v in verdicts) else EXIT_OK
-    where = _where(facts)
+    code = EXIT_FINDINGS if any(not v.passed and v.usable_per_check for v in results) else EXIT_OK
+    place = where(facts)
     if output is not None:
-        _write_output(output, verdicts_json(verdicts, where, code))
-    if output_format is Format.json:
-        sys.stdout.write(verdicts_json(verdicts, where, code))
+        _write_output(output, verdicts_json(results, place, code))
+    if output_format is TrialFormat.json:
+        sys.stdout.write(verdicts_json(results, place, code))
+    elif output_format is TrialFormat.junit:
+        sys.stdout.write(verdicts_junit(results, place))
     else:
-        render_verdicts(verdicts, where, console, verbose)
+        render_verdicts(results, place, console, verbose)
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def bench(
     backends: BackendsArgument = None,
     python: PythonOption = None,
@@ -634,7 +649,7 @@ def bench(
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per shape; the median is kept.", min=1)] = 10,
     output: Annotated[Path | None, typer.Option("--output", help="Save the figures for `check --bench FILE`.")] = None,
-    output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
+    output_format: Annotated[TrialFormat, typer.Option("--format", help="text, json or junit.")] = TrialFormat.text,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)] = 600.0,
 ) -> None:
     """Time forward and forward+backward of each working backend (bf16, causal) and compare with
@@ -643,48 +658,43 @@ def bench(
     from rich.progress import Progress
 
     from attn_doctor.facts.measured import dumps
+    from attn_doctor.render.junit import measured_junit
     from attn_doctor.render.trials import render_measured
-    from attn_doctor.trials.bench import STANDARD, parse_shape
-    from attn_doctor.trials.bench import bench as run_bench
-    from attn_doctor.trials.verify import installed, smoke
+    from attn_doctor.report import judge
+    from attn_doctor.trials.bench import STANDARD, bench_working, parse_shape
+    from attn_doctor.trials.verify import installed
 
-    named = _named_backends(backends)
+    named = _backends(backends, verifiable=True) if backends else None
     try:
         shapes = tuple(parse_shape(s) for s in shape) if shape else STANDARD
     except ValueError as error:
         raise Stop(str(error), EXIT_USAGE) from error
     facts = _with_torch(python)
-    console = Console(stderr=True)
-    working: list[tuple[Backend, Outcome]] = []
-    skipped: list[tuple[Backend, Outcome]] = []
-    with Progress(console=console, transient=True) as progress:
-        chosen = named or installed(facts)
+    chosen = named or installed(judge(facts).verdicts)
+    with Progress(console=Console(stderr=True), transient=True) as progress:
         checking = progress.add_task("checking each backend's result", total=len(chosen))
-        for backend in chosen:  # only what computes the right thing is worth timing
-            outcome = smoke(facts.python.executable, backend, bool(facts.gpus), timeout)
-            (working if outcome.status == "passed" else skipped).append((backend, outcome))
-            progress.advance(checking)
-        timing = progress.add_task("timing", total=len(working) * len(shapes))
-        measured = run_bench(
+        timing = progress.add_task("timing", total=len(chosen) * len(shapes))
+        measured = bench_working(
             facts.python.executable,
             facts,
-            [b for b, _ in working],
+            chosen,
             shapes,
+            lambda backend: progress.advance(checking),
             lambda o: progress.update(timing, advance=1, description=f"{o.backend} {o.case}"),
             repeats,
             timeout,
         )
-    failed = tuple((b.name, f"not working here ({o.status}: {o.message})") for b, o in skipped)
-    measured = dataclasses.replace(measured, failed=failed + measured.failed)
     if output is not None:
         _write_output(output, dumps(measured))
-    if output_format is Format.json:
+    if output_format is TrialFormat.json:
         sys.stdout.write(dumps(measured))
+    elif output_format is TrialFormat.junit:
+        sys.stdout.write(measured_junit(measured))
     else:
         render_measured(measured, Console())
 
 
-@app.command("undo")
+@app.command("undo", epilog=EXIT_CODES)
 def undo_last(
     python: PythonOption = None,
 ) -> None:
@@ -698,14 +708,14 @@ def undo_last(
         raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
     folder = latest(prefix)
     if folder is None:
-        print(f"Nothing to undo in {prefix}.")
+        _say(f"Nothing to undo in {prefix}.")
         raise typer.Exit(EXIT_OK)
     try:
         with exclusive(prefix):
-            undo(folder, print)
+            undo(folder, _say)
     except RunnerError as error:
         raise Stop(str(error), EXIT_USAGE) from error
-    print(f"Undone: {folder.name}")
+    _say(f"Undone: {folder.name}")
 
 
 def main() -> None:

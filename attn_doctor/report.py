@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from attn_doctor.facts.measured import Measured
 from attn_doctor.facts.model import Facts
+from attn_doctor.rules.assess import Assessment, assess_all
 from attn_doctor.rules.diagnose import diagnose
 from attn_doctor.rules.drift import drift
 from attn_doctor.rules.findings import Finding, Severity
 from attn_doctor.rules.gate import Required, RequirementResult, judge_requirement
-from attn_doctor.rules.recommend import Recommendation, broken_distributions, config_findings, recommend
+from attn_doctor.rules.recommend import Recommendation, config_findings, recommend
 from attn_doctor.workload import Workload
 
 # What --no-gpu-ok forgives on a machine without a GPU (a CPU-only CI runner).
@@ -37,6 +40,8 @@ class Report:
     requirements: tuple[RequirementResult, ...] = ()
     ignored: tuple[Finding, ...] = ()
     recommendation: Recommendation | None = None
+    # every backend's verdict, by name: what the gate, the recommendation and the package lines read
+    verdicts: Mapping[str, Assessment] = field(default_factory=lambda: MappingProxyType({}))
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
@@ -48,14 +53,16 @@ class Report:
 
 
 def judge(facts: Facts, gate: Gate = Gate()) -> Report:
-    found = diagnose(facts) + (drift(facts, gate.lock) if gate.lock is not None else [])
-    broken = broken_distributions(found)
-    found += config_findings(facts, gate.workload, broken)
     forgiven = set(gate.ignore) | (_NO_GPU if gate.no_gpu_ok and not facts.gpus else set())
+    found = diagnose(facts) + (drift(facts, gate.lock) if gate.lock is not None else [])
+    # an ignored finding is not judged: it weighs in no verdict either
+    verdicts = assess_all(facts, gate.workload, [f for f in found if f.code not in forgiven])
+    found += config_findings(facts, gate.workload, verdicts)
     return Report(
         facts,
         tuple(sorted((f for f in found if f.code not in forgiven), key=lambda f: -f.severity)),
-        tuple(judge_requirement(facts, r, gate.no_gpu_ok) for r in gate.require),
+        tuple(judge_requirement(r, verdicts[r.backend.name], bool(facts.gpus), gate.no_gpu_ok) for r in gate.require),
         tuple(f for f in found if f.code in forgiven),
-        recommend(facts, gate.workload, broken, gate.measured),
+        recommend(facts, gate.workload, verdicts, gate.measured),
+        MappingProxyType(verdicts),
     )

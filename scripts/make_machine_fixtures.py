@@ -28,6 +28,7 @@ MACHINES = {
     "h100": ([("NVIDIA H100 80GB HBM3", "H100")], "cuda"),
     "b200": ([("NVIDIA B200", "B200")], "cuda"),
     "rtx5090": ([("NVIDIA GeForce RTX 5090", "RTX 5090")], "cuda"),
+    "rtx3090": ([("NVIDIA GeForce RTX 3090", "RTX 3090")], "cuda"),
     "mixed-h100-a100": ([("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA A100-SXM4-80GB", "A100")], "cuda"),
     "mi300x": ([("AMD Instinct MI300X", "MI300X")], "rocm"),
     "mi250": ([("AMD Instinct MI250X", "MI250X")], "rocm"),

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from attn_doctor.actions.install import InstallRequest, plan_install
 from attn_doctor.facts.model import Facts, FactsError, Gpu, Torch
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.render.json import render_json
@@ -182,13 +183,16 @@ def test_mig_and_nvcc_mismatch() -> None:
     assert missing.title == "missing for source builds: nvcc, ninja"
 
 
-def test_uv_venv_without_pip_gets_uv_commands() -> None:
+@pytest.mark.parametrize("python", [{"pip_version": None}, {"uv_managed": True}], ids=["no pip", "made by uv"])
+def test_uv_venvs_get_uv_in_fixes_as_in_install_plans(python: dict[str, object]) -> None:
+    """check's fix commands and install's plan make one choice of installer (uv in a uv-made venv)."""
     facts = load_facts(H100_COLLIDING)
-    uv_venv = dataclasses.replace(facts, python=dataclasses.replace(facts.python, pip_version=None))
+    uv_venv = dataclasses.replace(facts, python=dataclasses.replace(facts.python, **python))  # type: ignore[arg-type]
     [overwritten] = [f for f in judge(uv_venv).findings if f.code == "fa4-files-overwritten"]
-    assert overwritten.fix[-1] == (
-        "uv pip install --python /tmp/collide/bin/python --force-reinstall --no-deps flash-attn-4==4.0.0b36"
-    )
+    uv = "/usr/local/bin/uv pip install --python /tmp/collide/bin/python"
+    assert overwritten.fix[-1] == f"{uv} --force-reinstall --no-deps flash-attn-4==4.0.0b36"
+    plan = plan_install(uv_venv, InstallRequest("fa4", force=True), here=False).plan
+    assert " ".join(plan.steps[0].argv).startswith(uv)  # type: ignore[union-attr]
 
 
 def test_torch_version_text_is_what_the_probe_parses(tmp_path: Path) -> None:

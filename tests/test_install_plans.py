@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from attn_doctor.actions.install import (
-    INSTALLABLE,
     Install,
     InstallRequest,
     plan_install,
@@ -21,10 +20,12 @@ from attn_doctor.actions.plan import Command, Refusal
 from attn_doctor.facts.given import with_given_torch
 from attn_doctor.facts.model import Facts, Toolchain
 from attn_doctor.facts.saved import load_facts
+from attn_doctor.rules.backends import backend_names
 from attn_doctor.rules.recipes import FA3_TREE, SAGE_TREE, build_jobs
 from tests.conftest import FIXTURES
 
 MACHINES = FIXTURES / "machines"
+INSTALLABLE = backend_names(installable=True)
 PY = "/opt/torch/.venv/bin/python3"  # the fixtures' interpreter (the H100's torch venv)
 PIP = (PY, "-m", "pip", "install")
 TORCH = "torch==2.11.0"  # the dist-info version: what pip matches the installed torch by

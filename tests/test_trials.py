@@ -16,7 +16,7 @@ import pytest
 from attn_doctor.facts.measured import Measured, Timing, load
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.report import Gate, judge
-from attn_doctor.rules.backends import BY_NAME
+from attn_doctor.rules.backends import by_name
 from attn_doctor.trials.bench import STANDARD, Shape, parse_shape
 from attn_doctor.trials.verify import cases
 from attn_doctor.workload import Workload
@@ -164,15 +164,15 @@ def test_flex_on_a_cpu_has_no_backward_kernel(torch_venv: Venv) -> None:
 
 
 def test_sage_is_verified_forward_only_with_its_own_tolerance() -> None:
-    sage = cases(BY_NAME["sage"], gpu=True)
+    sage = cases(by_name()["sage"], gpu=True)
     assert all(not c.backward and c.tolerance == 8e-2 for c in sage)
-    assert all(c.backward for c in cases(BY_NAME["fa4"], gpu=True))
-    assert any(c.lengths for c in cases(BY_NAME["fa4"], gpu=True))
-    assert not any(c.lengths for c in cases(BY_NAME["sdpa"], gpu=True))  # no varlen API
+    assert all(c.backward for c in cases(by_name()["fa4"], gpu=True))
+    assert any(c.lengths for c in cases(by_name()["fa4"], gpu=True))
+    assert not any(c.lengths for c in cases(by_name()["sdpa"], gpu=True))  # no varlen API
 
 
 def test_model_head_dims_are_added() -> None:
-    assert any(c.head_dim == 256 for c in cases(BY_NAME["fa4"], gpu=True, head_dims=(256,)))
+    assert any(c.head_dim == 256 for c in cases(by_name()["fa4"], gpu=True, head_dims=(256,)))
 
 
 def test_unknown_backend_and_bad_shape_are_one_line() -> None:

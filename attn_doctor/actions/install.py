@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from attn_doctor.actions.installer import Installer, choose_installer, may_write
 from attn_doctor.actions.plan import Command, MoveAside, Plan, Refusal, Step
-from attn_doctor.facts.binaries import torch_abi
+from attn_doctor.actions.runner import carry_out_checked
+from attn_doctor.actions.shadow import COLLISIONS
+from attn_doctor.facts.collect import collect
 from attn_doctor.facts.model import Facts, Gpu, Torch
+from attn_doctor.facts.target import TargetError
 from attn_doctor.rules import recipes
-from attn_doctor.rules.backends import BY_NAME, Backend
-from attn_doctor.rules.diagnose import FA2
+from attn_doctor.rules.assess import assess
+from attn_doctor.rules.backends import Backend, by_name
+from attn_doctor.rules.diagnose import FA2, diagnose
+from attn_doctor.rules.ranking import ranking, weakest
 from attn_doctor.rules.versions import release
 from attn_doctor.rules.wheels import fa2_wheel_name
-
-INSTALLABLE = ("fa2", "fa3", "fa4", "sage", "xformers")
+from attn_doctor.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class _Context:
 def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> Install:
     """Raises Refusal with the reason and what to do instead. `here`: the facts are this
     machine's (not a saved report's), so its folders can be checked for writing."""
-    backend = BY_NAME[request.backend]
+    backend = by_name()[request.backend]
     python = facts.python
     site = next((p for p in reversed(python.site_packages) if os.path.isdir(p)), python.prefix)
     may_write(python, site if here else None, request.allow_system)
@@ -110,9 +114,11 @@ def verify_install(install: Install, before: Facts, after: Facts, torch_record: 
         problems.append(f"torch changed: {old.version} -> {new.version if new else 'gone'} (it must not be replaced)")
     elif torch_record != torch_record_digest(after):  # the same version reinstalled: maybe another build
         problems.append("torch was reinstalled (its RECORD changed): it must not be touched")
-    for result in after.imports:
-        if result.module == install.backend.module and result.outcome != "ok":
-            problems.append(f"import {result.module} fails: {result.outcome}: {result.detail}")
+    # the installed backend's own verdict: its import, requirements, files and release; a FA2/FA4
+    # collision is fix-shadow's to repair next, not a reason to undo
+    findings = [f for f in diagnose(after) if f.code not in COLLISIONS]
+    verdict = assess(install.backend, after, Workload(), findings)
+    problems += [p for p in verdict.problems if not p.endswith("is not installed")]
     hopper = any((g.compute_capability or "").startswith("9.") for g in after.gpus)
     if install.backend.name == "fa4" and hopper and after.fa4_sm90_backward is False:
         problems.append(
@@ -120,6 +126,31 @@ def verify_install(install: Install, before: Facts, after: Facts, torch_record: 
             "install FA4 from its source tree instead (pip install -e flash_attn/cute, then attn-doctor fix-shadow)"
         )
     return problems
+
+
+def carry_out_install(
+    job: Install,
+    python: str | None,
+    before: Facts,
+    say: Callable[[str], None],
+    output: Callable[[str], None],
+    on_gpu: Callable[[Facts], list[str]],
+) -> Facts:
+    """Run the plan, then verify it (`verify_install`, and `on_gpu`: a run of the kernel against
+    the reference where there is a GPU); undo it all when anything is not as promised. Returns
+    the facts collected afterwards. Raises the runner's Undone or RunnerError."""
+    torch_record = torch_record_digest(before)
+    collected: list[Facts] = []
+
+    def check() -> list[str]:
+        try:
+            collected.append(collect(python, modules=[job.backend.module]))
+        except TargetError as error:
+            return [str(error)]
+        return verify_install(job, before, collected[0], torch_record) or on_gpu(collected[0])
+
+    carry_out_checked(job.plan, check, say, output)
+    return collected[0]
 
 
 def torch_record_digest(facts: Facts) -> str | None:
@@ -133,18 +164,15 @@ def torch_record_digest(facts: Facts) -> str | None:
 
 
 def _cannot_run(facts: Facts, backend: Backend, torch: Torch) -> list[str]:
-    """Why the backend would not run on this machine (each of these --force overrides)."""
-    problems = []
+    """Why the backend would not run on this machine (each of these --force overrides): its
+    assessment's, and what only an install asks (a GPU at all, a GPU build of torch)."""
+    problems = list(assess(backend, facts, Workload(), ()).unfit)
     if not facts.gpus:
         problems.append("no GPU was found (plan for another machine with --gpu, or pass --force)")
-    elif not all(backend.runs_on(gpu) for gpu in facts.gpus):
-        problems.append(f"it does not run on {', '.join(_gpu_label(g) for g in facts.gpus if not backend.runs_on(g))}")
     if not torch.cuda and not torch.hip:
         problems.append(f"torch {torch.version} is a CPU-only build")
-    elif torch.hip and backend.amd == ():
+    elif torch.hip and backend.support_for(None).amd == ():
         problems.append(f"it has no ROCm build (torch {torch.version} is built for ROCm {torch.hip})")
-    if backend.needs_newer_torch(torch.version):
-        problems.append(f"it needs torch >= {backend.min_torch}, this is {torch.version}")
     return problems
 
 
@@ -153,13 +181,13 @@ def _gpu_label(gpu: Gpu) -> str:
 
 
 def _instead(facts: Facts, backend: Backend) -> str:
-    for name in ("fa4", "fa2", "xformers", "sdpa"):
-        other = BY_NAME[name]
-        if name != backend.name and facts.gpus and all(other.runs_on(g) for g in facts.gpus):
-            if name == "sdpa":
-                return "Use PyTorch SDPA (part of torch, nothing to install): attn_implementation: sdpa"
-            return f"Instead: attn-doctor install {name}"
-    return "Use PyTorch SDPA (part of torch, nothing to install)"
+    """The first backend ranked for these GPUs other than this one."""
+    for other in ranking(weakest(facts.gpus), Workload()):
+        if other.name != backend.name and other.distribution is not None:
+            return f"Instead: {other.install}"
+        if other.name != backend.name:
+            break
+    return "Use PyTorch SDPA (part of torch, nothing to install): attn_implementation: sdpa"
 
 
 def _pip_step(context: _Context, why: str, *requirements: str, flags: tuple[str, ...] = (), **env: str) -> Command:
@@ -221,14 +249,15 @@ def _fa2(context: _Context) -> _Recipe:
     facts, torch = context.facts, context.torch
     if torch.hip:
         return _fa2_rocm(context)
-    abi = torch_abi(torch.location) or ("cxx11" if release(torch.version) >= (2, 7) else "pre-cxx11")
+    # torch's C++ ABI as read off its libc10; where unknown, the default of its release (cxx11 since 2.7)
+    cxx11 = torch.cxx11_abi if torch.cxx11_abi is not None else release(torch.version) >= (2, 7)
     wheel = fa2_wheel_name(
         recipes.FA2_WHEEL_VERSION,
         torch.version,
         torch.cuda,
-        abi == "cxx11",
+        cxx11,
         facts.python.version,
-        platform.machine() if not facts.python.platform else facts.python.platform.rsplit("-", 1)[-1],
+        facts.python.platform.rsplit("-", 1)[-1],
     )
     if wheel is not None:
         url = (

@@ -51,7 +51,7 @@ def choose_installer(
     """`wanted` ("pip" or "uv") as the user asked; else uv for a venv that uv made or one
     without pip; else the target's own pip; else this interpreter's pip acting on the target
     (pip >= 22.3)."""
-    kind = wanted or ("uv" if python.uv and (python.uv_managed or not python.pip_version) else "pip")
+    kind = wanted or python.preferred_installer
     options: tuple[str, ...] = ("--no-index",) if offline else ()
     if find_links:
         options += ("--find-links", find_links)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import socket
@@ -10,15 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from attn_doctor import __version__
-from attn_doctor.facts.binaries import check_binaries
+from attn_doctor.facts.binaries import check_binaries, torch_abi
 from attn_doctor.facts.gpu import read_gpus
-from attn_doctor.facts.imports import IMPORT_CHECKS, import_all
+from attn_doctor.facts.imports import import_all
 from attn_doctor.facts.model import Facts
 from attn_doctor.facts.target import ProbeResult, RunningProbe, resolve_python
 from attn_doctor.facts.toolchain import read_toolchain
-
-# the extensions whose module names say which package they belong to, wherever they were built
-_EXTENSION_MODULES = {"flash_attn_2_cuda": "flash-attn"}
+from attn_doctor.rules.backends import import_checks, packaged
 
 
 def collect(
@@ -31,23 +30,28 @@ def collect(
     # H100, mostly in C, so a thread suits it), `nvcc --version`, and the ELF reading that needs
     # the probe's answer.
     probe = RunningProbe(executable, deep)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
         gpus = pool.submit(read_gpus, nvml)
         toolchain = pool.submit(read_toolchain, str(Path(executable).parent))
         seen = probe.result()
+        # the C++ ABI of torch (what FA2's wheel names encode), read beside the extensions
+        abi = pool.submit(torch_abi, seen.torch.location) if seen.torch else None
         binaries = check_binaries(extensions(seen), seen.torch.location if seen.torch else None)
         driver, found_gpus = gpus.result()
         tools = toolchain.result()
+        torch = seen.torch
+        if torch is not None and abi is not None:
+            torch = dataclasses.replace(torch, cxx11_abi={"cxx11": True, "pre-cxx11": False}.get(abi.result() or ""))
     wanted = list(modules or [])
     if deep:
         installed = {p.name for p in seen.packages}
-        wanted += [m for d, m in IMPORT_CHECKS.items() if d in installed and m not in wanted]
+        wanted += [m for d, m in import_checks().items() if d in installed and m not in wanted]
     imports = import_all(executable, wanted)
     return Facts(
         gpus=found_gpus,
         driver=driver,
         python=seen.python,
-        torch=seen.torch,
+        torch=torch,
         packages=seen.packages,
         resolutions=seen.resolutions,
         toolchain=tools,
@@ -55,6 +59,7 @@ def collect(
         binaries=binaries,
         fa4_sm90_backward=fa4_sm90_backward(seen),
         torch_problem=seen.torch_problem,
+        installed=seen.installed,
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         doctor_version=__version__,
@@ -70,8 +75,10 @@ def extensions(seen: ProbeResult) -> list[tuple[str, str]]:
             path = os.path.normpath(os.path.join(package.location, relative))
             if os.path.isfile(path):
                 found.setdefault(os.path.realpath(path), (path, package.name))
+    # a backend's further resolved modules say which package they belong to, wherever they were built
+    owners = {m: b.distribution for b in packaged() for m in b.resolve[1:] if b.distribution}
     for resolution in seen.resolutions:
-        owner = _EXTENSION_MODULES.get(resolution.module)
+        owner = owners.get(resolution.module)
         if owner and resolution.origin and resolution.origin.endswith(".so"):
             found.setdefault(os.path.realpath(resolution.origin), (resolution.origin, owner))
     return sorted(found.values())

@@ -8,24 +8,13 @@ from its message: the classes are what the user must do differently.
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from attn_doctor.facts.child import ChildTimeout, run_child
 from attn_doctor.facts.model import ImportResult
 
 IMPORT_TIMEOUT_S = 120.0
-
-# distribution -> the module whose import proves the backend loads (its compiled parts too)
-IMPORT_CHECKS = {
-    "torch": "torch",
-    "flash-attn": "flash_attn",
-    "flash-attn-4": "flash_attn.cute",
-    "flash-attn-3": "flash_attn_3",
-    "sageattention": "sageattention",
-    "xformers": "xformers.ops",
-    "triton": "triton",
-}
 
 # (outcome, pattern) in order: the first match classifies the error text.
 _CLASSES = (
@@ -62,15 +51,8 @@ def classify(stderr: str) -> tuple[str, str]:
 def import_one(python: str, module: str, timeout: float = IMPORT_TIMEOUT_S) -> ImportResult:
     started = time.perf_counter()
     try:
-        done = subprocess.run(
-            [python, "-c", f"import {module}"],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
+        done = run_child([python, "-c", f"import {module}"], timeout)
+    except ChildTimeout:
         return ImportResult(module, "timeout", timeout, f"no answer in {timeout:.0f} s")
     except OSError as error:
         return ImportResult(module, "failed", 0.0, f"cannot run {python}: {error.strerror}")

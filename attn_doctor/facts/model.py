@@ -55,6 +55,23 @@ class Driver:
 
 
 @dataclass(frozen=True)
+class Markers:
+    """The target's PEP 508 environment markers: what Requires-Dist lines are evaluated with."""
+
+    implementation_name: str
+    implementation_version: str
+    os_name: str
+    platform_machine: str
+    platform_python_implementation: str
+    platform_release: str
+    platform_system: str
+    platform_version: str
+    python_full_version: str
+    python_version: str
+    sys_platform: str
+
+
+@dataclass(frozen=True)
 class Interpreter:
     """The target Python: the one whose packages the doctor judges."""
 
@@ -70,6 +87,13 @@ class Interpreter:
     externally_managed: bool = False  # PEP 668 marker on a non-venv interpreter
     uv_managed: bool = False  # a venv made by uv (its pyvenv.cfg says so): install uses uv there
     glibc: str | None = None
+    markers: Markers | None = None
+
+    @property
+    def preferred_installer(self) -> str:
+        """uv for a venv that uv made or one without pip, else pip: the one choice that fix
+        commands and install plans share."""
+        return "uv" if self.uv and (self.uv_managed or not self.pip_version) else "pip"
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,7 @@ class Torch:
     hip: str | None  # set for a ROCm build
     location: str
     git_version: str | None = None
+    cxx11_abi: bool | None = None  # the C++ ABI its libraries export (read from libc10's symbols)
 
     @property
     def build(self) -> str:
@@ -126,6 +151,14 @@ class Package:
     shared: tuple[SharedFiles, ...] = ()
     extension_modules: tuple[str, ...] = ()  # compiled modules (.so/.pyd) listed in RECORD
     record_sha256: str | None = None  # of RECORD itself: a reinstall changes it (lock files)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Any distribution in the target, by its dist-info folder's name: what requirements meet."""
+
+    name: str  # canonical
+    version: str | None
 
 
 @dataclass(frozen=True)
@@ -200,6 +233,7 @@ class Facts:
     # had no SM90 backward; 4.0.0b36 has it). None: no FA4 files to look at.
     fa4_sm90_backward: bool | None = None
     torch_problem: str | None = None  # torch is installed but its version.py is unreadable
+    installed: tuple[Installed, ...] = ()  # every distribution; empty in reports before it was read
     hostname: str = ""
     collected_at: str = ""
     doctor_version: str = ""

@@ -14,6 +14,7 @@ if sys.version_info < (3, 8):  # before importlib.metadata: say so in one line
     sys.exit("Python {}.{} is older than 3.8, the oldest attn-doctor can read".format(*sys.version_info[:2]))
 
 import base64
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -120,6 +121,30 @@ def _direct_url(dist: importlib.metadata.Distribution) -> tuple[bool, str | None
     return bool(data.get("dir_info", {}).get("editable")), data.get("url")
 
 
+INSTALLED: Dict[str, Any] = {}  # every distribution's name -> version (None: not in the folder name)
+
+
+def markers() -> Json:
+    """The PEP 508 environment markers of this interpreter, to evaluate Requires-Dist with."""
+    implementation = sys.implementation
+    version = "{0.major}.{0.minor}.{0.micro}".format(implementation.version)
+    if implementation.version.releaselevel != "final":
+        version += implementation.version.releaselevel[0] + str(implementation.version.serial)
+    return {
+        "implementation_name": implementation.name,
+        "implementation_version": version,
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_python_implementation": platform.python_implementation(),
+        "platform_release": platform.release(),
+        "platform_system": platform.system(),
+        "platform_version": platform.version(),
+        "python_full_version": platform.python_version(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    }
+
+
 def distributions(names: list[str], verify: list[str], hash_limit: int | None) -> list[Json]:
     """Read every dist-info of the named distributions on sys.path; check the RECORD of those
     in `verify` (torch's 15,000 files are left alone: hashing them is not instant)."""
@@ -133,6 +158,10 @@ def distributions(names: list[str], verify: list[str], hash_limit: int | None) -
             if folder.endswith(suffix):
                 folder = folder[: -len(suffix)]
         folder_name = _canonical(folder.split("-")[0])
+        # every distribution by its folder's name and version (`name-version.dist-info`): what
+        # the requirements of the attention packages are checked against, as `pip check` does
+        folder_version = folder.split("-")[1] if folder.count("-") == 1 else None
+        INSTALLED.setdefault(folder_name, folder_version)
         # The folder name is the normalised distribution name: filtering on it first spares
         # reading the METADATA of every other distribution in a large environment.
         if folder_name not in wanted:
@@ -373,8 +402,20 @@ def main() -> None:
         "distributions": distributions(request["distributions"], request["verify"], request.get("hash_limit")),
         "resolutions": resolutions,
         "torch": torch_version(torch_resolution),
+        "installed": INSTALLED,
+        "markers": markers(),
     }
-    json.dump(report, sys.stdout)
+    _answer(report, sys.argv[2])
+
+
+def _answer(report: Json, marker: str) -> None:
+    """The report on a line of its own after the marker line: what a .pth file or sitecustomize
+    printed before (or an atexit hook prints after) must not cost the report. Written to fd 1
+    itself, since a .pth may have replaced sys.stdout; json.dumps writes ASCII only."""
+    with contextlib.suppress(Exception):  # a stdout the target broke: fd 1 below is what counts
+        sys.stdout.flush()  # what was printed before goes above the marker
+    with open(1, "wb", closefd=False) as stream:
+        stream.write("\n{}\n{}\n".format(marker, json.dumps(report)).encode("ascii"))
 
 
 if __name__ == "__main__":

@@ -4,52 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attn_doctor.facts.child import Child, ChildTimeout, run_child
 from attn_doctor.facts.model import (
     FactsError,
+    Installed,
     Interpreter,
     Package,
     Resolution,
     Torch,
     from_data,
 )
+from attn_doctor.rules.backends import distributions, resolved_modules, verified_distributions
 
 PROBE = Path(__file__).with_name("probe.py")
-
-# The distributions `check` reads. Only the attention packages get their files verified
-# against RECORD: torch's own 15,000 files would cost seconds.
-DISTRIBUTIONS = (
-    "torch",
-    "flash-attn",
-    "flash-attn-4",
-    "flash-attn-3",  # FA3's hopper/ build: distribution `flash_attn_3`
-    "sageattention",
-    "xformers",
-    "triton",
-    "nvidia-cutlass-dsl",  # FA4's CuTe DSL
-    "axolotl",
-)
-VERIFIED = ("flash-attn", "flash-attn-4", "flash-attn-3", "sageattention", "xformers")
-
-# Where each import resolves. `flash_attn.cute` is FA4 (or FA2's stale copy of it);
-# `flash_attn_interface` is FA3's top-level module.
-MODULES = (
-    "torch",
-    "flash_attn",
-    "flash_attn.cute",
-    "flash_attn_2_cuda",  # FA2's compiled extension, a top-level module
-    "flash_attn_3",
-    "flash_attn_interface",
-    "sageattention",
-    "xformers",
-    "triton",
-)
 
 # Files above this size are compared by size on the fast path; `--deep` hashes them too.
 # (FA2's compiled extension alone is ~400 MB: hashing it takes most of a second.)
@@ -91,19 +65,21 @@ def resolve_python(python: str | None) -> str:
 def target_prefix(python: str | None) -> str:
     """sys.prefix of the target interpreter: where its repairs are journaled."""
     executable = resolve_python(python)
+    marker = answer_marker()
+    code = f"import json, sys; print(); print({marker!r}); print(json.dumps(sys.prefix))"
     try:
-        done = subprocess.run(
-            [executable, "-c", "import sys; print(sys.prefix)"],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
+        done = run_child([executable, "-c", code], PROBE_TIMEOUT_S)
+    except (OSError, ChildTimeout) as error:
         raise TargetError(f"cannot run target interpreter {executable}: {error}") from error
     if done.returncode != 0:
         raise TargetError(f"target interpreter {executable} failed: {done.stderr.strip()[-200:]}")
-    return done.stdout.strip()
+    try:
+        prefix = answer(done.stdout, marker)
+    except ValueError as error:
+        raise TargetError(f"target interpreter {executable} gave unreadable output: {error}") from error
+    if not isinstance(prefix, str):
+        raise TargetError(f"target interpreter {executable} gave no sys.prefix")
+    return prefix
 
 
 @dataclass(frozen=True)
@@ -113,6 +89,7 @@ class ProbeResult:
     packages: tuple[Package, ...]
     resolutions: tuple[Resolution, ...]
     torch_problem: str | None
+    installed: tuple[Installed, ...] = ()
 
 
 class RunningProbe:
@@ -120,40 +97,46 @@ class RunningProbe:
 
     def __init__(self, python: str, deep: bool) -> None:
         request = {
-            "distributions": list(DISTRIBUTIONS),
-            "verify": list(VERIFIED),
-            "modules": list(MODULES),
+            "distributions": distributions(),
+            "verify": verified_distributions(),
+            "modules": resolved_modules(),
             "hash_limit": None if deep else HASH_LIMIT_BYTES,
         }
         self.python = python
+        self._marker = answer_marker()
         try:
             # `-c` with the source, not the file path: the probe's own folder must not land on
             # the target's sys.path. The working directory is removed inside the probe.
-            self._process = subprocess.Popen(
-                [python, "-c", PROBE.read_text(encoding="utf-8"), json.dumps(request)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                errors="replace",
-            )
+            self._child = Child([python, "-c", PROBE.read_text(encoding="utf-8"), json.dumps(request), self._marker])
         except OSError as error:
             raise TargetError(f"cannot run target interpreter {python}: {error.strerror}") from error
 
     def result(self) -> ProbeResult:
         try:
-            out, err = self._process.communicate(timeout=PROBE_TIMEOUT_S)
-        except subprocess.TimeoutExpired as error:
-            self._process.kill()
-            self._process.communicate()
+            done = self._child.finish(PROBE_TIMEOUT_S)
+        except ChildTimeout as error:
             raise TargetError(f"the probe in {self.python} did not answer in {PROBE_TIMEOUT_S:.0f} s") from error
-        if self._process.returncode != 0:
-            last = (err.strip().splitlines() or ["no output"])[-1]
-            raise TargetError(f"the probe crashed in {self.python} (exit {self._process.returncode}): {last}")
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise TargetError(f"the probe crashed in {self.python} (exit {done.returncode}): {last}")
         try:
-            return parse_probe(json.loads(out))
+            return parse_probe(answer(done.stdout, self._marker))
         except (ValueError, FactsError, KeyError) as error:
             raise TargetError(f"the probe in {self.python} gave unreadable output: {error}") from error
+
+
+def answer_marker() -> str:
+    """A line no .pth file can have printed by chance: what a child prints after it is its answer."""
+    return f"attn-doctor-answer-{secrets.token_hex(8)}"
+
+
+def answer(stdout: str, marker: str) -> Any:
+    """The JSON line after the marker line. Whatever the target printed on its own (a .pth file, a
+    sitecustomize, an atexit hook) is above the marker or below the answer, and costs nothing."""
+    _, found, after = stdout.rpartition(f"\n{marker}\n")
+    if not found:
+        raise ValueError(f"no answer in its output ({stdout.strip()[:80]!r})")
+    return json.loads(after.partition("\n")[0])
 
 
 def parse_probe(data: dict[str, Any]) -> ProbeResult:
@@ -166,9 +149,13 @@ def parse_probe(data: dict[str, Any]) -> ProbeResult:
         else:
             torch = from_data(Torch, torch_data)
     return ProbeResult(
-        python=from_data(Interpreter, data["interpreter"]),
+        python=from_data(Interpreter, {**data["interpreter"], "markers": data.get("markers")}),
         torch=torch,
         packages=tuple(from_data(Package, d) for d in data["distributions"]),
         resolutions=tuple(from_data(Resolution, r) for r in data["resolutions"]),
         torch_problem=torch_problem,
+        installed=tuple(
+            Installed(name, version if isinstance(version, str) else None)
+            for name, version in sorted((data.get("installed") or {}).items())
+        ),
     )

@@ -24,21 +24,38 @@ def render_catalog(rules: Sequence[Rule], markdown: bool) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _gpus(allowed: tuple[str, ...] | None) -> str:
+    return "any" if allowed is None else ", ".join(allowed) or "none"
+
+
 def render_backend(backend: Backend) -> str:
-    """A backend's rules, as the recommendation and --require apply them, with their source."""
-    nvidia = "any" if backend.nvidia is None else ", ".join(backend.nvidia) or "none"
-    amd = "any" if backend.amd is None else ", ".join(backend.amd) or "none"
+    """A backend's rules from the registry, as every verdict applies them, with their sources."""
     lines = [
         f"{backend.name}: {backend.label}",
         f"    package: {backend.distribution or 'part of torch'}; proven by `import {backend.module}`",
-        f"    NVIDIA compute capability: {nvidia}",
-        f"    AMD gfx targets: {amd}",
-        f"    torch: >= {backend.min_torch}" if backend.min_torch else "    torch: any",
-        f"    trains: {'yes' if backend.trains else 'no (inference only)'}",
-        f"    head dims: up to {backend.max_head_dim}" if backend.max_head_dim else "    head dims: not limited here",
-        *(f"    caveat: {c}" for c in backend.caveats),
-        *(f"    axolotl: {line}" for line in backend.axolotl.splitlines()),
-        f"    install: {backend.install}",
-        f"    source: {backend.source}",
     ]
+    for rule in backend.support:
+        releases = f"releases {rule.versions}" if rule.versions else "every release"
+        lines += [
+            f"    {releases}: NVIDIA compute capability {_gpus(rule.nvidia)}; AMD gfx targets {_gpus(rule.amd)}",
+            f"        source: {rule.source}",
+        ]
+    lines.append(f"    torch: >= {backend.min_torch}" if backend.min_torch else "    torch: any")
+    if backend.min_rocm:
+        lines.append(f"    ROCm: >= {backend.min_rocm}")
+    lines.append(f"    trains: {'yes' if backend.trains else 'no (inference only)'}")
+    for limit in backend.head_dims:
+        where = f" (except on {', '.join(limit.except_on)})" if limit.except_on else ""
+        releases = f" in releases {limit.versions}" if limit.versions else ""
+        what = "backward head dims" if limit.backward_only else "head dims"
+        lines.append(f"    {what} up to {limit.max_head_dim}{releases}{where}: {limit.source}")
+    if backend.head_dim_rule is not None:
+        lines.append(f"    head dims: its own rule, as of {backend.head_dim_rule_version}")
+    for bad in backend.bad_releases:
+        lines.append(f"    not the backend: releases {bad.versions} ({bad.code}): {bad.source}")
+    for lookalike in backend.lookalikes:
+        lines.append(f"    lookalike: {lookalike.distribution} {lookalike.versions} is {lookalike.what}")
+    lines += [f"    caveat: {c}" for c in backend.caveats]
+    lines += [f"    axolotl: {line}" for line in backend.axolotl.splitlines()]
+    lines += [f"    install: {backend.install}", f"    source: {backend.source}"]
     return "\n".join(lines) + "\n"

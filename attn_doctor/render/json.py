@@ -25,7 +25,8 @@ def report_data(report: Report, exit_code: int) -> dict[str, Any]:
                 "title": f.title,
                 "fix": list(f.fix),
                 "evidence": list(f.evidence),
-                "subject": f.subject,
+                "subject": f.subject.name if f.subject else "",
+                "subject_kind": f.subject.kind.value if f.subject else "",
             }
             for f in report.findings
         ],

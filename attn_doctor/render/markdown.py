@@ -33,6 +33,8 @@ def render_markdown(report: Report, verbose: bool = False) -> str:
         if verbose:
             out += [f"  - evidence: `{e}`" for e in f.evidence]
     chosen = report.recommendation
+    if chosen is None and report.facts.torch is None:
+        out += ["", "### Recommendation", "", "No backend can run here until torch is installed."]
     if chosen is not None:
         out += [
             "",

@@ -6,32 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attn_doctor.facts.model import Facts, Package
-from attn_doctor.facts.target import DISTRIBUTIONS
 from attn_doctor.report import Report
-from attn_doctor.rules.findings import Severity
+from attn_doctor.rules.backends import distributions, label_of, shown_module
+from attn_doctor.rules.findings import Kind, Severity
 from attn_doctor.rules.versions import release
 
 OK, ERROR, WARNING, NOTE, ABSENT = "ok", "error", "warning", "note", "absent"
-
-# distribution -> the module whose resolution the package line shows
-_SHOWN_MODULE = {
-    "flash-attn": "flash_attn",
-    "flash-attn-4": "flash_attn.cute",
-    "flash-attn-3": "flash_attn_3",
-    "sageattention": "sageattention",
-    "xformers": "xformers",
-    "triton": "triton",
-}
-_LABELS = {
-    "flash-attn": "FlashAttention 2",
-    "flash-attn-4": "FlashAttention 4",
-    "flash-attn-3": "FlashAttention 3",
-    "sageattention": "SageAttention",
-    "xformers": "xFormers",
-    "triton": "Triton",
-    "nvidia-cutlass-dsl": "CuTe DSL (FA4)",
-    "axolotl": "Axolotl",
-}
 
 
 @dataclass(frozen=True)
@@ -50,8 +30,12 @@ class Section:
 def sections(report: Report) -> list[Section]:
     facts = report.facts
     marks: dict[str, str] = {}
+    for verdict in report.verdicts.values():  # an installed backend that cannot be used as it is
+        if verdict.broken and verdict.backend.distribution:
+            marks[f"{Kind.DISTRIBUTION.value}:{verdict.backend.distribution}"] = ERROR
     for f in report.findings:  # findings are sorted most severe first: the first mark wins
-        marks.setdefault(f.subject, ERROR if f.severity == Severity.ERROR else WARNING)
+        if f.subject is not None:
+            marks.setdefault(str(f.subject), ERROR if f.severity == Severity.ERROR else WARNING)
     return [
         _gpus(facts, marks),
         _python(facts),
@@ -77,7 +61,7 @@ def _gpus(facts: Facts, marks: dict[str, str]) -> Section:
         physical = f" (physical {g.physical_index})" if g.physical_index not in (None, g.index) else ""
         section.lines.append(
             Line(
-                marks.get(f"gpu{g.index}", OK),
+                marks.get(f"{Kind.GPU.value}:{g.index}", OK),
                 f"GPU {g.index}{physical}: {g.name}, {arch}{memory}{mig}",
                 (f"uuid {g.uuid}",) if g.uuid else (),
             )
@@ -135,19 +119,19 @@ def _torch(facts: Facts) -> Section:
 
 def _packages(facts: Facts, marks: dict[str, str]) -> Section:
     section = Section("Attention packages")
-    for name in DISTRIBUTIONS:
+    for name in distributions():
         if name == "torch":
             continue
         copies = [p for p in facts.packages if p.name == name]
         if not copies:
-            section.lines.append(Line(ABSENT, f"{_LABELS.get(name, name)} ({name}): not installed"))
+            section.lines.append(Line(ABSENT, f"{label_of(name)} ({name}): not installed"))
         for package in copies:
-            section.lines.append(_package_line(facts, package, marks.get(name, OK)))
+            section.lines.append(_package_line(facts, package, marks.get(f"{Kind.DISTRIBUTION.value}:{name}", OK)))
     return section
 
 
 def _package_line(facts: Facts, package: Package, mark: str) -> Line:
-    label = _LABELS.get(package.name, package.name)
+    label = label_of(package.name)
     if package.metadata_problem:
         return Line(ERROR, f"{label} ({package.name}): {package.metadata_problem}", (package.dist_info,))
     parts = [f"{label} ({package.name}) {package.version}"]
@@ -162,7 +146,7 @@ def _package_line(facts: Facts, package: Package, mark: str) -> Line:
             else f"{checked} files as installed"
         )
     evidence = [f"dist-info {package.dist_info}"]
-    module = _SHOWN_MODULE.get(package.name)
+    module = shown_module(package.name)
     resolution = facts.resolution(module) if module else None
     if resolution is not None:
         where = resolution.origin or ", ".join(resolution.search_locations) or resolution.detail

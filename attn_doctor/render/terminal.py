@@ -44,6 +44,8 @@ def render_terminal(report: Report, console: Console, verbose: bool = False) -> 
                 console.print(f"      [dim]{escape(item)}[/]", highlight=False)
     if report.recommendation is not None:
         _recommendation(report, console, verbose)
+    elif report.facts.torch is None:
+        console.print("\n[bold]No backend can run here until torch is installed[/] (see torch-missing)")
     if report.requirements:
         console.print("[bold]Required[/]")
     for requirement in report.requirements:

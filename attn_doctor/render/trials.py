@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attn_doctor.facts.measured import Measured
+from attn_doctor.facts.model import Facts
 from attn_doctor.trials.run import Outcome
 from attn_doctor.trials.verify import Verdict
 
@@ -20,6 +21,13 @@ def _worst(outcome: Outcome) -> str:
         return ""
     name, value = max(outcome.errors, key=lambda item: math.inf if math.isnan(item[1]) else item[1])
     return f"{value:.1e} ({name})"
+
+
+def where(facts: Facts) -> str:
+    """The GPU and torch a trial ran on, for its heading."""
+    gpu = facts.gpus[0] if facts.gpus else None
+    device = f"{gpu.name} ({gpu.sm or gpu.gfx_target})" if gpu else "the CPU (no GPU)"
+    return f"{device}, torch {facts.torch.version if facts.torch else '-'}"
 
 
 def render_verdicts(verdicts: list[Verdict], where: str, console: Console, verbose: bool) -> None:

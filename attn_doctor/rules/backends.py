@@ -1,41 +1,39 @@
-"""The attention backends as data: what each is, how to tell it is there, which GPUs it runs on,
-what it can train, and the Axolotl config line that selects it.
+"""The backend registry: everything the doctor knows about each attention backend, said once.
 
-Each rule carries its source. GPU support is by compute capability for NVIDIA (a "major.minor"
-listed, or any minor of a listed major) and by gfx target for AMD. `None` means "not limited
-by this table" (SDPA runs anywhere torch does).
+Each backend is one `Backend` record: its distributions, the modules that prove it loads, which
+GPUs each of its releases runs on, its torch/ROCm floors, head-dim rules, what it can train, the
+Axolotl line that selects it, where it ranks, its own bad releases, and how to install it. The
+probe's request, the package labels, the `--deep` imports, the CLI's choices, `explain`, the
+gate, the recommendation and `verify` are all derived from `BACKENDS`; a backend added here
+appears in each of them. Every rule carries its source, a page a user can open.
+
+GPU support is by compute capability for NVIDIA (a "major.minor" listed, or any minor of a
+listed major) and by gfx target for AMD; `None` means "not limited by this table".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from attn_doctor.facts.model import Gpu
-from attn_doctor.rules.versions import release
+from attn_doctor.rules.versions import in_range, release
 
-_K = "KNOWLEDGE.md"
-_AX = "upstream/sage-xformers-torch-axolotl.md §4 (Axolotl v0.18.0)"
+FA = "https://github.com/Dao-AILab/flash-attention"
+AXOLOTL = "https://github.com/axolotl-ai-cloud/axolotl/blob/v0.18.0"
+SAGE = "https://github.com/thu-ml/SageAttention"
+XFORMERS = "https://github.com/facebookresearch/xformers"
 
 
 @dataclass(frozen=True)
-class Backend:
-    name: str  # what --require takes: "fa2"
-    label: str
-    distribution: str | None  # None: part of torch (sdpa, flex)
-    module: str  # the import that proves it loads
+class Support:
+    """The GPUs that the releases in `versions` (a PEP 440 specifier; "" = every release) run on."""
+
+    versions: str
     nvidia: tuple[str, ...] | None  # "8" = any 8.x; "9.0" = exactly 9.0; () = none
     amd: tuple[str, ...] | None  # gfx targets; () = none
-    min_torch: str | None
-    install: str  # how to get it, as the fix of an unmet requirement
     source: str
-    trains: bool = True  # has a backward pass
-    max_head_dim: int | None = None
-    axolotl: str = ""  # the config line that selects it
-    caveats: tuple[str, ...] = ()
-    min_rocm: str | None = None  # the HIP/ROCm version of torch's build, on AMD
-
-    def needs_newer_torch(self, torch_version: str) -> bool:
-        return self.min_torch is not None and release(torch_version) < release(self.min_torch)
 
     def runs_on(self, gpu: Gpu) -> bool:
         if gpu.vendor == "amd":
@@ -46,124 +44,111 @@ class Backend:
         return capability in self.nvidia or capability.split(".")[0] in self.nvidia
 
 
-BACKENDS = (
-    Backend(
-        name="sdpa",
-        label="PyTorch SDPA",
-        distribution=None,
-        module="torch.nn.functional",
-        nvidia=None,
-        amd=None,
-        min_torch="2.0",
-        install="pip install torch",
-        source="torch 2.0 release notes; its math backend runs on any device; flash backend sm80-sm121 head dim <= 256 "
-        f"({_K} §7)",
-        axolotl="attn_implementation: sdpa",
-        caveats=("cuDNN SDPA is preferred on sm90/sm100/sm103 with cuDNN > 9.15 (torch >= 2.10)",),
-    ),
-    Backend(
-        name="flex",
-        label="Flex Attention",
-        distribution=None,
-        module="torch.nn.attention.flex_attention",
-        nvidia=None,
-        amd=None,
-        min_torch="2.6",
-        install="pip install 'torch>=2.6'",
-        source=f"{_K} §7 (flex since torch 2.5; Axolotl refuses it below 2.6: check_flex_torch_version)",
-        axolotl="attn_implementation: flex_attention\ntorch_compile: true",
-        caveats=("with torch.compile (Axolotl recommends it; no validator requires it)",),
-    ),
-    Backend(
-        name="fa2",
-        label="FlashAttention 2",
-        distribution="flash-attn",
-        module="flash_attn",
-        nvidia=("8", "9", "10", "12"),
-        amd=("gfx90a", "gfx942", "gfx950"),
-        min_torch=None,
-        install="attn-doctor install fa2  # the release wheel for this torch, else a compile sized for this machine",
-        source=f"{_K} §7: FLASH_ATTN_CUDA_ARCHS 80;90;100;120, ROCm CK gfx90a/gfx942/gfx950; README: head dims <= 256",
-        max_head_dim=256,
-        axolotl="attn_implementation: flash_attention_2",
-        min_rocm="6.0",  # the Axolotl guide: AMD through ROCm >= 6.0
-    ),
-    Backend(
-        name="fa3",
-        label="FlashAttention 3",
-        distribution="flash-attn-3",
-        module="flash_attn_3",
-        nvidia=("8", "9.0"),
-        amd=(),
-        min_torch=None,
-        install="attn-doctor install fa3  # builds upstream's hopper/ at a pinned commit (CUDA >= 12.3)",
-        source=f"{_K} §7: kernels for sm80 and sm90a only, no Blackwell; HDIM up to 256",
-        max_head_dim=256,
-        axolotl="attn_implementation: flash_attention_3",
-        caveats=("Axolotl never picks FA3 by itself; with FA4 importable on sm90+ FA4 overrides it",),
-    ),
-    Backend(
-        name="fa4",
-        label="FlashAttention 4",
-        distribution="flash-attn-4",
-        module="flash_attn.cute",
-        nvidia=("8", "9", "10", "11", "12"),
-        amd=(),
-        min_torch=None,
-        install="attn-doctor install fa4  # pip install 'flash-attn-4==4.0.0b36': plain flash-attn-4 finds nothing",
-        source=f"{_K} §3: forward on majors 8-12 in 4.0.0b36 (backward 9-12); {_AX}: Axolotl uses it on 9, 10, 11",
-        axolotl="attn_implementation: flash_attention_2  # Axolotl switches to FA4 when flash_attn.cute imports",
-        caveats=("no backward on sm80 (forward only)", "head dims per FA4's _validate_head_dims"),
-    ),
-    Backend(
-        name="sage",
-        label="SageAttention 2",
-        distribution="sageattention",
-        module="sageattention",
-        nvidia=("8.0", "8.6", "8.9", "9.0", "12.0"),
-        amd=(),
-        min_torch=None,
-        install="attn-doctor install sage  # builds SageAttention 2.2.0 from source (PyPI has only 1.x)",
-        source=f"{_K} §5/§7: setup.py archs 8.0/8.6/8.9/9.0/12.0; no backward (inference only, thu-ml #90)",
-        trains=False,
-        axolotl="attn_implementation: sage",
-        caveats=("full fine-tuning seen to drive the loss to 0 (thu-ml #198)",),
-    ),
-    Backend(
-        name="xformers",
-        label="xFormers",
-        distribution="xformers",
-        module="xformers.ops",
-        nvidia=("7.5", "8", "9", "10", "12"),
-        amd=(),
-        min_torch=None,  # ROCm builds not checked: none claimed
-        install="attn-doctor install xformers  # the release built for your torch",
-        source=f"{_K} §7: sm75 through cutlass, Volta dropped since 0.0.31",
-        axolotl="attn_implementation: xformers",
-        caveats=("each xformers release up to 0.0.34 pins one exact torch",),
-    ),
-    Backend(
-        name="s2",
-        label="Shifted-sparse attention (S2)",
-        distribution=None,
-        module="torch",
-        nvidia=(),
-        amd=(),
-        min_torch=None,
-        install="not available: removed from Axolotl",
-        source=f"{_AX}: s2_attention rejected since v0.17.0 (no longer supported); before: not with sample_packing",
-        axolotl="s2_attention: true  # rejected by Axolotl >= 0.17",
-        caveats=("LLaMA only, needed flash attention, no sample packing; deprecated",),
-    ),
-)
+@dataclass(frozen=True)
+class HeadDimLimit:
+    """Head dims above `max_head_dim` are refused by the releases in `versions` on every NVIDIA
+    GPU but `except_on` (capabilities), in the backward pass only when `backward_only`."""
 
-BY_NAME = {backend.name: backend for backend in BACKENDS}
+    max_head_dim: int
+    source: str
+    versions: str = ""
+    except_on: tuple[str, ...] = ()
+    backward_only: bool = False
+    refused_up_to: int | None = None  # only head dims up to this one are refused
+
+    def refuses(self, version: str | None, gpu: Gpu | None, head_dim: int, training: bool) -> bool:
+        if head_dim <= self.max_head_dim or (self.backward_only and not training):
+            return False
+        if self.refused_up_to is not None and head_dim > self.refused_up_to:
+            return False
+        if version is not None and not in_range(version, self.versions):
+            return False
+        return gpu is None or gpu.vendor != "nvidia" or gpu.compute_capability not in self.except_on
+
+
+@dataclass(frozen=True)
+class BadRelease:
+    """Releases that install but are not the backend (a placeholder, another major)."""
+
+    versions: str
+    code: str  # the finding it raises (rules/findings.py)
+    title: str  # "{version}" is the installed one
+    source: str
+
+
+@dataclass(frozen=True)
+class Lookalike:
+    """Another distribution that installs this backend's module under another name."""
+
+    distribution: str
+    versions: str
+    what: str
+    instead: str  # the backend it really is
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # what --require, install, verify and explain take: "fa2"
+    label: str
+    distribution: str | None  # None: part of torch (sdpa, flex)
+    module: str  # the import that proves it loads, compiled parts included
+    support: tuple[Support, ...]  # the first whose versions hold the installed version decides
+    install: str  # how to get it, as a fix
+    source: str
+    resolve: tuple[str, ...] = ()  # modules whose resolution `check` reads; the first is shown
+    verified: bool = False  # its files are checked against RECORD
+    min_torch: str | None = None
+    min_rocm: str | None = None  # the HIP/ROCm version of torch's build, on AMD
+    trains: bool = True  # has a backward pass
+    varlen: bool = False  # a packed-sequence API
+    head_dims: tuple[HeadDimLimit, ...] = ()
+    # a backend's own head-dim rule beyond simple limits: (cc major, dim, dim_v) -> accepted; None: not checked
+    head_dim_rule: Callable[[int, int, int], bool | None] | None = None
+    head_dim_rule_version: str = ""  # the release whose rule head_dim_rule encodes
+    axolotl: str = ""  # the config line that selects it
+    axolotl_names: tuple[str, ...] = ()  # its attn_implementation values
+    # position in the recommendation per GPU class (recommend.gpu_class); lower goes first
+    ranks: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    why: str = ""  # why it is chosen, when it is
+    caveats: tuple[str, ...] = ()
+    bad_releases: tuple[BadRelease, ...] = ()
+    lookalikes: tuple[Lookalike, ...] = ()
+    installable: bool = False  # `attn-doctor install NAME` has a recipe (actions/install.py)
+    verifiable: bool = False  # trials/kernel.py has its adapter (by name): verify and bench run it
+    quantized: bool = False  # int8 inside by design: verify allows it a larger error
+
+    def support_for(self, version: str | None) -> Support:
+        """The rule of the installed version, else of the newest release (what an install brings)."""
+        if version is not None:
+            for rule in self.support:
+                if in_range(version, rule.versions):
+                    return rule
+        return self.support[0]
+
+    def runs_on(self, gpu: Gpu, version: str | None = None) -> bool:
+        return self.support_for(version).runs_on(gpu)
+
+    def needs_newer_torch(self, torch_version: str) -> bool:
+        return self.min_torch is not None and release(torch_version) < release(self.min_torch)
+
+    @property
+    def shown_module(self) -> str:
+        return self.resolve[0] if self.resolve else self.module
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A distribution `check` reads that is not a backend itself."""
+
+    distribution: str
+    label: str
+    module: str | None = None
 
 
 def fa4_accepts(cc_major: int, head_dim: int, head_dim_v: int, alignment: int = 8) -> bool | None:
-    """FA4's `_validate_head_dims` of flash-attn-4 4.0.0b36 (interface.py), as data; Axolotl calls
-    it with alignment 8 (bf16/fp16). None: FA4 does not check on this architecture (SM80, SM120).
-    Source: KNOWLEDGE.md §3, upstream/flash-attention.md §4."""
+    """FA4's `_validate_head_dims` of flash-attn-4 4.0.0b36 (flash_attn/cute/interface.py), as
+    data; Axolotl calls it with alignment 8 (bf16/fp16). None: FA4 does not check on this
+    architecture (SM80, SM120)."""
     aligned = head_dim % alignment == 0 and head_dim_v % alignment == 0
     if cc_major == 9:
         return aligned and 8 <= head_dim <= 256 and 8 <= head_dim_v <= 256
@@ -177,4 +162,363 @@ def fa4_accepts(cc_major: int, head_dim: int, head_dim_v: int, alignment: int = 
     return None
 
 
-FA4_RULE_VERSION = "4.0.0b36"  # the release whose head-dim rule fa4_accepts encodes
+_EVERYWHERE = (Support("", None, None, "torch's math backend runs on any device"),)
+
+# The GPU classes that ranks are given for (recommend.gpu_class decides which one a GPU is in).
+HOPPER_UP, HOPPER_UP_SHORT, AMPERE, TURING, AMD, OTHER, INFERENCE = (
+    "sm90-sm110",
+    "sm90-sm110-short",
+    "sm80-sm120",
+    "sm75",
+    "amd",
+    "other",
+    "inference",
+)
+
+
+def _ranks(**positions: int) -> Mapping[str, int]:
+    names = {
+        "hopper": HOPPER_UP,
+        "hopper_short": HOPPER_UP_SHORT,
+        "ampere": AMPERE,
+        "turing": TURING,
+        "amd": AMD,
+        "other": OTHER,
+        "inference": INFERENCE,
+    }
+    return MappingProxyType({names[k]: v for k, v in positions.items()})
+
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend(
+        name="sdpa",
+        label="PyTorch SDPA",
+        distribution=None,
+        module="torch.nn.functional",
+        support=_EVERYWHERE,
+        min_torch="2.0",
+        install="install torch first (attn-doctor never chooses torch for you): https://pytorch.org/get-started/locally/",
+        source="https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html "
+        "(math backend on any device; flash backend sm80-sm121, head dim <= 256)",
+        varlen=False,
+        axolotl="attn_implementation: sdpa",
+        axolotl_names=("sdpa",),
+        ranks=_ranks(hopper=3, hopper_short=1, ampere=2, turing=2, amd=2, other=1),
+        why="built into torch, always there; the fallback",
+        caveats=("cuDNN SDPA is preferred on sm90/sm100/sm103 with cuDNN > 9.15 (torch >= 2.10)",),
+        verifiable=True,
+    ),
+    Backend(
+        name="flex",
+        label="Flex Attention",
+        distribution=None,
+        module="torch.nn.attention.flex_attention",
+        support=_EVERYWHERE,
+        min_torch="2.6",
+        install="install torch >= 2.6 (https://pytorch.org/get-started/locally/)",
+        source="https://pytorch.org/blog/flexattention/ (torch 2.5); Axolotl refuses it below 2.6: "
+        f"{AXOLOTL}/src/axolotl/utils/schemas/validation.py (check_flex_torch_version)",
+        axolotl="attn_implementation: flex_attention\ntorch_compile: true",
+        axolotl_names=("flex_attention",),
+        why="torch's compiled attention with custom masks",
+        caveats=("with torch.compile (Axolotl recommends it; no validator requires it)",),
+        verifiable=True,
+    ),
+    Backend(
+        name="fa2",
+        label="FlashAttention 2",
+        distribution="flash-attn",
+        module="flash_attn",
+        resolve=("flash_attn", "flash_attn_2_cuda"),
+        verified=True,
+        support=(
+            Support(
+                ">=2.8.0.post2",
+                ("8", "9", "10", "12"),
+                ("gfx90a", "gfx942", "gfx950"),
+                f"{FA}/blob/v2.8.3/csrc/flash_attn/flash_api.cpp (any major >= 8, since v2.7.3); release wheels "
+                f"with sm_100/sm_120 code from 2.8.0.post2 (CUDA 12.9): {FA}/blob/v2.8.0.post2/.github/workflows/"
+                "publish.yml; ROCm CK gfx90a/gfx942/gfx950",
+            ),
+            Support(
+                ">=2.7.3",
+                ("8", "9.0"),
+                ("gfx90a", "gfx942"),
+                f"{FA}/blob/v2.7.3/csrc/flash_attn/flash_api.cpp accepts majors >= 8, but the release wheels "
+                f"(CUDA 12.4, {FA}/blob/v2.7.4.post1/.github/workflows/publish.yml) carry no sm_100/sm_120 code: "
+                "only a source build with nvcc >= 12.8 runs there",
+            ),
+            Support(
+                "",
+                ("8", "9.0"),
+                ("gfx90a", "gfx942"),
+                f"{FA}/blob/v2.7.1.post4/csrc/flash_attn/flash_api.cpp#L368-L370 (is_sm90 || is_sm8x: "
+                '"FlashAttention only supports Ampere GPUs or newer" on sm_100/sm_120; '
+                f"{FA}/issues/1540)",
+            ),
+        ),
+        min_rocm="6.0",  # Axolotl's guide: AMD through ROCm >= 6.0
+        varlen=True,
+        head_dims=(
+            HeadDimLimit(256, f"{FA}/blob/v2.8.3/README.md (head dims up to 256)"),
+            # backward above 192 only on A100/H100 (sm80, sm90) in the releases before 2.5.5; seen with
+            # 2.5.3 on an RTX 3090 (https://github.com/hiyouga/LLaMA-Factory/issues/2573)
+            HeadDimLimit(
+                192,
+                f"{FA}/blob/v2.5.3/csrc/flash_attn/flash_api.cpp#L786-L787 (removed for good in v2.7.3)",
+                versions="<2.5.5",
+                except_on=("8.0", "9.0"),
+                backward_only=True,
+            ),
+            HeadDimLimit(
+                192,
+                f"{FA}/blob/v2.5.5/csrc/flash_attn/flash_api.cpp#L786-L787 (head dims 193-224)",
+                versions=">=2.5.5,<2.6.2",
+                except_on=("8.0", "9.0"),
+                backward_only=True,
+                refused_up_to=224,
+            ),
+        ),
+        install="attn-doctor install fa2  # the release wheel for this torch, else a compile sized for this machine",
+        source=f"{FA}/blob/v2.8.3/setup.py; {FA}/blob/v2.8.3/README.md",
+        axolotl="attn_implementation: flash_attention_2",
+        axolotl_names=("flash_attention_2",),
+        ranks=_ranks(hopper=2, hopper_short=3, ampere=1, amd=1),
+        why="FlashAttention's stable build for this GPU, with varlen for sample packing",
+        lookalikes=(
+            Lookalike(
+                "flash-attn",
+                ">=3.0.0a0",
+                "FA3's beta published as flash_attn 3.0.0b1 (Hopper only), not FA2",
+                "fa3",
+            ),
+        ),
+        installable=True,
+        verifiable=True,
+    ),
+    Backend(
+        name="fa3",
+        label="FlashAttention 3",
+        distribution="flash-attn-3",
+        module="flash_attn_3",
+        resolve=("flash_attn_3", "flash_attn_interface"),
+        verified=True,
+        support=(
+            Support(
+                "",
+                ("8", "9.0"),
+                (),
+                f"{FA}/blob/v2.8.3/hopper/setup.py#L205-L210 (sm_80 and sm_90a kernels; sm_80 since v2.7.3); "
+                f"Blackwell is routed to sm_90a kernels and fails: {FA}/issues/1785",
+            ),
+        ),
+        varlen=True,
+        head_dims=(HeadDimLimit(256, f"{FA}/blob/main/hopper/setup.py (HDIM up to 256)"),),
+        install="attn-doctor install fa3  # builds upstream's hopper/ at a pinned commit (CUDA >= 12.3)",
+        source=f"{FA}/tree/main/hopper",
+        axolotl="attn_implementation: flash_attention_3",
+        axolotl_names=("flash_attention_3",),
+        why="FlashAttention 3's Hopper kernels",
+        caveats=("Axolotl never picks FA3 by itself; with FA4 importable on sm90+ FA4 overrides it",),
+        installable=True,
+        verifiable=True,
+    ),
+    Backend(
+        name="fa4",
+        label="FlashAttention 4",
+        distribution="flash-attn-4",
+        module="flash_attn.cute",
+        resolve=("flash_attn.cute",),
+        verified=True,
+        support=(
+            Support(
+                ">=4.0.0b5",
+                ("8", "9", "10", "11", "12"),
+                (),
+                "flash_attn/cute/interface.py of https://pypi.org/project/flash-attn-4/4.0.0b36/ (forward on "
+                "majors 8-12, backward 9-12; since beta5); Axolotl uses it on 9, 10, 11: "
+                f"{AXOLOTL}/src/axolotl/loaders/model.py",
+            ),
+            Support(
+                "",
+                ("9", "10", "11"),
+                (),
+                f"{FA}/blob/fa4-v4.0.0.beta4/flash_attn/cute/interface.py#L258 (majors 9, 10, 11 only)",
+            ),
+        ),
+        varlen=True,
+        head_dim_rule=fa4_accepts,
+        head_dim_rule_version="4.0.0b36",
+        install="attn-doctor install fa4  # pip install 'flash-attn-4==4.0.0b36': plain flash-attn-4 finds nothing",
+        source="https://pypi.org/project/flash-attn-4/4.0.0b36/",
+        axolotl="attn_implementation: flash_attention_2  # Axolotl switches to FA4 when flash_attn.cute imports",
+        ranks=_ranks(hopper=1, hopper_short=2),
+        why="the fastest measured on the H100 from 4k tokens (fwd+bwd 562 TFLOP/s at 8k)",
+        caveats=("no backward on sm80 (forward only)", "head dims per FA4's _validate_head_dims"),
+        bad_releases=(
+            BadRelease(
+                "==0.0.1",
+                "flash-attn-4-placeholder",
+                "flash-attn-4 {version} is the yanked placeholder, not FA4",
+                "https://pypi.org/project/flash-attn-4/0.0.1/",
+            ),
+        ),
+        installable=True,
+        verifiable=True,
+    ),
+    Backend(
+        name="sage",
+        label="SageAttention 2",
+        distribution="sageattention",
+        module="sageattention",
+        resolve=("sageattention",),
+        verified=True,
+        support=(
+            Support(
+                ">=2",
+                ("8.0", "8.6", "8.9", "9.0", "12.0"),
+                (),
+                f"{SAGE}/blob/v2.2.0/setup.py (archs 8.0/8.6/8.9/9.0/12.0)",
+            ),
+            Support(
+                "<2",
+                ("8", "9", "10", "12"),
+                (),
+                f"https://pypi.org/project/sageattention/1.0.6/ (Triton, no arch check); on sm_75 bf16 fails "
+                f"({SAGE}/issues/63) and fp16 only with Triton < 3.3 ({SAGE}/issues/197)",
+            ),
+        ),
+        trains=False,
+        install="attn-doctor install sage  # builds SageAttention 2.2.0 from source (PyPI has only 1.x)",
+        source=f"{SAGE}/tree/v2.2.0; no backward: {SAGE}/issues/90",
+        axolotl="attn_implementation: sage",
+        axolotl_names=("sage",),
+        ranks=_ranks(inference=0),
+        why="int8 QK for inference on this GPU",
+        caveats=(f"full fine-tuning seen to drive the loss to 0 ({SAGE}/issues/198)",),
+        bad_releases=(
+            BadRelease(
+                "<2",
+                "sageattention-v1",
+                "sageattention {version} is SageAttention 1 (Triton only), not 2.x",
+                "https://pypi.org/project/sageattention/#history",
+            ),
+        ),
+        installable=True,
+        verifiable=True,
+        quantized=True,
+    ),
+    Backend(
+        name="xformers",
+        label="xFormers",
+        distribution="xformers",
+        module="xformers.ops",
+        resolve=("xformers",),
+        verified=True,
+        support=(
+            Support(
+                ">=0.0.31",
+                ("7.5", "8", "9", "10", "12"),
+                (),
+                f"{XFORMERS}/blob/v0.0.31/CHANGELOG.md (Volta dropped); sm_75 through the cutlass kernels only",
+            ),
+            Support(
+                "<0.0.31",
+                ("6.0", "7", "8", "9", "10", "12"),
+                (),
+                f"{XFORMERS}/blob/v0.0.30/setup.py (6.0+PTX 7.0 7.5 8.0+PTX)",
+            ),
+        ),
+        install="attn-doctor install xformers  # the release built for your torch",
+        source=f"{XFORMERS}/blob/main/CHANGELOG.md",
+        axolotl="attn_implementation: xformers",
+        axolotl_names=("xformers",),
+        ranks=_ranks(turing=1),
+        why="the memory-efficient kernels that still run on Turing",
+        caveats=("each xformers release up to 0.0.34 pins one exact torch",),
+        installable=True,
+        verifiable=True,
+    ),
+    Backend(
+        name="s2",
+        label="Shifted-sparse attention (S2)",
+        distribution=None,
+        module="torch",
+        support=(Support("", (), (), f"{AXOLOTL}/src/axolotl/utils/schemas/config.py (s2_attention rejected)"),),
+        install="not available: removed from Axolotl",
+        source=f"{AXOLOTL}/src/axolotl/utils/schemas/config.py: s2_attention rejected since v0.17.0",
+        axolotl="s2_attention: true  # rejected by Axolotl >= 0.17",
+        caveats=("LLaMA only, needed flash attention, no sample packing; deprecated",),
+    ),
+)
+
+# Read by `check` beside the backends' own distributions; torch's files are never hashed.
+COMPANIONS: tuple[Companion, ...] = (
+    Companion("torch", "PyTorch", "torch"),
+    Companion("triton", "Triton", "triton"),
+    Companion("nvidia-cutlass-dsl", "CuTe DSL (FA4)"),
+    Companion("axolotl", "Axolotl"),
+)
+
+
+def registered() -> tuple[Backend, ...]:
+    """Every backend. Read at call time, never bound at import, so that a backend added to
+    BACKENDS (a test's) is seen everywhere."""
+    return BACKENDS
+
+
+def by_name() -> dict[str, Backend]:
+    return {backend.name: backend for backend in registered()}
+
+
+def backend_names(*, installable: bool = False, verifiable: bool = False) -> list[str]:
+    return [b.name for b in BACKENDS if (not installable or b.installable) and (not verifiable or b.verifiable)]
+
+
+def packaged() -> list[Backend]:
+    return [b for b in registered() if b.distribution is not None]
+
+
+def distributions() -> list[str]:
+    """Every distribution `check` reads: the backends' (and their lookalikes'), then the companions'."""
+    names = [b.distribution for b in packaged()] + [c.distribution for c in COMPANIONS]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def verified_distributions() -> list[str]:
+    return [b.distribution for b in packaged() if b.verified and b.distribution]
+
+
+def resolved_modules() -> list[str]:
+    modules = [c.module for c in COMPANIONS if c.module] + [m for b in registered() for m in b.resolve]
+    return list(dict.fromkeys(modules))
+
+
+def backend_of_distribution(distribution: str) -> Backend | None:
+    return next((b for b in packaged() if b.distribution == distribution), None)
+
+
+def label_of(distribution: str) -> str:
+    backend = backend_of_distribution(distribution)
+    if backend is not None:
+        return backend.label
+    return next((c.label for c in COMPANIONS if c.distribution == distribution), distribution)
+
+
+def shown_module(distribution: str) -> str | None:
+    """The module whose resolution a distribution's package line shows."""
+    backend = backend_of_distribution(distribution)
+    if backend is not None:
+        return backend.shown_module
+    return next((c.module for c in COMPANIONS if c.distribution == distribution), None)
+
+
+def import_checks() -> dict[str, str]:
+    """distribution -> the module whose import proves it loads (`--deep`)."""
+    checks = {b.distribution: b.module for b in packaged() if b.distribution}
+    return {"torch": "torch", **checks, "triton": "triton"}
+
+
+def backend_of_implementation(implementation: str | None) -> Backend | None:
+    """The backend an Axolotl `attn_implementation` value selects."""
+    return next((b for b in registered() if implementation in b.axolotl_names), None)

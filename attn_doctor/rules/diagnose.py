@@ -6,26 +6,32 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from attn_doctor.facts.imports import IMPORT_CHECKS
-from attn_doctor.facts.model import Facts, Package
-from attn_doctor.rules.backends import BY_NAME
-from attn_doctor.rules.findings import Finding, finding
-from attn_doctor.rules.versions import is_version, release
+from attn_doctor.facts.model import Facts, Gpu, Package
+from attn_doctor.rules.backends import (
+    backend_of_distribution,
+    by_name,
+    import_checks,
+    packaged,
+    verified_distributions,
+)
+from attn_doctor.rules.findings import Finding, Kind, Subject, distribution, finding
+from attn_doctor.rules.ranking import ranking
+from attn_doctor.rules.requirements import unmet
+from attn_doctor.rules.versions import in_range, is_version
 from attn_doctor.rules.wheels import fa2_wheel_name
+from attn_doctor.workload import Workload
 
 FA2 = "flash-attn"
 FA4 = "flash-attn-4"
-# Packages whose RECORD is checked generically; FA4's changed files get the collision findings.
-_GENERIC_VERIFIED = ("flash-attn", "flash-attn-3", "sageattention", "xformers")
 
 
 def pip_install(facts: Facts, args: str) -> str:
-    """The install command for the target: its own pip; uv where the env has no pip (uv venvs);
-    else pip bootstrapped first (`python -m venv --without-pip`)."""
+    """The install command for the target, by the installer `install` would use there
+    (Interpreter.preferred_installer); pip bootstrapped first where there is neither."""
     python = shlex.quote(facts.python.executable)
+    if facts.python.preferred_installer == "uv" and facts.python.uv:
+        return f"{shlex.quote(facts.python.uv)} pip install --python {python} {args}"
     if facts.python.pip_version is None:
-        if facts.python.uv:
-            return f"uv pip install --python {python} {args}"
         return f"{python} -m ensurepip && {python} -m pip install {args}"
     return f"{python} -m pip install {args}"
 
@@ -104,7 +110,11 @@ def gpu_findings(facts: Facts) -> list[Finding]:
             found.append(finding("no-gpu", "no GPU found", evidence=evidence))
     for g in facts.gpus:
         if g.mig:
-            found.append(finding("mig-enabled", f"GPU {g.index} ({g.name}) is in MIG mode", subject=f"gpu{g.index}"))
+            found.append(
+                finding(
+                    "mig-enabled", f"GPU {g.index} ({g.name}) is in MIG mode", subject=Subject(Kind.GPU, str(g.index))
+                )
+            )
     return found
 
 
@@ -209,7 +219,7 @@ def package_findings(facts: Facts) -> list[Finding]:
                     ]
                     + [_reinstall(facts, copies[0])],
                     [c.dist_info for c in copies],
-                    subject=name,
+                    subject=distribution(name),
                 )
             )
     for package in facts.packages:
@@ -227,11 +237,11 @@ def package_findings(facts: Facts) -> list[Finding]:
                         _reinstall(facts, package),
                     ],
                     [package.dist_info],
-                    subject=package.name,
+                    subject=distribution(package.name),
                 )
             )
             continue
-        if package.name in _GENERIC_VERIFIED:
+        if package.name in _generic_verified():
             shared = {p for s in package.shared for p in s.paths}
             changed = [m.path for m in package.modified if m.path not in shared]
             missing = [p for p in package.missing if p not in shared]
@@ -243,28 +253,114 @@ def package_findings(facts: Facts) -> list[Finding]:
                         "since install",
                         [_reinstall(facts, package)],
                         [f"changed: {p}" for p in changed] + [f"missing: {p}" for p in missing],
-                        subject=package.name,
+                        subject=distribution(package.name),
                     )
                 )
-        if package.name == FA4 and package.version == "0.0.1":
+        found += _release_findings(facts, package)
+        found += _requirement_findings(facts, package)
+    return found
+
+
+def _generic_verified() -> list[str]:
+    """Packages whose RECORD is checked generically; FA4's changed files get the collision findings."""
+    return [d for d in verified_distributions() if d != FA4]
+
+
+def _release_findings(facts: Facts, package: Package) -> list[Finding]:
+    """A release that installs but is not the backend: the registry's bad releases and lookalikes."""
+    backend = backend_of_distribution(package.name)
+    version = package.version
+    if backend is None or version is None:
+        return []
+    found = [
+        finding(bad.code, bad.title.format(version=version), [backend.install], subject=distribution(package.name))
+        for bad in backend.bad_releases
+        if in_range(version, bad.versions)
+    ]
+    for lookalike in backend.lookalikes:
+        if in_range(version, lookalike.versions):
             found.append(
                 finding(
-                    "flash-attn-4-placeholder",
-                    "flash-attn-4 0.0.1 is the yanked placeholder, not FA4",
-                    [pip_install(facts, "--pre --force-reinstall flash-attn-4")],
-                    subject=FA4,
-                )
-            )
-        if package.name == "sageattention" and release(package.version)[:1] == (1,):
-            found.append(
-                finding(
-                    "sageattention-v1",
-                    f"sageattention {package.version} is SageAttention 1 (Triton only), not 2.x",
-                    [BY_NAME["sage"].install],
-                    subject="sageattention",
+                    "package-lookalike",
+                    f"{package.name} {version} is {lookalike.what}",
+                    [f"{backend.install}", f"# or, for what it is: {by_name()[lookalike.instead].install}"],
+                    [package.dist_info],
+                    subject=distribution(package.name),
                 )
             )
     return found
+
+
+def _requirement_findings(facts: Facts, package: Package) -> list[Finding]:
+    """Requires-Dist not met (package-requirements-unmet). The fix installs exactly what is missing
+    with torch held where it is; a requirement on another torch is answered by the release that
+    matches the installed torch instead."""
+    if package.name != "torch" and backend_of_distribution(package.name) is None:
+        return []
+    missing = unmet(package, facts)
+    if not missing:
+        return []
+    if facts.torch is None and facts.torch_problem is None:  # torch-missing says it, with its own fix
+        missing = [u for u in missing if u.name != "torch"]
+        if not missing:
+            return []
+    on_torch = [u for u in missing if u.name == "torch"]
+    rest = [u for u in missing if u.name != "torch"]
+    backend = backend_of_distribution(package.name)
+    fix = []
+    if rest:
+        torch = facts.package("torch")
+        held = f" torch=={torch.version}" if torch and torch.version and package.name != "torch" else ""
+        wanted = " ".join(shlex.quote(f"{u.requirement.name}{u.requirement.specifier}") for u in rest)
+        fix.append(f"{pip_install(facts, wanted + held)}  # only what is missing; torch stays")
+    if on_torch and backend is not None:
+        fix.append(f"{backend.install}")
+    return [
+        finding(
+            "package-requirements-unmet",
+            f"{package.name} {package.version} requires {'; '.join(u.describe() for u in missing)}",
+            fix,
+            [f"Requires-Dist: {u.requirement}" for u in missing],
+            subject=distribution(package.name),
+        )
+    ]
+
+
+def gpu_support_findings(facts: Facts) -> list[Finding]:
+    """An installed backend whose installed release cannot run on a GPU here: an error in every
+    check, whether or not a config or --require names it."""
+    found = []
+    for backend in packaged():
+        package = facts.package(backend.distribution or "")
+        if package is None or package.metadata_problem:
+            continue
+        refused = [g for g in facts.gpus if not backend.runs_on(g, package.version)]
+        if not refused:
+            continue
+        newest_runs = all(backend.runs_on(g) for g in refused)
+        better = backend.install if newest_runs else _instead(facts, refused[0])
+        rule = backend.support_for(package.version)
+        for gpu in refused:
+            found.append(
+                finding(
+                    "backend-unsupported-gpu",
+                    f"{backend.label} {package.version} does not run on GPU {gpu.index} ({gpu.name}, "
+                    f"{gpu.sm or gpu.gfx_target})",
+                    [better],
+                    [f"rule for {package.name} {rule.versions or 'every release'}: {rule.source}"],
+                    subject=distribution(package.name),
+                )
+            )
+    return found
+
+
+def _instead(facts: Facts, gpu: Gpu) -> str:
+    """What to use on this GPU: the first ranked backend, installed or how to get it."""
+    for backend in ranking(gpu, Workload()):
+        if backend.distribution is None:
+            return f"use {backend.label}: {backend.axolotl}"
+        return backend.install
+    return f"use PyTorch SDPA: {by_name()['sdpa'].axolotl}"
 
 
 def collision_findings(facts: Facts) -> list[Finding]:
@@ -291,7 +387,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                     "no flash_attn_2_cuda extension module on the target's sys.path",
                     f"RECORD of {fa2.dist_info} lists: {', '.join(fa2.extension_modules) or 'no extension module'}",
                 ],
-                subject=FA2,
+                subject=distribution(FA2),
             )
         )
     if fa4 is None or fa4.metadata_problem:
@@ -314,7 +410,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                     f"flash_attn.cute -> {cute.origin} (found by {cute.finder})",
                     f"flash-attn-4 expects {expected}",
                 ],
-                subject=FA4,
+                subject=distribution(FA4),
             )
         )
     if fa4.modified:
@@ -326,7 +422,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                 f"({_listed([m.path for m in fa4.modified])})",
                 [repair, "# or by hand:", reinstall],
                 [f"{m.path}: sha256 is {m.now_matches or 'unknown'}'s, not flash-attn-4's" for m in fa4.modified],
-                subject=FA4,
+                subject=distribution(FA4),
             )
         )
     if fa4.missing:
@@ -336,7 +432,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                 f"{len(fa4.missing)} of flash-attn-4's files are missing ({_listed(list(fa4.missing))})",
                 [repair, "# or by hand:", reinstall],
                 [f"missing: {p}" for p in fa4.missing],
-                subject=FA4,
+                subject=distribution(FA4),
             )
         )
     for shared in fa4.shared:
@@ -348,7 +444,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                     f"({_listed(list(shared.paths))})",
                     [repair, "# or, by hand, after any `pip uninstall flash-attn`:", reinstall],
                     [f"in both RECORDs: {p}" for p in shared.paths],
-                    subject=FA4,
+                    subject=distribution(FA4),
                 )
             )
     return found
@@ -371,7 +467,7 @@ def _fa4_origin(fa4: Package, candidates: tuple[str, ...]) -> str | None:
 
 
 def import_findings(facts: Facts) -> list[Finding]:
-    owner = {m: d for d, m in IMPORT_CHECKS.items()}
+    owner = {m: d for d, m in import_checks().items()}
     found = []
     torch = f"torch {facts.torch.version}" if facts.torch else "the installed torch"
     for result in facts.imports:
@@ -390,7 +486,11 @@ def import_findings(facts: Facts) -> list[Finding]:
             title = f"`import {result.module}` did not finish in {result.seconds:.0f} s"
         elif package is not None:
             fix = [_reinstall(facts, package)]
-        found.append(finding(f"import-{result.outcome}", title, fix, [result.detail], subject=result.module))
+        found.append(
+            finding(
+                f"import-{result.outcome}", title, fix, [result.detail], subject=Subject(Kind.MODULE, result.module)
+            )
+        )
     return found
 
 
@@ -406,7 +506,9 @@ def binary_findings(facts: Facts) -> list[Finding]:
         evidence = [binary.path, *deep]
         if binary.error:
             found.append(
-                finding("abi-unreadable", f"{name}: {binary.error}", evidence=evidence, subject=binary.package)
+                finding(
+                    "abi-unreadable", f"{name}: {binary.error}", evidence=evidence, subject=distribution(binary.package)
+                )
             )
             continue
         if binary.missing_libraries:
@@ -417,7 +519,7 @@ def binary_findings(facts: Facts) -> list[Finding]:
                     f"{name} needs {', '.join(binary.missing_libraries)}, which the loader will not find{why}",
                     [_rebuild(facts, package)] if package else [],
                     [*evidence, f"DT_NEEDED: {', '.join(binary.needed)}"],
-                    subject=binary.package,
+                    subject=distribution(binary.package),
                 )
             )
         if binary.missing_symbols:
@@ -437,7 +539,7 @@ def binary_findings(facts: Facts) -> list[Finding]:
                     title,
                     [_rebuild(facts, package)] if package else [],
                     [*evidence, *symbols],
-                    subject=binary.package,
+                    subject=distribution(binary.package),
                 )
             )
     return found
@@ -445,7 +547,7 @@ def binary_findings(facts: Facts) -> list[Finding]:
 
 def _deep_result(facts: Facts, package: str) -> list[str]:
     """What `--deep`'s real import said about the same package, to set beside the prediction."""
-    module = IMPORT_CHECKS.get(package)
+    module = import_checks().get(package)
     return [
         f"--deep: import {r.module} -> {r.outcome} {r.detail}".rstrip() for r in facts.imports if r.module == module
     ]
@@ -499,7 +601,7 @@ def toolchain_findings(facts: Facts) -> list[Finding]:
                 "nvcc-torch-cuda-mismatch",
                 f"nvcc {tools.nvcc} ({tools.nvcc_path}) and torch's CUDA {torch.cuda} differ in major version",
                 [f"export CUDA_HOME=/usr/local/cuda-{torch.cuda}  # a toolkit matching torch, if installed"],
-                subject="nvcc",
+                subject=Subject(Kind.TOOL, "nvcc"),
             )
         )
     missing = [
@@ -517,6 +619,7 @@ CONCERNS: tuple[Callable[[Facts], list[Finding]], ...] = (
     torch_findings,
     package_findings,
     collision_findings,
+    gpu_support_findings,
     import_findings,
     binary_findings,
     toolchain_findings,

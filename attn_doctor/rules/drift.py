@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from attn_doctor.facts.model import Facts
-from attn_doctor.rules.findings import Finding, finding
+from attn_doctor.rules.findings import Finding, distribution, finding
 
 LOCK_SCHEMA = "attn-doctor/lock-1"
 
@@ -48,7 +48,7 @@ def drift(facts: Facts, lock: dict[str, Any]) -> list[Finding]:
             finding(
                 "drift-torch",
                 f"torch changed: {_torch(lock['torch'])} (locked) -> {_torch(now['torch'])}",
-                subject="torch",
+                subject=distribution("torch"),
             )
         )
     locked, current = lock["packages"], now["packages"]
@@ -64,7 +64,7 @@ def drift(facts: Facts, lock: dict[str, Any]) -> list[Finding]:
             title = f"{name} changed: {before['version']} (locked) -> {after['version']}"
         else:
             title = f"{name} {after['version']} was reinstalled: its files are not the locked ones"
-        found.append(finding("drift-package", title, subject=name))
+        found.append(finding("drift-package", title, subject=distribution(name)))
     return found
 
 

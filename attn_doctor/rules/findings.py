@@ -29,6 +29,29 @@ class Rule:
     source: str
 
 
+class Kind(str, enum.Enum):
+    """What a finding is about."""
+
+    GPU = "gpu"  # by its index: "0"
+    DISTRIBUTION = "distribution"  # by canonical name: "flash-attn-4"
+    MODULE = "module"  # by import name: "flash_attn.cute"
+    TOOL = "tool"  # "nvcc", "ninja"
+    CONFIG = "config"  # the Axolotl config given with --config
+
+
+@dataclass(frozen=True)
+class Subject:
+    kind: Kind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.name}"
+
+
+def distribution(name: str) -> Subject:
+    return Subject(Kind.DISTRIBUTION, name)
+
+
 @dataclass(frozen=True)
 class Finding:
     code: str
@@ -36,7 +59,10 @@ class Finding:
     title: str  # one line, with this machine's specifics
     fix: tuple[str, ...] = ()  # exact commands, in order
     evidence: tuple[str, ...] = ()  # the facts that triggered it (shown with -v)
-    subject: str = ""  # the GPU / package / module it is about
+    subject: Subject | None = None  # what it is about
+
+    def concerns(self, kind: Kind, name: str | None) -> bool:
+        return self.subject is not None and self.subject.kind is kind and self.subject.name == name
 
 
 _K = "KNOWLEDGE.md"
@@ -163,6 +189,28 @@ RULES: tuple[Rule, ...] = (
         "sageattention 1.x (PyPI's only releases) is SageAttention 1, Triton only; `import sageattention` "
         "succeeds, but it is not SageAttention 2.",
         f"{_K} §5; PyPI sageattention 0.1.0-1.0.6",
+    ),
+    Rule(
+        "package-requirements-unmet",
+        Severity.ERROR,
+        "An attention package (or torch) requires a distribution that is missing or in a version its "
+        "Requires-Dist does not allow (markers evaluated for the target, as `pip check` does): it fails at "
+        "import or at run time. Seen: flash-attn-4 installed with --no-deps, `No module named 'cutlass'`.",
+        "PEP 508 / core metadata Requires-Dist; https://pip.pypa.io/en/stable/cli/pip_check/",
+    ),
+    Rule(
+        "backend-unsupported-gpu",
+        Severity.ERROR,
+        "An installed attention backend, in the installed release, cannot run on a GPU of this machine "
+        "(e.g. FA2 on a T4, FA3 on an RTX 5090): code that selects it fails there.",
+        "each backend's rule in `attn-doctor explain BACKEND`, with its upstream source",
+    ),
+    Rule(
+        "package-lookalike",
+        Severity.WARNING,
+        "A distribution installs a backend's module under another backend's name (FA3's beta published as "
+        "flash_attn 3.0.0b1): code that expects the named backend gets the other.",
+        "https://pypi.org/project/flash-attn/#history",
     ),
     # the FA2/FA4 collisions
     Rule(
@@ -331,7 +379,7 @@ def finding(
     title: str,
     fix: tuple[str, ...] | list[str] = (),
     evidence: tuple[str, ...] | list[str] = (),
-    subject: str = "",
+    subject: Subject | None = None,
 ) -> Finding:
     """A finding of a catalogued code; its severity always comes from the catalog."""
     return Finding(code, rule(code).severity, title, tuple(fix), tuple(evidence), subject)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 
@@ -16,3 +17,14 @@ def release(version: str | None) -> tuple[int, ...]:
 
 def is_version(version: str | None) -> bool:
     return bool(release(version))
+
+
+def in_range(version: str, specifier: str) -> bool:
+    """Whether `version` is in a PEP 440 range ("" holds every version; pre-releases count, as
+    FA4 has only those). A string that is no version is in no range but the empty one."""
+    if not specifier:
+        return True
+    try:
+        return SpecifierSet(specifier).contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False

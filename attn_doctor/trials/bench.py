@@ -9,6 +9,7 @@ torch.compile, FA4's JIT), taken with CUDA events on a GPU.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from attn_doctor.facts.measured import Measured, Timing
 from attn_doctor.facts.model import Facts
 from attn_doctor.rules.backends import Backend
 from attn_doctor.trials.run import Case, Outcome, run_kernels
+from attn_doctor.trials.verify import smoke
 
 BENCH_TIMEOUT_S = 600.0
 MATMUL_N = 8192  # kernel.py's matmul_ceiling: an n x n x n bf16 matmul
@@ -101,3 +103,28 @@ def bench(
         tuple(failed),
         ceiling,
     )
+
+
+def bench_working(
+    python: str,
+    facts: Facts,
+    backends: list[Backend],
+    shapes: tuple[Shape, ...],
+    on_checked: Callable[[Backend], None],
+    on_outcome: Callable[[Outcome], None] | None = None,
+    repeats: int = 10,
+    timeout: float = BENCH_TIMEOUT_S,
+) -> Measured:
+    """Each backend first run once against the reference (verify's smoke case); only those
+    that compute the right thing are timed, the others are listed as failed with why."""
+    working: list[Backend] = []
+    failed: list[tuple[str, str]] = []
+    for backend in backends:
+        outcome = smoke(python, backend, bool(facts.gpus), timeout)
+        if outcome.status == "passed":
+            working.append(backend)
+        else:
+            failed.append((backend.name, f"not working here ({outcome.status}: {outcome.message})"))
+        on_checked(backend)
+    measured = bench(python, facts, working, shapes, on_outcome, repeats, timeout)
+    return dataclasses.replace(measured, failed=tuple(failed) + measured.failed)

@@ -9,12 +9,11 @@ tolerance; NaN or Inf never passes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from attn_doctor.facts.model import Facts
-from attn_doctor.rules.backends import BY_NAME, Backend
-from attn_doctor.rules.versions import release
+from attn_doctor.rules.assess import Assessment
+from attn_doctor.rules.backends import Backend
 from attn_doctor.trials.run import Case, Outcome, run_kernels
 
 # Relative error allowed against the float32 reference. bf16 keeps 8 significant bits, so its
@@ -23,22 +22,12 @@ from attn_doctor.trials.run import Case, Outcome, run_kernels
 TOLERANCE = {"bfloat16": 3e-2, "float16": 5e-3}
 # SageAttention quantizes Q and K to int8: its error is larger by design (forward only).
 SAGE_TOLERANCE = 8e-2
-VARLEN = ("fa2", "fa3", "fa4")  # the backends with a packed-sequence API
 VERIFY_TIMEOUT_S = 600.0  # per backend: FA4 imports in ~10 s and JIT-compiles each new shape
 
 
-def installed(facts: Facts) -> list[Backend]:
-    """The backends there are to verify here: torch's own, and every installed package's."""
-    found = []
-    for backend in BY_NAME.values():
-        if backend.name == "s2" or facts.torch is None:
-            continue
-        if backend.distribution is None:
-            if release(facts.torch.version) >= release(backend.min_torch):
-                found.append(backend)
-        elif facts.package(backend.distribution) is not None:
-            found.append(backend)
-    return found
+def installed(verdicts: Mapping[str, Assessment]) -> list[Backend]:
+    """The backends there are to verify here: every installed one that has a kernel adapter."""
+    return [v.backend for v in verdicts.values() if v.installed and v.backend.verifiable]
 
 
 def cases(backend: Backend, gpu: bool, head_dims: tuple[int, ...] = ()) -> list[Case]:
@@ -48,7 +37,7 @@ def cases(backend: Backend, gpu: bool, head_dims: tuple[int, ...] = ()) -> list[
     backward = backend.trains
 
     def tolerance(dtype: str) -> float:
-        return SAGE_TOLERANCE if backend.name == "sage" else TOLERANCE[dtype]
+        return SAGE_TOLERANCE if backend.quantized else TOLERANCE[dtype]
 
     found = []
     for dtype, short in (("bfloat16", "bf16"), ("float16", "fp16")):
@@ -57,7 +46,7 @@ def cases(backend: Backend, gpu: bool, head_dims: tuple[int, ...] = ()) -> list[
             found.append(Case(name, dtype, causal, 2, seqlen, 8, 8, dim, (), backward, tolerance(dtype)))
     bf16 = tolerance("bfloat16")
     found.append(Case(f"bf16 causal GQA 8/2 d{dim}", "bfloat16", True, 2, seqlen, 8, 2, dim, (), backward, bf16))
-    if backend.name in VARLEN:
+    if backend.varlen:
         lengths = (seqlen // 3, seqlen - seqlen // 3 - 7, 7)  # packed: one row, three sequences
         name = f"bf16 causal packed {'+'.join(map(str, lengths))}"
         found.append(Case(name, "bfloat16", True, 1, sum(lengths), 8, 8, dim, lengths, backward, bf16))

@@ -1,0 +1,151 @@
+"""One verdict per backend: can it be used here, and if not, why. Pure.
+
+`assess` is the only place that answers "can backend X be used on this machine for this
+workload": the gate (`--require`), the recommendation, the Axolotl config check, install's
+refusal and its verification, `verify`'s choice of backends and the package lines all read it,
+so they cannot disagree.
+
+Two kinds of reasons are kept apart:
+- `unfit`: the backend cannot serve here even freshly installed (no release runs on this GPU,
+  torch too old, the workload's head dims), judged by the rule of the release an install brings;
+- `problems`: what is wrong with it as installed (missing, broken files, unmet requirements, a
+  failed import, a bad release, an installed release older than the GPU or the head dims need).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attn_doctor.facts.model import Facts, Gpu
+from attn_doctor.rules.backends import Backend, registered
+from attn_doctor.rules.findings import Finding, Kind, Severity
+from attn_doctor.rules.ranking import major
+from attn_doctor.rules.versions import in_range, release
+from attn_doctor.workload import Workload
+
+TRAINING = ("full", "lora")
+# findings that restate what assess reads off the facts itself
+_SAID_HERE = {"backend-unsupported-gpu", "package-lookalike", "flash-attn-4-placeholder", "sageattention-v1"}
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    gpu: Gpu
+    runs: bool  # the installed release (else the newest) runs on it
+    rule: str  # the rule's source
+
+    @property
+    def label(self) -> str:
+        return f"GPU {self.gpu.index} ({self.gpu.name}, {self.gpu.sm or self.gpu.gfx_target})"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    backend: Backend
+    installed: bool
+    version: str | None  # the installed release (torch's for the backends inside torch)
+    gpus: tuple[GpuFit, ...]
+    unfit: tuple[str, ...]
+    problems: tuple[str, ...]
+    findings: tuple[Finding, ...]  # the findings about its distribution
+
+    @property
+    def usable(self) -> bool:
+        return not self.unfit and not self.problems
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.problems + self.unfit
+
+    @property
+    def broken(self) -> bool:
+        """Installed, and not as it should be (the package line's ✗)."""
+        return self.installed and bool(self.problems)
+
+
+def assess(backend: Backend, facts: Facts, work: Workload, findings: list[Finding] | tuple[Finding, ...]) -> Assessment:
+    torch = facts.torch
+    package = facts.package(backend.distribution) if backend.distribution else None
+    if backend.distribution is None:  # part of torch: there when torch is, from its first release with it
+        version = torch.version if torch else None
+        installed = torch is not None and not backend.needs_newer_torch(torch.version)
+    else:
+        installed, version = package is not None, package.version if package else None
+    own = tuple(f for f in findings if backend.distribution and f.concerns(Kind.DISTRIBUTION, backend.distribution))
+    newest = _fit(backend, None, facts, work)
+    fits = tuple(GpuFit(g, backend.runs_on(g, version), backend.support_for(version).source) for g in facts.gpus)
+    problems = _problems(backend, facts, installed, version, own)
+    if installed:
+        problems += [r for r in _fit(backend, version, facts, work) if r not in newest]
+    return Assessment(backend, installed, version, fits, tuple(newest), tuple(problems), own)
+
+
+def _fit(backend: Backend, version: str | None, facts: Facts, work: Workload) -> list[str]:
+    """Why the release `version` (None: the newest) cannot serve this machine and workload."""
+    reasons = []
+    named = f"{backend.label} {version}" if version and backend.distribution else backend.label
+    for gpu in facts.gpus:
+        if not backend.runs_on(gpu, version):
+            reasons.append(f"{named} does not run on GPU {gpu.index} ({gpu.name}, {gpu.sm or gpu.gfx_target})")
+    torch = facts.torch
+    if torch is not None and backend.needs_newer_torch(torch.version):
+        reasons.append(f"{backend.label} needs torch >= {backend.min_torch}; torch is {torch.version}")
+    amd = any(g.vendor == "amd" for g in facts.gpus)
+    if amd and backend.min_rocm and torch is not None and torch.hip and release(torch.hip) < release(backend.min_rocm):
+        reasons.append(f"{backend.label} needs ROCm >= {backend.min_rocm}; torch is built for HIP {torch.hip}")
+    training = work.training in TRAINING
+    if training and not backend.trains:
+        reasons.append(f"{backend.label} has no backward pass: inference only")
+    reasons += _head_dims(backend, version, facts, work, named)
+    hopper = any(g.compute_capability == "9.0" for g in facts.gpus)
+    if backend.name == "fa4" and version and hopper and training and facts.fa4_sm90_backward is False:
+        reasons.append("the installed FA4 has no SM90 backward kernel (flash_bwd_sm90.py): it cannot train on Hopper")
+    return reasons
+
+
+def _head_dims(backend: Backend, version: str | None, facts: Facts, work: Workload, named: str) -> list[str]:
+    head = work.head_dim
+    if not head:
+        return []
+    head_v = work.head_dim_v or head
+    training = work.training in TRAINING
+    gpus: list[Gpu | None] = list(facts.gpus) or [None]
+    for limit in backend.head_dims:
+        for gpu in gpus:
+            if limit.refuses(version, gpu, max(head, head_v), training):
+                where = f" on {gpu.sm}" if gpu is not None and limit.except_on else ""
+                what = "backward with head dims" if limit.backward_only else "head dims"
+                return [f"{named} takes {what} up to {limit.max_head_dim}{where}, not {max(head, head_v)}"]
+    if backend.head_dim_rule is not None:
+        for gpu in facts.gpus:
+            if gpu.vendor == "nvidia" and backend.head_dim_rule(major(gpu), head, head_v) is False:
+                return [
+                    f"{backend.label} ({backend.head_dim_rule_version}) cannot take head dims ({head}, {head_v}) "
+                    f"on {gpu.sm}: Axolotl falls back to FA2"
+                ]
+    return []
+
+
+def _problems(
+    backend: Backend, facts: Facts, installed: bool, version: str | None, own: tuple[Finding, ...]
+) -> list[str]:
+    if not installed:
+        if backend.distribution is not None:
+            return [f"{backend.distribution} is not installed"]
+        return ["torch is not installed" if version is None else f"torch {version} has no {backend.label}"]
+    problems = []
+    for bad in backend.bad_releases:
+        if version is not None and in_range(version, bad.versions):
+            problems.append(bad.title.format(version=version))
+    for lookalike in backend.lookalikes:
+        if version is not None and in_range(version, lookalike.versions):
+            problems.append(f"{lookalike.distribution} {version} is {lookalike.what}")
+    problems += [f.title for f in own if f.severity == Severity.ERROR and f.code not in _SAID_HERE]
+    result = next((r for r in facts.imports if r.module == backend.module), None)
+    if result is not None and result.outcome != "ok":
+        problems.append(f"import {backend.module}: {result.outcome} ({result.detail})".replace(" ()", ""))
+    return problems
+
+
+def assess_all(facts: Facts, work: Workload, findings: list[Finding] | tuple[Finding, ...]) -> dict[str, Assessment]:
+    return {b.name: assess(b, facts, work, findings) for b in registered()}

@@ -1,0 +1,70 @@
+"""Which backends to prefer on a GPU, in order: the registry's ranks per GPU class.
+
+The classes follow what was measured or what upstream builds for:
+- Hopper/Blackwell datacentre (majors 9-11): FA4, then FA2, then SDPA; below 2k tokens SDPA first
+  (on the real H100 SDPA's cuDNN backend matched FA4 at 1k tokens, FA4 led from 4k).
+- Ampere/Ada (8.x) and consumer Blackwell (12.x): FA2, then SDPA (Axolotl uses FA4 on 9-11 only).
+- Turing (7.5): xFormers, then SDPA.
+- AMD: FA2 (its CK targets), then SDPA. Older, CPU, unknown: SDPA.
+For inference, backends ranked for it (SageAttention, which has no backward) go first.
+"""
+
+from __future__ import annotations
+
+from attn_doctor.facts.model import Gpu
+from attn_doctor.rules.backends import (
+    AMD,
+    AMPERE,
+    HOPPER_UP,
+    HOPPER_UP_SHORT,
+    INFERENCE,
+    OTHER,
+    TURING,
+    Backend,
+    registered,
+)
+from attn_doctor.workload import Workload
+
+SHORT_SEQUENCE = 2048  # below it SDPA (cuDNN) matched FA4 on the H100 (README, measured 2026-11-25)
+
+
+def major(gpu: Gpu) -> int:
+    """The compute capability's major, 0 for AMD and unknown GPUs."""
+    try:
+        return int((gpu.compute_capability or "0.0").split(".")[0])
+    except ValueError:
+        return 0
+
+
+def weakest(gpus: tuple[Gpu, ...]) -> Gpu | None:
+    """Mixed GPUs: judge for the oldest, since one process may land on any of them."""
+    nvidia = [g for g in gpus if g.vendor == "nvidia" and g.compute_capability]
+    if nvidia:
+        return min(nvidia, key=lambda g: (major(g), g.compute_capability or ""))
+    return gpus[0] if gpus else None
+
+
+def gpu_class(gpu: Gpu | None, work: Workload) -> str:
+    if gpu is None:
+        return OTHER
+    if gpu.vendor == "amd":
+        return AMD
+    if major(gpu) in (9, 10, 11):
+        short = work.seq_len is not None and work.seq_len < SHORT_SEQUENCE
+        return HOPPER_UP_SHORT if short else HOPPER_UP
+    if major(gpu) in (8, 12):
+        return AMPERE
+    if gpu.compute_capability == "7.5":
+        return TURING
+    return OTHER
+
+
+def ranking(gpu: Gpu | None, work: Workload) -> list[Backend]:
+    """The backends ranked for this GPU, best first, those whose newest release cannot run on it left out."""
+    klass = gpu_class(gpu, work)
+    ranked = [b for b in registered() if klass in b.ranks and (gpu is None or b.runs_on(gpu))]
+    ranked.sort(key=lambda b: b.ranks[klass])
+    if work.training == "inference" and gpu is not None:
+        first = [b for b in registered() if INFERENCE in b.ranks and b.runs_on(gpu) and b not in ranked]
+        ranked = sorted(first, key=lambda b: b.ranks[INFERENCE]) + ranked
+    return ranked
