@@ -384,7 +384,7 @@ def explain(
         return
     chosen = [r for r in RULES if code in (None, r.code)]
     if not chosen:
-        raise Stop(f"no finding code or backend {code!r}; `attn-doctor explain` lists the codes", EXIT_USAGE)
+        raise Stop(f"no finding code {code!r}, nor a backend; `attn-doctor explain` lists the codes", EXIT_USAGE)
     sys.stdout.write(render_catalog(chosen, markdown))
 
 

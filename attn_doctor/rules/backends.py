@@ -61,7 +61,8 @@ class HeadDimLimit:
             return False
         if self.refused_up_to is not None and head_dim > self.refused_up_to:
             return False
-        if version is not None and not in_range(version, self.versions):
+        # a limit of some releases only (the old ones) is not the newest release's (version None)
+        if self.versions and (version is None or not in_range(version, self.versions)):
             return False
         return gpu is None or gpu.vendor != "nvidia" or gpu.compute_capability not in self.except_on
 
