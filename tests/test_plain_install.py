@@ -1,0 +1,46 @@
+"""The README's commands from a plain `pip install .` venv (no test extras): what a command
+imports at run time must be a runtime dependency (seen: `check --config` needed PyYAML, which
+only the test extras had)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, run
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = "base_model: m\nattn_implementation: flash_attention_2\nsample_packing: true\n"
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    venv = tmp_path_factory.mktemp("plain") / "venv"
+    run(sys.executable, "-m", "venv", venv)
+    run(venv / "bin" / "python", "-m", "pip", "install", "-q", str(ROOT))
+    return venv / "bin" / "attn-doctor"
+
+
+@pytest.mark.parametrize(
+    ("args", "codes"),
+    [
+        (["--help"], {0}),
+        (["check", "--facts", str(FIXTURES / "h100-check.json"), "--config", "CONFIG"], {0, 1}),
+        (["check", "--facts", str(FIXTURES / "h100-check.json"), "--format", "junit", "--require", "fa4"], {1}),
+        (["check", "--facts", str(FIXTURES / "h100-check.json"), "--format", "markdown"], {0, 1}),
+        (["explain", "fa4"], {0}),
+        (["explain", "--markdown"], {0}),
+        (["install", "fa4", "--facts", str(FIXTURES / "h100-check.json"), "--dry-run"], {0}),
+        (["check", "--no-gpu-ok"], {0, 1}),
+    ],
+)
+def test_readme_commands_run_without_the_test_extras(
+    plain: Path, tmp_path: Path, args: list[str], codes: set[int]
+) -> None:
+    config = tmp_path / "axolotl.yml"
+    config.write_text(CONFIG)
+    done = run(plain, *[str(config) if a == "CONFIG" else a for a in args], check=False, cwd=tmp_path)
+    assert done.returncode in codes, done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
