@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from attn_doctor.facts.model import Facts, Gpu, Package
+from attn_doctor.facts.model import Facts, Gpu, Package, Torch
 from attn_doctor.rules.backends import (
     backend_of_distribution,
     by_name,
@@ -16,9 +16,10 @@ from attn_doctor.rules.backends import (
 )
 from attn_doctor.rules.findings import Finding, Kind, Subject, distribution, finding
 from attn_doctor.rules.ranking import ranking
+from attn_doctor.rules.recipes import build_jobs, fa2_build_minutes, xformers_for
 from attn_doctor.rules.requirements import unmet
-from attn_doctor.rules.versions import in_range, is_version
-from attn_doctor.rules.wheels import fa2_wheel_name
+from attn_doctor.rules.versions import in_range, is_version, release
+from attn_doctor.rules.wheels import fa2_wheel_name, fa2_wheel_url
 from attn_doctor.workload import Workload
 
 FA2 = "flash-attn"
@@ -37,8 +38,13 @@ def pip_install(facts: Facts, args: str) -> str:
 
 
 def _reinstall(facts: Facts, package: Package) -> str:
-    """The same version again, where it is a version pip can ask for."""
-    pin = f"{package.name}=={package.version}" if is_version(package.version) else package.name
+    """The same version again: METADATA's, else the dist-info folder's (`name-VERSION.dist-info`).
+    Never the bare name: for flash-attn-4, whose releases are all pre-releases, that resolves to
+    the 0.0.1 placeholder wherever it is not yanked (a local wheelhouse), or to nothing."""
+    folder = Path(package.dist_info).name.removesuffix(".dist-info")
+    versions = [package.version, folder.split("-")[1] if folder.count("-") == 1 else None]
+    version = next((v for v in versions if is_version(v)), None)
+    pin = f"{package.name}=={version}" if version else package.name
     return pip_install(facts, f"--force-reinstall --no-deps {shlex.quote(pin)}")
 
 
@@ -194,11 +200,25 @@ def torch_findings(facts: Facts) -> list[Finding]:
                     "torch-cuda-minor-newer",
                     f"torch built for CUDA {torch.cuda} runs on a CUDA {facts.driver.cuda_driver_version} driver "
                     "by minor-version compatibility only",
-                    [],
+                    [
+                        f"# upgrade the NVIDIA driver to one for CUDA {torch.cuda} or newer (nvidia-smi shows "
+                        "\"CUDA Version\"), or install this torch built for the driver's CUDA:",
+                        pip_install(
+                            facts,
+                            f"torch=={_public(torch.version)}+cu{driver[0]}{driver[1]} --index-url "
+                            f"https://download.pytorch.org/whl/cu{driver[0]}{driver[1]}",
+                        )
+                        + "  # if PyTorch publishes that build",
+                    ],
                     evidence,
                 )
             ]
     return []
+
+
+def _public(version: str) -> str:
+    """2.11.0 for 2.11.0+cu130: the release, without the build's local label."""
+    return version.split("+", 1)[0]
 
 
 def package_findings(facts: Facts) -> list[Finding]:
@@ -272,8 +292,12 @@ def _release_findings(facts: Facts, package: Package) -> list[Finding]:
     version = package.version
     if backend is None or version is None:
         return []
+    # the real backend where its newest release runs on every GPU here; else what does run here
+    # (SageAttention 1 on a T4: SageAttention 2 refuses sm_75)
+    refused = [g for g in facts.gpus if not backend.runs_on(g)]
+    fix = _instead(facts, refused[0]) if refused else backend.install
     found = [
-        finding(bad.code, bad.title.format(version=version), [backend.install], subject=distribution(package.name))
+        finding(bad.code, bad.title.format(version=version), [fix], subject=distribution(package.name))
         for bad in backend.bad_releases
         if in_range(version, bad.versions)
     ]
@@ -375,14 +399,8 @@ def collision_findings(facts: Facts) -> list[Finding]:
             finding(
                 "fa2-extension-missing",
                 f"flash-attn {fa2.version} has no compiled flash_attn_2_cuda: `import flash_attn` will fail",
-                # FA2's setup.py imports torch to build (KNOWLEDGE.md §1): torch first where it is missing
-                ([pip_install(facts, "torch")] if facts.torch is None else [])
-                + [
-                    pip_install(
-                        facts,
-                        f"--force-reinstall --no-deps --no-build-isolation flash-attn=={fa2.version}",
-                    )
-                ],
+                # FA2's setup.py imports torch to build: torch first where it is missing
+                [pip_install(facts, "torch"), _rebuild(facts, fa2)] if facts.torch is None else [_rebuild(facts, fa2)],
                 [
                     "no flash_attn_2_cuda extension module on the target's sys.path",
                     f"RECORD of {fa2.dist_info} lists: {', '.join(fa2.extension_modules) or 'no extension module'}",
@@ -413,6 +431,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                 subject=distribution(FA4),
             )
         )
+    found += _fa4_hidden(fa4, facts)
     if fa4.modified:
         owners = sorted({m.now_matches or "an unknown source" for m in fa4.modified})
         found.append(
@@ -450,6 +469,32 @@ def collision_findings(facts: Facts) -> list[Finding]:
     return found
 
 
+def _fa4_hidden(fa4: Package, facts: Facts) -> list[Finding]:
+    """Another `flash_attn` earlier on sys.path (PYTHONPATH, a .pth folder, the user site, a
+    `pip --target` folder) that has no cute/: `flash_attn.cute` is searched in it alone, and the
+    installed FA4 is never found."""
+    cute, parent = facts.resolution("flash_attn.cute"), facts.resolution("flash_attn")
+    if fa4.editable or cute is None or cute.kind != "missing" or parent is None or parent.kind != "package":
+        return []
+    if not parent.origin or _inside(Path(parent.origin), fa4.location):
+        return []
+    folder = Path(parent.origin).parent
+    aside = shlex.quote(f"{folder}.hides-fa4")
+    return [
+        finding(
+            "fa4-hidden",
+            f"flash_attn resolves to {folder}, earlier on sys.path and without cute/: flash-attn-4 {fa4.version} "
+            f"in {fa4.location} is never imported",
+            [
+                f"mv {shlex.quote(str(folder))} {aside}  # the other flash_attn, set aside (not deleted)",
+                f"# or take {folder.parent} off sys.path (PYTHONPATH, a .pth file, the user site)",
+            ],
+            [f"flash_attn -> {parent.origin} (found by {parent.finder})", f"flash_attn.cute: {cute.detail}"],
+            subject=distribution(FA4),
+        )
+    ]
+
+
 def _inside(path: Path, folder: str) -> bool:
     return Path(folder) in path.parents
 
@@ -481,7 +526,7 @@ def import_findings(facts: Facts) -> list[Finding]:
                 f"`import {result.module}` fails with an undefined symbol: it was built for another torch than {torch}"
             )
             if package is not None:
-                fix = [f"{_rebuild_command(facts, package)}  # rebuilds against {torch}"]
+                fix = [_rebuild(facts, package)]
         elif result.outcome == "timeout":
             title = f"`import {result.module}` did not finish in {result.seconds:.0f} s"
         elif package is not None:
@@ -562,32 +607,55 @@ def _cuda_runtime_hint(libraries: tuple[str, ...], torch_cuda: str | None) -> st
     return ""
 
 
-def _rebuild_command(facts: Facts, package: Package) -> str:
-    """The same version built again, from source, against the installed torch."""
-    return pip_install(
-        facts, f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir {package.name}=={package.version}"
-    )
-
-
 def _rebuild(facts: Facts, package: Package) -> str:
-    """Reinstall the same version built for the installed torch, naming the prebuilt FA2 wheel
-    that setup.py will download when the release has one for this torch."""
+    """The one fix for a compiled extension that does not fit the installed torch: a binary that
+    really is built for it. Reinstalling the same release is no fix: FA2's setup.py downloads the
+    same prebuilt wheel again unless FLASH_ATTENTION_FORCE_BUILD=TRUE, and an xFormers wheel is
+    built for one torch only."""
     torch = facts.torch
-    command = _rebuild_command(facts, package)
-    if package.name != FA2 or torch is None:
-        return f"{command}  # rebuilds it against the installed torch"
-    abi = next((b.torch_abi for b in facts.binaries if b.torch_abi), None)
-    wheel = fa2_wheel_name(
-        package.version or "",
+    backend = backend_of_distribution(package.name)
+    if package.name == FA2:
+        return _rebuild_fa2(facts, package, torch)
+    if package.name == "xformers" and torch is not None:
+        matching = xformers_for(torch.version)
+        if matching is None:
+            return f"# no xFormers release is built for torch {torch.version}: use {by_name()['sdpa'].axolotl}"
+        return (
+            f"attn-doctor install xformers  # xformers {matching.version}, the release built for torch {torch.version}"
+        )
+    if backend is not None and backend.installable:
+        return (
+            f"{backend.install.split('  #')[0]}  # built again against torch {torch.version if torch else ''}".rstrip()
+        )
+    return f"{_reinstall(facts, package)}  # the same release again"
+
+
+def _rebuild_fa2(facts: Facts, fa2: Package, torch: Torch | None) -> str:
+    """FA2's release wheel built for this torch where the release has one, else a compile forced
+    past setup.py's download of the (wrong) prebuilt wheel, sized for this machine."""
+    wheel = torch and fa2_wheel_name(
+        fa2.version or "",
         torch.version,
         torch.cuda,
-        abi == "cxx11",
+        bool(torch.cxx11_abi) if torch.cxx11_abi is not None else release(torch.version) >= (2, 7),
         facts.python.version,
-        facts.python.platform.split("-", 1)[-1],
+        facts.python.platform.rsplit("-", 1)[-1],
     )
-    if wheel:
-        return f"{command}  # setup.py downloads the prebuilt {wheel}"
-    return f"{command}  # no prebuilt wheel for torch {torch.version}: this compiles (nvcc, ninja; MAX_JOBS)"
+    against = f"torch {torch.version}" if torch else "the torch installed first"
+    if torch and wheel:
+        url = fa2_wheel_url(fa2.version or "", wheel)
+        command = pip_install(facts, f"--force-reinstall --no-deps {url}")
+        return f"{command}  # the release's own wheel for {against}"
+    tools = facts.toolchain
+    jobs = build_jobs(tools.cpus, tools.ram_gib)
+    minutes = fa2_build_minutes(jobs, 4)
+    command = pip_install(
+        facts, f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir flash-attn=={fa2.version}"
+    )
+    return (
+        f"FLASH_ATTENTION_FORCE_BUILD=TRUE MAX_JOBS={jobs} {command}  # no release wheel for {against}: "
+        f"compiles against it, about {minutes} min with {jobs} jobs (nvcc, ninja)"
+    )
 
 
 def toolchain_findings(facts: Facts) -> list[Finding]:

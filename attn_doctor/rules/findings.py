@@ -27,6 +27,9 @@ class Rule:
     severity: Severity
     meaning: str
     source: str
+    # how its fix was proven: "ran: TEST" (the fix, run on real files, clears it), "inputs: TEST" (it
+    # cannot run here: its inputs are checked), "unproven: why" or "no fix: why"
+    proof: str = ""
 
 
 class Kind(str, enum.Enum):
@@ -65,7 +68,9 @@ class Finding:
         return self.subject is not None and self.subject.kind is kind and self.subject.name == name
 
 
-_K = "KNOWLEDGE.md"
+_FA = "https://github.com/Dao-AILab/flash-attention/blob/v2.8.3"
+_AX = "https://github.com/axolotl-ai-cloud/axolotl/blob/v0.18.0/src/axolotl"
+
 RULES: tuple[Rule, ...] = (
     # GPU and driver
     Rule(
@@ -73,6 +78,7 @@ RULES: tuple[Rule, ...] = (
         Severity.WARNING,
         "No NVIDIA or AMD GPU was found; every attention backend but CPU SDPA needs one.",
         "NVML nvmlDeviceGetCount; KFD sysfs topology",
+        proof="no fix: nothing to run (a machine without a GPU)",
     ),
     Rule(
         "nvml-library-missing",
@@ -80,12 +86,14 @@ RULES: tuple[Rule, ...] = (
         "libnvidia-ml.so (the NVIDIA driver's management library) could not be loaded: no NVIDIA driver, "
         "or a container started without the GPU.",
         "NVML_ERROR_LIBRARY_NOT_FOUND (nvml.h)",
+        proof="unproven: installing a driver or starting a container with --gpus needs the hardware",
     ),
     Rule(
         "driver-not-loaded",
         Severity.ERROR,
         "The NVIDIA kernel driver is not loaded.",
         "NVML_ERROR_DRIVER_NOT_LOADED (nvml.h)",
+        proof="unproven: `modprobe nvidia` needs the hardware and root",
     ),
     Rule(
         "driver-mismatch",
@@ -93,69 +101,82 @@ RULES: tuple[Rule, ...] = (
         "The NVIDIA user-space library and kernel module have different versions (typically after a driver "
         "upgrade without a reboot); CUDA fails until they match.",
         "NVML_ERROR_LIB_RM_VERSION_MISMATCH (nvml.h)",
+        proof="unproven: a reboot into the matching kernel module needs the hardware",
     ),
     Rule(
         "nvml-error",
         Severity.ERROR,
         "An NVML call failed; the GPUs could not be read.",
         "nvml.h return codes",
+        proof="unproven: `nvidia-smi` only shows whether the driver answers",
     ),
     Rule(
         "gpus-hidden",
         Severity.WARNING,
         "CUDA_VISIBLE_DEVICES hides every GPU from the processes this environment starts.",
         "CUDA runtime: CUDA_VISIBLE_DEVICES",
+        proof="ran: tests/test_fixes.py::test_cuda_visible_devices_that_hide_every_gpu",
     ),
     Rule(
         "mig-enabled",
         Severity.INFO,
         "A GPU is in MIG mode: processes see MIG slices, each with a part of the GPU's memory and SMs.",
         "NVML nvmlDeviceGetMigMode",
+        proof="no fix: MIG is the owner's choice",
     ),
     # Python and torch
     Rule(
         "python-externally-managed",
         Severity.INFO,
         "The target is a system Python marked EXTERNALLY-MANAGED (PEP 668): pip refuses to install into it.",
-        "PEP 668",
+        "https://peps.python.org/pep-0668/",
+        proof="ran: tests/test_fixes.py::test_a_pep_668_python_gets_a_venv",
     ),
     Rule(
         "torch-missing",
         Severity.WARNING,
         "torch is not installed in the target environment; every backend needs it.",
         "each backend's requirements",
+        proof=(
+            "unproven: `pip install torch` from the index fetches gigabytes (tests install the CPU torch file instead)"
+        ),
     ),
     Rule(
         "torch-unreadable",
         Severity.ERROR,
         "torch is installed but its version.py could not be read.",
         "torch/version.py, written by torch's setup.py",
+        proof="unproven: a reinstall of torch from the index",
     ),
     Rule(
         "torch-cpu-only",
         Severity.ERROR,
         "torch is a CPU-only build while a GPU is present: no GPU attention backend can run.",
         "torch/version.py cuda/hip fields",
+        proof="unproven: a CUDA torch needs the GPU machine",
     ),
     Rule(
         "torch-wrong-gpu-vendor",
         Severity.ERROR,
         "torch is built for the other GPU vendor (CUDA build on AMD, or ROCm build on NVIDIA).",
         "torch/version.py cuda/hip fields",
+        proof="unproven: the other vendor's torch needs its GPU",
     ),
     Rule(
         "torch-cuda-too-new",
         Severity.ERROR,
         "torch's CUDA major version is newer than the newest CUDA the driver supports: CUDA calls fail "
         '("driver too old").',
-        "CUDA compatibility guide: minor-version compatibility is within one major",
+        "https://docs.nvidia.com/deploy/cuda-compatibility/ (minor-version compatibility is within one major)",
+        proof="unproven: a driver upgrade needs the hardware",
     ),
     Rule(
         "torch-cuda-minor-newer",
         Severity.WARNING,
         "torch's CUDA minor version is newer than the driver's: it runs under minor-version compatibility, "
         "but kernels that need PTX JIT (Triton, FA4's CuTe DSL) may fail.",
-        "CUDA compatibility guide, minor-version compatibility limits",
+        "https://docs.nvidia.com/deploy/cuda-compatibility/#minor-version-compatibility (PTX JIT limits)",
+        proof="inputs: tests/test_fixes.py::test_a_torch_for_a_newer_cuda_minor_names_the_build_for_the_driver",
     ),
     # packages
     Rule(
@@ -163,32 +184,41 @@ RULES: tuple[Rule, ...] = (
         Severity.ERROR,
         "A distribution's dist-info is broken (no METADATA, no RECORD, unreadable bytes or an invalid "
         "version): pip cannot upgrade or uninstall it cleanly.",
-        "PEP 376 / PEP 627 dist-info layout",
+        "https://packaging.python.org/en/latest/specifications/recording-installed-packages/",
+        proof="ran: tests/test_fixes.py::test_a_stale_second_dist_info_and_a_broken_one_are_set_aside",
     ),
     Rule(
         "package-duplicate",
         Severity.ERROR,
         "Two dist-info folders for the same distribution: which files are whose is undefined.",
-        "PEP 376",
+        "https://packaging.python.org/en/latest/specifications/recording-installed-packages/",
+        proof="ran: tests/test_fixes.py::test_a_stale_second_dist_info_and_a_broken_one_are_set_aside",
     ),
     Rule(
         "package-files-modified",
         Severity.WARNING,
         "Files of a package no longer match the sha256 its RECORD holds, or are missing.",
-        "PEP 376 RECORD",
+        "https://packaging.python.org/en/latest/specifications/recording-installed-packages/#the-record-file",
+        proof="ran: tests/test_fixes.py::test_files_changed_by_hand_are_reinstalled",
     ),
     Rule(
         "flash-attn-4-placeholder",
         Severity.ERROR,
         "flash-attn-4 0.0.1 is the yanked 'coming soon' placeholder: it installs no flash_attn.cute.",
-        f"{_K} §1; PyPI flash-attn-4 0.0.1 (yanked)",
+        "https://pypi.org/project/flash-attn-4/0.0.1/ (yanked)",
+        proof=(
+            "inputs: tests/test_install_plans.py::test_fa4_on_the_h100_is_one_pinned_pip_step_with_the_cu13_extra "
+            "(its fix is `attn-doctor install fa4`, run on the H100: tests/fixtures/h100-install-fa4.txt)"
+        ),
     ),
     Rule(
         "sageattention-v1",
         Severity.WARNING,
         "sageattention 1.x (PyPI's only releases) is SageAttention 1, Triton only; `import sageattention` "
         "succeeds, but it is not SageAttention 2.",
-        f"{_K} §5; PyPI sageattention 0.1.0-1.0.6",
+        "https://pypi.org/project/sageattention/#history (0.1.0-1.0.6 only); 2.x: "
+        "https://github.com/thu-ml/SageAttention/tree/v2.2.0",
+        proof="inputs: tests/test_fixes.py::test_sageattention_1_on_a_t4_is_steered_to_what_runs_there",
     ),
     Rule(
         "package-requirements-unmet",
@@ -197,6 +227,7 @@ RULES: tuple[Rule, ...] = (
         "Requires-Dist does not allow (markers evaluated for the target, as `pip check` does): it fails at "
         "import or at run time. Seen: flash-attn-4 installed with --no-deps, `No module named 'cutlass'`.",
         "PEP 508 / core metadata Requires-Dist; https://pip.pypa.io/en/stable/cli/pip_check/",
+        proof="ran: tests/test_registry.py::test_the_requirements_fix_clears_it",
     ),
     Rule(
         "backend-unsupported-gpu",
@@ -204,6 +235,7 @@ RULES: tuple[Rule, ...] = (
         "An installed attention backend, in the installed release, cannot run on a GPU of this machine "
         "(e.g. FA2 on a T4, FA3 on an RTX 5090): code that selects it fails there.",
         "each backend's rule in `attn-doctor explain BACKEND`, with its upstream source",
+        proof="inputs: tests/test_registry.py::test_installed_but_cannot_run_here",
     ),
     Rule(
         "package-lookalike",
@@ -211,6 +243,7 @@ RULES: tuple[Rule, ...] = (
         "A distribution installs a backend's module under another backend's name (FA3's beta published as "
         "flash_attn 3.0.0b1): code that expects the named backend gets the other.",
         "https://pypi.org/project/flash-attn/#history",
+        proof="inputs: tests/test_registry.py::test_fa3_beta_published_as_flash_attn_is_not_fa2",
     ),
     # the FA2/FA4 collisions
     Rule(
@@ -218,35 +251,54 @@ RULES: tuple[Rule, ...] = (
         Severity.ERROR,
         "flash-attn-4 is installed but `flash_attn.cute` resolves to another copy (FA2's stale cute/ stub): "
         "FA4's code never runs.",
-        f"{_K} §4.1 (editable FA4 + FA2, seen)",
+        f"{_FA}/flash_attn/cute (FA2's copy); setuptools' editable finder is asked after the path finders: "
+        "https://github.com/pypa/setuptools/blob/v80.9.0/setuptools/command/editable_wheel.py",
+        proof="ran: tests/test_fix_shadow.py::test_repair_then_undo",
+    ),
+    Rule(
+        "fa4-hidden",
+        Severity.ERROR,
+        "Another flash_attn package earlier on sys.path (PYTHONPATH, a .pth folder, the user site, a "
+        "`pip --target` folder) has no cute/: `flash_attn.cute` is looked for in it alone, so the installed "
+        "flash-attn-4 is never imported.",
+        "https://docs.python.org/3/reference/import.html#regular-packages (a regular package's __path__ is its "
+        "own folder)",
+        proof="ran: tests/test_fixes.py::test_fa4_hidden_by_an_older_flash_attn_earlier_on_sys_path",
     ),
     Rule(
         "fa4-files-overwritten",
         Severity.ERROR,
         "Files of flash-attn-4 on disk no longer have FA4's RECORD hashes: another distribution (FA2) wrote "
         "its own copy over them.",
-        f"{_K} §4.2 (both wheels, seen)",
+        f"{_FA}/flash_attn/cute and https://pypi.org/project/flash-attn-4/4.0.0b36/ both write flash_attn/cute/ (seen)",
+        proof="ran: tests/test_fix_shadow.py::test_repair_then_undo",
     ),
     Rule(
         "fa4-files-missing",
         Severity.ERROR,
         "Files of flash-attn-4 are gone (typically `pip uninstall flash-attn` took them): `import "
         "flash_attn.cute` gives an empty namespace package.",
-        f"{_K} §4.3 (seen)",
+        "https://pip.pypa.io/en/stable/cli/pip_uninstall/ (every RECORD path is removed; seen)",
+        proof="ran: tests/test_fix_shadow.py::test_repair_then_undo",
     ),
     Rule(
         "fa2-uninstall-breaks-fa4",
         Severity.WARNING,
         "flash-attn's RECORD lists files that flash-attn-4 owns too: `pip uninstall flash-attn` would "
         "delete them and break FA4.",
-        f"{_K} §4.3 (seen)",
+        "https://pip.pypa.io/en/stable/cli/pip_uninstall/ (every RECORD path is removed; seen)",
+        proof="ran: tests/test_fix_shadow.py::test_fa2_keeps_working_and_its_uninstall_spares_fa4",
     ),
     Rule(
         "fa2-extension-missing",
         Severity.ERROR,
         "flash-attn is installed without its compiled extension flash_attn_2_cuda: `import flash_attn` "
         "fails, and so does everything under flash_attn (FA4 included).",
-        f"{_K} §2",
+        f"{_FA}/flash_attn/flash_attn_interface.py (imports flash_attn_2_cuda)",
+        proof=(
+            "inputs: tests/test_collisions.py::test_fa2_without_extension (a CUDA compile: "
+            "FLASH_ATTENTION_FORCE_BUILD=TRUE asserted)"
+        ),
     ),
     # --deep import health
     Rule(
@@ -254,21 +306,39 @@ RULES: tuple[Rule, ...] = (
         Severity.ERROR,
         "A compiled extension was built against another torch (C++ ABI): the import fails with `undefined symbol`.",
         "dlopen(3); torch's C++ ABI changes between minor releases",
+        proof=(
+            "inputs: tests/test_deep_imports.py::test_undefined_symbol (FA2: a forced compile; xFormers and "
+            "SageAttention 2: tests/test_fixes.py)"
+        ),
     ),
     Rule(
         "import-missing-cuda-library",
         Severity.ERROR,
         "A CUDA/ROCm shared library the extension links against cannot be found.",
         "dlopen(3)",
+        proof="inputs: tests/test_deep_imports.py::test_missing_cuda_library",
     ),
     Rule(
         "import-unsupported-gpu",
         Severity.ERROR,
         "The backend has no kernels for this GPU's architecture.",
         "the backend's own error text",
+        proof="unproven: needs a GPU the backend has no kernels for",
     ),
-    Rule("import-timeout", Severity.ERROR, "Importing the backend did not finish in time.", "attn-doctor"),
-    Rule("import-failed", Severity.ERROR, "Importing the backend failed.", "the import's own error text"),
+    Rule(
+        "import-timeout",
+        Severity.ERROR,
+        "Importing the backend did not finish in time.",
+        "attn-doctor",
+        proof="no fix: the import may only be slow (--deep's timeout)",
+    ),
+    Rule(
+        "import-failed",
+        Severity.ERROR,
+        "Importing the backend failed.",
+        "the import's own error text",
+        proof="unproven: the cause is in the import's own message",
+    ),
     # compiled extensions read as ELF files, before anything is imported
     Rule(
         "abi-undefined-symbol",
@@ -276,6 +346,7 @@ RULES: tuple[Rule, ...] = (
         "A compiled extension imports torch symbols that the installed torch does not export: importing it "
         "fails with `undefined symbol`. It was built for another torch.",
         "the extension's and torch's ELF dynamic symbol tables (predicted; --deep shows the real import)",
+        proof="inputs: tests/test_binaries.py::test_torch_changed_a_signature (a forced compile asserted)",
     ),
     Rule(
         "abi-cxx11-mismatch",
@@ -283,6 +354,7 @@ RULES: tuple[Rule, ...] = (
         "A compiled extension was built with the other C++ ABI (_GLIBCXX_USE_CXX11_ABI) than torch: every "
         "std::string in its torch calls is mangled differently, so it cannot load.",
         "the mangled std::string in the extension's imports against torch's c10::detail::torchCheckFail",
+        proof="inputs: tests/test_binaries.py::test_cxx11_abi_mismatch",
     ),
     Rule(
         "abi-missing-library",
@@ -290,80 +362,113 @@ RULES: tuple[Rule, ...] = (
         "A compiled extension needs a shared library (DT_NEEDED) that the dynamic loader will not find, "
         "typically the CUDA runtime of another CUDA major.",
         "the extension's DT_NEEDED, RUNPATH, LD_LIBRARY_PATH, the loader cache, torch's loaded libraries",
+        proof="inputs: tests/test_binaries.py::test_missing_cuda_runtime",
     ),
-    Rule("abi-unreadable", Severity.WARNING, "A compiled extension could not be read as an ELF file.", "pyelftools"),
+    Rule(
+        "abi-unreadable",
+        Severity.WARNING,
+        "A compiled extension could not be read as an ELF file.",
+        "pyelftools",
+        proof="no fix: the file could not be read",
+    ),
     # the CI gate
-    Rule("drift-gpu", Severity.ERROR, "The GPU generations differ from the lock file's.", "attn-doctor lock"),
-    Rule("drift-torch", Severity.ERROR, "torch's version or build differs from the lock file's.", "attn-doctor lock"),
+    Rule(
+        "drift-gpu",
+        Severity.ERROR,
+        "The GPU generations differ from the lock file's.",
+        "attn-doctor lock",
+        proof="no fix: the lock says what was; lock again when the change was meant",
+    ),
+    Rule(
+        "drift-torch",
+        Severity.ERROR,
+        "torch's version or build differs from the lock file's.",
+        "attn-doctor lock",
+        proof="no fix: the lock says what was; lock again when the change was meant",
+    ),
     Rule(
         "drift-package",
         Severity.ERROR,
         "An attention package was added, removed, changed version, or reinstalled (its RECORD differs) since the "
         "lock file was written.",
         "attn-doctor lock",
+        proof="no fix: the lock says what was; lock again when the change was meant",
     ),
     # an Axolotl config (--config), judged against this machine
     Rule(
         "config-s2-attention",
         Severity.ERROR,
         "s2_attention is rejected by Axolotl since v0.17.0.",
-        "Axolotl deprecated.py (PR #3664)",
+        f"{_AX}/utils/schemas/deprecated.py (https://github.com/axolotl-ai-cloud/axolotl/pull/3664)",
+        proof="ran: tests/test_fixes.py::test_config_fixes_are_lines_that_clear_the_finding",
     ),
     Rule(
         "config-mixed-attention-keys",
         Severity.ERROR,
         "attn_implementation and a legacy attention flag are both set: Axolotl raises an error.",
-        "Axolotl config.py",
+        f"{_AX}/utils/schemas/config.py (validate_attn_implementation)",
+        proof="ran: tests/test_fixes.py::test_config_fixes_are_lines_that_clear_the_finding",
     ),
     Rule(
         "config-several-attention-flags",
         Severity.WARNING,
         "Several legacy attention flags are set: the highest-priority one silently wins.",
-        "Axolotl enums.py LEGACY_ATTN_FLAG_TO_IMPL",
+        f"{_AX}/utils/schemas/enums.py (LEGACY_ATTN_FLAG_TO_IMPL)",
+        proof="ran: tests/test_fixes.py::test_config_fixes_are_lines_that_clear_the_finding",
     ),
     Rule(
         "config-unknown-attention",
         Severity.ERROR,
         "attn_implementation names no backend Axolotl knows.",
-        "Axolotl enums.py CANONICAL_ATTN_IMPLS",
+        f"{_AX}/utils/schemas/enums.py (CANONICAL_ATTN_IMPLS)",
+        proof="unproven: the right value is the user's choice among those listed",
     ),
     Rule(
         "config-backend-unavailable",
         Severity.ERROR,
         "The config asks for a backend that is missing, broken, or does not run on this GPU.",
         "the facts of this machine and attn_doctor/rules/backends.py",
+        proof="inputs: tests/test_registry.py::test_installed_but_cannot_run_here (the backend's own fix)",
     ),
     Rule(
         "config-flex-without-compile",
         Severity.WARNING,
         "Flex attention without torch_compile.",
-        "Axolotl docs (recommended, not enforced)",
+        f"{_AX}/utils/schemas/config.py (check_flex_torch_version; torch_compile recommended, not enforced)",
+        proof="ran: tests/test_fixes.py::test_config_fixes_are_lines_that_clear_the_finding",
     ),
     Rule(
         "config-sage-full-finetune",
         Severity.WARNING,
         "SageAttention on a full fine-tune (no adapter): no backward pass; loss seen to drop to 0.",
-        "thu-ml/SageAttention #90, #198; Axolotl check_sageattn_fft",
+        "https://github.com/thu-ml/SageAttention/issues/90, https://github.com/thu-ml/SageAttention/issues/198; "
+        "https://github.com/axolotl-ai-cloud/axolotl/blob/v0.18.0/src/axolotl/utils/schemas/config.py "
+        "(check_sageattn_fft)",
+        proof="ran: tests/test_fixes.py::test_config_fixes_are_lines_that_clear_the_finding",
     ),
     Rule(
         "config-fa4-head-dims",
         Severity.WARNING,
         "FA4 cannot take the model's head dims on this GPU: Axolotl falls back to FA2.",
-        "FA4 _validate_head_dims (4.0.0b36); Axolotl flash_attn_4.py",
+        "flash_attn/cute/interface.py _validate_head_dims of https://pypi.org/project/flash-attn-4/4.0.0b36/; "
+        "https://github.com/axolotl-ai-cloud/axolotl/blob/v0.18.0/src/axolotl/monkeypatch/attention/flash_attn_4.py",
+        proof="no fix: the model's head dims are what they are (Axolotl falls back to FA2)",
     ),
     # toolchain (matters for source builds: FA2 without a wheel, FA3, SageAttention 2)
     Rule(
         "nvcc-torch-cuda-mismatch",
         Severity.WARNING,
         "nvcc's CUDA major differs from torch's: torch's cpp_extension refuses to build FA2/FA3/SageAttention.",
-        "torch.utils.cpp_extension._check_cuda_version",
+        "https://github.com/pytorch/pytorch/blob/v2.11.0/torch/utils/cpp_extension.py (_check_cuda_version)",
+        proof="unproven: another CUDA toolkit is not on this machine",
     ),
     Rule(
         "build-tool-missing",
         Severity.INFO,
         "A tool a source build needs (nvcc, ninja, a C++ compiler) is missing: only installs that compile "
         "are affected.",
-        "FA2 setup.py (ninja: ~2 h without it)",
+        f"{_FA}/README.md (without ninja the build takes about 2 hours)",
+        proof="unproven: `pip install ninja` from the index (nvcc and a compiler are system packages)",
     ),
 )
 

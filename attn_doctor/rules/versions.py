@@ -3,20 +3,31 @@
 
 from __future__ import annotations
 
+import re
+
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+_LEADING_RELEASE = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
+
 
 def release(version: str | None) -> tuple[int, ...]:
-    """(2, 11, 0) for "2.11.0+cu130"; () for None or anything that is not a version."""
+    """(2, 11, 0) for "2.11.0+cu130"; (6, 3, 42131) for ROCm's "6.3.42131-fa1d09cbd" (torch.version.hip
+    carries a build suffix that is no PEP 440 version); () for None or anything without a number."""
     try:
         return Version(version or "").release
     except InvalidVersion:
-        return ()
+        match = _LEADING_RELEASE.match(version or "")
+        return tuple(int(part) for part in match.group(1).split(".")) if match else ()
 
 
 def is_version(version: str | None) -> bool:
-    return bool(release(version))
+    """A PEP 440 version: what pip can ask for and compare."""
+    try:
+        Version(version or "")
+    except InvalidVersion:
+        return False
+    return True
 
 
 def in_range(version: str, specifier: str) -> bool:

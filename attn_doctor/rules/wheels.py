@@ -1,8 +1,13 @@
-"""Which prebuilt FA2 wheels exist: the release matrix as data, with its source.
+"""Which prebuilt FA2 wheels exist: each release's build matrix as data, with its source.
 
 FA2's sdist (the only thing on PyPI) guesses a wheel on the GitHub release before compiling:
-`flash_attn-{ver}+cu{M}torch{X.Y}cxx11abi{TRUE|FALSE}-cp{XY}-cp{XY}-linux_{machine}.whl`
-(setup.py, `get_wheel_url`). Source: upstream/flash-attention.md §1-2, read at the tags.
+`flash_attn-{ver}+cu{C}torch{X.Y}cxx11abi{TRUE|FALSE}-cp{XY}-cp{XY}-linux_{machine}.whl`
+(setup.py `get_wheel_url`), and downloads it whenever the name matches the torch, CUDA, C++ ABI
+and Python it sees, unless FLASH_ATTENTION_FORCE_BUILD=TRUE
+(https://github.com/Dao-AILab/flash-attention/blob/v2.8.3/setup.py#L61-L62). `{C}` is torch's
+CUDA as the release names it: major+minor (cu118, cu123) up to 2.6.3, the major (cu11, cu12)
+from 2.7.0. The matrices are each tag's `.github/workflows/publish.yml`; a torch release exists
+only for some Pythons, so no wheel is promised for a Python that torch release never had.
 """
 
 from __future__ import annotations
@@ -11,28 +16,59 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
+_FA = "https://github.com/Dao-AILab/flash-attention/blob"
+
 
 @dataclass(frozen=True)
 class WheelMatrix:
     """What one release's publish.yml built."""
 
-    cuda_majors: tuple[int, ...]
+    cuda: dict[int, str]  # torch's CUDA major -> the name's cu tag
     torch: tuple[str, ...]  # major.minor
     pythons: tuple[str, ...]  # cpXY
-    machines: tuple[str, ...]
-    excluded: tuple[tuple[str, str], ...] = ()  # (torch, python) pairs left out
+    source: str
+    machines: tuple[str, ...] = ("x86_64",)
 
 
-_V283 = WheelMatrix(
-    cuda_majors=(12,),
-    torch=("2.4", "2.5", "2.6", "2.7", "2.8"),
-    pythons=("cp39", "cp310", "cp311", "cp312", "cp313"),
-    machines=("x86_64",),
-    excluded=(("2.4", "cp313"),),
-)
-# v2.8.3 and v2.8.3.post1 share publish.yml (blob 8d2ea71e). The assets of v2.8.3.post2 are not
+# The newest Python each torch minor was released for (PyTorch's release notes): a wheel for a
+# later Python cannot have been built.
+_TORCH_NEWEST_PYTHON = {"2.0": 11, "2.1": 11, "2.2": 12, "2.3": 12, "2.4": 12}
+
+RELEASES: dict[str, WheelMatrix] = {
+    "2.6.3": WheelMatrix(
+        {11: "118", 12: "123"},
+        ("2.0", "2.1", "2.2", "2.3", "2.4"),
+        ("cp38", "cp39", "cp310", "cp311", "cp312"),
+        f"{_FA}/v2.6.3/.github/workflows/publish.yml (CUDA 11.8.0, 12.3.2)",
+    ),
+    "2.7.0.post2": WheelMatrix(
+        {11: "11", 12: "12"},
+        ("2.1", "2.2", "2.3", "2.4", "2.5"),
+        ("cp38", "cp39", "cp310", "cp311", "cp312"),
+        f"{_FA}/v2.7.0.post2/.github/workflows/publish.yml (CUDA 11.8.0, 12.4.1)",
+    ),
+    "2.7.4.post1": WheelMatrix(
+        {12: "12"},
+        ("2.2", "2.3", "2.4", "2.5", "2.6"),
+        ("cp39", "cp310", "cp311", "cp312", "cp313"),
+        f"{_FA}/v2.7.4.post1/.github/workflows/publish.yml (CUDA 12.4.1)",
+    ),
+    "2.8.0.post2": WheelMatrix(
+        {12: "12"},
+        ("2.4", "2.5", "2.6", "2.7"),
+        ("cp39", "cp310", "cp311", "cp312", "cp313"),
+        f"{_FA}/v2.8.0.post2/.github/workflows/publish.yml (CUDA 12.9.0)",
+    ),
+    "2.8.3": WheelMatrix(
+        {12: "12"},
+        ("2.4", "2.5", "2.6", "2.7", "2.8"),
+        ("cp39", "cp310", "cp311", "cp312", "cp313"),
+        f"{_FA}/v2.8.3/.github/workflows/publish.yml (CUDA 12.9.1)",
+    ),
+}
+# v2.8.3.post1 shares v2.8.3's publish.yml (blob 8d2ea71e). The assets of v2.8.3.post2 are not
 # confirmed, so no wheel is promised for it.
-RELEASES = {"2.8.3": _V283, "2.8.3.post1": _V283}
+RELEASES["2.8.3.post1"] = RELEASES["2.8.3"]
 
 
 def fa2_wheel_name(
@@ -45,19 +81,24 @@ def fa2_wheel_name(
     try:
         torch_release = Version(torch_version).release
         cuda_major = int(torch_cuda.split(".")[0])
-    except (InvalidVersion, ValueError):
+        python_minor = int(python_version.split(".")[1])
+    except (InvalidVersion, ValueError, IndexError):
         return None
     torch_minor = ".".join(str(n) for n in torch_release[:2])
-    python = "cp" + "".join(python_version.split(".")[:2])
+    python = f"cp3{python_minor}"
     if (
-        cuda_major not in matrix.cuda_majors
+        cuda_major not in matrix.cuda
         or torch_minor not in matrix.torch
         or python not in matrix.pythons
         or machine not in matrix.machines
-        or (torch_minor, python) in matrix.excluded
+        or python_minor > _TORCH_NEWEST_PYTHON.get(torch_minor, 99)
     ):
         return None
     abi = "TRUE" if cxx11_abi else "FALSE"
-    return (
-        f"flash_attn-{fa2_version}+cu{cuda_major}torch{torch_minor}cxx11abi{abi}-{python}-{python}-linux_{machine}.whl"
-    )
+    cuda = matrix.cuda[cuda_major]
+    return f"flash_attn-{fa2_version}+cu{cuda}torch{torch_minor}cxx11abi{abi}-{python}-{python}-linux_{machine}.whl"
+
+
+def fa2_wheel_url(fa2_version: str, wheel: str) -> str:
+    """Where the release keeps it: what `pip install URL` takes instead of guessing."""
+    return f"https://github.com/Dao-AILab/flash-attention/releases/download/v{fa2_version}/{wheel.replace('+', '%2B')}"
