@@ -9,6 +9,7 @@ docs/findings.md shows per code."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import shutil
 import subprocess
@@ -230,3 +231,16 @@ def test_every_fix_has_a_proof_in_the_catalog() -> None:
 def test_the_findings_doc_shows_the_proofs() -> None:
     text = (ROOT / "docs" / "findings.md").read_text()
     assert all(rule.proof in text for rule in RULES)  # generated: test_catalog keeps it equal
+
+
+@pytest.mark.parametrize("columns", ["40", "80"])
+def test_fix_commands_are_never_wrapped(columns: str) -> None:
+    """Piped output and narrow terminals: prose may wrap, a command must paste whole."""
+    from tests.conftest import doctor
+
+    saved = load_facts(FIXTURES / "h100-fa2-over-fa4.json")
+    commands = [c for f in judge(saved).findings for c in f.fix]
+    assert commands and max(len(c) for c in commands) > int(columns)
+    _, out, _ = doctor("check", "--facts", FIXTURES / "h100-fa2-over-fa4.json", env={**os.environ, "COLUMNS": columns})
+    shown = [line.strip().removeprefix("$ ") for line in out.splitlines() if line.strip().startswith("$ ")]
+    assert all(command in shown for command in commands), out

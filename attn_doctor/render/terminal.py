@@ -74,10 +74,9 @@ def _recommendation(report: Report, console: Console, verbose: bool) -> None:
         console.print(f"      [dim]axolotl:[/] {escape(line)}", highlight=False)
     if chosen.runner_up:
         console.print(f"  runner-up: {escape(chosen.runner_up)}", highlight=False)
-    if chosen.better:
-        console.print(
-            f"  [yellow]{escape(chosen.better)} would be better here:[/] {escape(chosen.better_how)}", highlight=False
-        )
+    if chosen.better:  # the command on a line of its own, never wrapped: it must paste whole
+        console.print(f"  [yellow]{escape(chosen.better)} would be better here:[/]", highlight=False)
+        console.print(f"      [bold]$[/] {escape(chosen.better_how)}", highlight=False, soft_wrap=True)
     shown = chosen.reasons if verbose else chosen.reasons[2:4]
     for reason in shown:
         console.print(f"      [dim]{escape(reason)}[/]", highlight=False)
