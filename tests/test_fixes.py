@@ -23,7 +23,7 @@ from attn_doctor.facts.saved import load_facts
 from attn_doctor.report import Gate, Report, judge
 from attn_doctor.rules.findings import RULES, Finding, Severity
 from attn_doctor.workload import axolotl_workload
-from tests.conftest import FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, run
+from tests.conftest import FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, pypi_wheel, run
 
 MACHINES = FIXTURES / "machines"
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,3 +244,22 @@ def test_fix_commands_are_never_wrapped(columns: str) -> None:
     _, out, _ = doctor("check", "--facts", FIXTURES / "h100-fa2-over-fa4.json", env={**os.environ, "COLUMNS": columns})
     shown = [line.strip().removeprefix("$ ") for line in out.splitlines() if line.strip().startswith("$ ")]
     assert all(command in shown for command in commands), out
+
+
+def test_xformers_next_to_fa4(venv: Venv, real: RealPackages) -> None:
+    """The real xformers 0.0.35 and flash-attn-4 4.0.0b36 wheels, a real CPU torch: `import
+    xformers.ops` fails on flash_attn.flash_attn_interface. The second fix (xFormers out) is run;
+    the first (FA2 in) compiles CUDA and is checked for what it names."""
+    venv.see_packages_of(real.torch_python)
+    venv.install(pypi_wheel("xformers==0.0.35"), real.fa4_wheel)
+    before = judge(collect(str(venv.python), modules=["xformers.ops"]))
+    found = the(before, "xformers-fa4-namespace")
+    assert "flash_attn.flash_attn_interface" in found.title
+    failed = next(r for r in before.facts.imports if r.module == "xformers.ops")
+    assert failed.outcome == "failed" and "flash_attn.flash_attn_interface" in failed.detail  # the real import
+    assert the(before, "import-failed").fix == found.fix  # --deep names the cause, not a reinstall
+    assert found.fix[0].startswith("attn-doctor install fa2")
+    venv.uninstall("xformers")  # the other fix, as printed but through the doctor's pip (the venv has none)
+    after = judge(collect(str(venv.python)))
+    assert "xformers-fa4-namespace" not in {f.code for f in after.findings}
+    assert errors(after) <= errors(before)

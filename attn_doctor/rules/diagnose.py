@@ -202,7 +202,7 @@ def torch_findings(facts: Facts) -> list[Finding]:
                     "by minor-version compatibility only",
                     [
                         f"# upgrade the NVIDIA driver to one for CUDA {torch.cuda} or newer (nvidia-smi shows "
-                        "\"CUDA Version\"), or install this torch built for the driver's CUDA:",
+                        '"CUDA Version"), or install this torch built for the driver\'s CUDA:',
                         pip_install(
                             facts,
                             f"torch=={_public(torch.version)}+cu{driver[0]}{driver[1]} --index-url "
@@ -495,6 +495,46 @@ def _fa4_hidden(fa4: Package, facts: Facts) -> list[Finding]:
     ]
 
 
+XFORMERS_FLASH_SOURCE = (
+    "https://github.com/facebookresearch/xformers/blob/v0.0.35/xformers/ops/fmha/flash.py#L57-L59 "
+    "(find_spec('flash_attn'), then import flash_attn.flash_attn_interface; first at v0.0.30, after the bundled "
+    "_C_flashattention, which 0.0.34 no longer tries first)"
+)
+
+
+def xformers_findings(facts: Facts) -> list[Finding]:
+    """xFormers next to FA4 without FA2: FA4's files make `flash_attn` a namespace package, which
+    xformers.ops takes for FA2 and imports flash_attn.flash_attn_interface from: `import
+    xformers.ops` fails (seen with xformers 0.0.35 and flash-attn-4 4.0.0b36)."""
+    xformers, fa4 = facts.package("xformers"), facts.package(FA4)
+    parent = facts.resolution("flash_attn")
+    if xformers is None or fa4 is None or parent is None or parent.kind != "namespace":
+        return []
+    bundled = any("_C_flashattention" in path for path in xformers.extension_modules)
+    if not in_range(xformers.version or "", ">=0.0.34") and (
+        bundled or not in_range(xformers.version or "", ">=0.0.30")
+    ):
+        return []
+    return [
+        finding(
+            "xformers-fa4-namespace",
+            f"`import xformers.ops` fails: xformers {xformers.version} takes flash-attn-4's flash_attn/ namespace "
+            "for FA2 and imports flash_attn.flash_attn_interface, which only FA2 has",
+            _xformers_fa4_fix(facts),
+            [f"flash_attn -> namespace {', '.join(parent.search_locations)}", XFORMERS_FLASH_SOURCE],
+            subject=distribution("xformers"),
+        )
+    ]
+
+
+def _xformers_fa4_fix(facts: Facts) -> list[str]:
+    return [
+        "attn-doctor install fa2  # FA2 gives xformers the flash_attn it looks for; FA4 stays (fix-shadow follows)",
+        "# or, where you train with FA4 and not with xFormers:",
+        f"{shlex.quote(facts.python.executable)} -m pip uninstall -y xformers",
+    ]
+
+
 def _inside(path: Path, folder: str) -> bool:
     return Path(folder) in path.parents
 
@@ -529,6 +569,8 @@ def import_findings(facts: Facts) -> list[Finding]:
                 fix = [_rebuild(facts, package)]
         elif result.outcome == "timeout":
             title = f"`import {result.module}` did not finish in {result.seconds:.0f} s"
+        elif result.module == "xformers.ops" and "flash_attn.flash_attn_interface" in result.detail:
+            fix = _xformers_fa4_fix(facts)  # the namespace collision, not a broken xformers
         elif package is not None:
             fix = [_reinstall(facts, package)]
         found.append(
@@ -688,6 +730,7 @@ CONCERNS: tuple[Callable[[Facts], list[Finding]], ...] = (
     package_findings,
     collision_findings,
     gpu_support_findings,
+    xformers_findings,
     import_findings,
     binary_findings,
     toolchain_findings,

@@ -266,6 +266,15 @@ RULES: tuple[Rule, ...] = (
         proof="ran: tests/test_fixes.py::test_fa4_hidden_by_an_older_flash_attn_earlier_on_sys_path",
     ),
     Rule(
+        "xformers-fa4-namespace",
+        Severity.ERROR,
+        "xFormers (0.0.34 on, or 0.0.30 on without its bundled flash kernels) next to flash-attn-4 and no FA2: "
+        "FA4's flash_attn/ namespace makes xformers.ops import flash_attn.flash_attn_interface, which only FA2 "
+        "has, so `import xformers.ops` fails.",
+        "https://github.com/facebookresearch/xformers/blob/v0.0.35/xformers/ops/fmha/flash.py#L57-L59",
+        proof="ran: tests/test_fixes.py::test_xformers_next_to_fa4",
+    ),
+    Rule(
         "fa4-files-overwritten",
         Severity.ERROR,
         "Files of flash-attn-4 on disk no longer have FA4's RECORD hashes: another distribution (FA2) wrote "
