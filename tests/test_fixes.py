@@ -263,3 +263,28 @@ def test_xformers_next_to_fa4(venv: Venv, real: RealPackages) -> None:
     after = judge(collect(str(venv.python)))
     assert "xformers-fa4-namespace" not in {f.code for f in after.findings}
     assert errors(after) <= errors(before)
+
+
+def test_fa2_rocm_triton_build_needs_its_variable(
+    venv: Venv, real: RealPackages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real FA2 files without a compiled extension (what its ROCm Triton build installs) on the
+    MI300X's torch: without FLASH_ATTENTION_TRITON_AMD_ENABLE=TRUE its import looks for
+    flash_attn_2_cuda. The fix (the variable) is set, the check run again."""
+    venv.install(real.fa2_wheel)
+    mi300 = load_facts(MACHINES / "mi300x.json")
+
+    def on_mi300() -> Report:
+        here = collect(str(venv.python))
+        return judge(dataclasses.replace(here, gpus=mi300.gpus, driver=mi300.driver, torch=mi300.torch))
+
+    monkeypatch.delenv("FLASH_ATTENTION_TRITON_AMD_ENABLE", raising=False)
+    before = on_mi300()
+    fix = the(before, "fa2-rocm-triton-disabled").fix[0]
+    assert fix.startswith("export FLASH_ATTENTION_TRITON_AMD_ENABLE=TRUE")
+    assert "fa2-extension-missing" not in {f.code for f in before.findings}  # by design on ROCm
+    name, value = fix.split("  #")[0].removeprefix("export ").split("=")
+    monkeypatch.setenv(name, value)
+    after = on_mi300()
+    assert "fa2-rocm-triton-disabled" not in {f.code for f in after.findings}
+    assert after.facts.variable(name) == "TRUE"

@@ -14,10 +14,10 @@ from attn_doctor import __version__
 from attn_doctor.facts.binaries import check_binaries, torch_abi
 from attn_doctor.facts.gpu import read_gpus
 from attn_doctor.facts.imports import import_all
-from attn_doctor.facts.model import Facts
+from attn_doctor.facts.model import Facts, Variable
 from attn_doctor.facts.target import ProbeResult, RunningProbe, resolve_python
 from attn_doctor.facts.toolchain import read_toolchain
-from attn_doctor.rules.backends import import_checks, packaged
+from attn_doctor.rules.backends import VARIABLES, import_checks, packaged
 
 
 def collect(
@@ -60,6 +60,7 @@ def collect(
         fa4_sm90_backward=fa4_sm90_backward(seen),
         torch_problem=seen.torch_problem,
         installed=seen.installed,
+        environment=tuple(Variable(n, os.environ[n]) for n in VARIABLES if n in os.environ),
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         doctor_version=__version__,

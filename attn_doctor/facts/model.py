@@ -154,6 +154,15 @@ class Package:
 
 
 @dataclass(frozen=True)
+class Variable:
+    """An environment variable that changes what a backend does at import (the doctor's own
+    environment, which the target's processes started from the same shell inherit)."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
 class Installed:
     """Any distribution in the target, by its dist-info folder's name: what requirements meet."""
 
@@ -234,9 +243,13 @@ class Facts:
     fa4_sm90_backward: bool | None = None
     torch_problem: str | None = None  # torch is installed but its version.py is unreadable
     installed: tuple[Installed, ...] = ()  # every distribution; empty in reports before it was read
+    environment: tuple[Variable, ...] = ()  # the set ones of rules.backends.VARIABLES
     hostname: str = ""
     collected_at: str = ""
     doctor_version: str = ""
+
+    def variable(self, name: str) -> str | None:
+        return next((v.value for v in self.environment if v.name == name), None)
 
     def package(self, name: str) -> Package | None:
         for package in self.packages:

@@ -462,6 +462,13 @@ COMPANIONS: tuple[Companion, ...] = (
 )
 
 
+# Environment variables that change what a backend does at import: `check` records them.
+VARIABLES = (
+    # FA2's ROCm Triton build imports only with it set to TRUE (flash_attn_interface.py, v2.7.1-v2.8.3.post1)
+    "FLASH_ATTENTION_TRITON_AMD_ENABLE",
+)
+
+
 def registered() -> tuple[Backend, ...]:
     """Every backend. Read at call time, never bound at import, so that a backend added to
     BACKENDS (a test's) is seen everywhere."""

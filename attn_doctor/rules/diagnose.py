@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from attn_doctor.facts.model import Facts, Gpu, Package, Torch
+from attn_doctor.facts.model import Facts, Gpu, Package, Resolution, Torch
 from attn_doctor.rules.backends import (
     backend_of_distribution,
     by_name,
@@ -23,6 +23,7 @@ from attn_doctor.rules.wheels import fa2_wheel_name, fa2_wheel_url
 from attn_doctor.workload import Workload
 
 FA2 = "flash-attn"
+TRITON_AMD = "FLASH_ATTENTION_TRITON_AMD_ENABLE"
 FA4 = "flash-attn-4"
 
 
@@ -408,6 +409,7 @@ def collision_findings(facts: Facts) -> list[Finding]:
                 subject=distribution(FA2),
             )
         )
+    found += _fa2_rocm_triton(facts, fa2, extension)
     if fa4 is None or fa4.metadata_problem:
         return found
     reinstall = _reinstall(facts, fa4)
@@ -467,6 +469,31 @@ def collision_findings(facts: Facts) -> list[Finding]:
                 )
             )
     return found
+
+
+def _fa2_rocm_triton(facts: Facts, fa2: Package | None, extension: Resolution | None) -> list[Finding]:
+    """FA2's ROCm build through Triton has no compiled extension: it imports only with
+    FLASH_ATTENTION_TRITON_AMD_ENABLE=TRUE set, else it looks for flash_attn_2_cuda and fails."""
+    if fa2 is None or fa2.metadata_problem or facts.torch is None or not facts.torch.hip:
+        return []
+    if extension is not None and extension.kind != "missing":
+        return []  # the CK build, compiled
+    value = facts.variable(TRITON_AMD)
+    if value == "TRUE" or not in_range(fa2.version or "", ">=2.7.1"):
+        return []
+    return [
+        finding(
+            "fa2-rocm-triton-disabled",
+            f"flash-attn {fa2.version} is a ROCm Triton build (no flash_attn_2_cuda) and {TRITON_AMD} is "
+            f"{'unset' if value is None else repr(value)}: `import flash_attn` will fail",
+            [f"export {TRITON_AMD}=TRUE  # in the training job's environment too; only the exact TRUE counts"],
+            [
+                "https://github.com/Dao-AILab/flash-attention/blob/v2.8.3/flash_attn/flash_attn_interface.py#L11-L15",
+                f"RECORD of {fa2.dist_info} lists: {', '.join(fa2.extension_modules) or 'no extension module'}",
+            ],
+            subject=distribution(FA2),
+        )
+    ]
 
 
 def _fa4_hidden(fa4: Package, facts: Facts) -> list[Finding]:

@@ -266,6 +266,14 @@ RULES: tuple[Rule, ...] = (
         proof="ran: tests/test_fixes.py::test_fa4_hidden_by_an_older_flash_attn_earlier_on_sys_path",
     ),
     Rule(
+        "fa2-rocm-triton-disabled",
+        Severity.ERROR,
+        "FA2 built for ROCm through Triton (no compiled flash_attn_2_cuda) imports only with "
+        "FLASH_ATTENTION_TRITON_AMD_ENABLE=TRUE (FA2 2.7.1 to 2.8.3.post1); without it `import flash_attn` fails.",
+        f"{_FA}/flash_attn/flash_attn_interface.py#L11-L15",
+        proof="ran: tests/test_fixes.py::test_fa2_rocm_triton_build_needs_its_variable",
+    ),
+    Rule(
         "xformers-fa4-namespace",
         Severity.ERROR,
         "xFormers (0.0.34 on, or 0.0.30 on without its bundled flash kernels) next to flash-attn-4 and no FA2: "
