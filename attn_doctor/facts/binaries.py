@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 from collections.abc import Iterable
@@ -40,6 +41,8 @@ class _Elf:
         from elftools.elf.elffile import ELFFile
 
         self.path = path
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO named like a library would block open()
+            raise OSError(f"{path} is not a regular file")
         self.file = ELFFile(stack.enter_context(open(path, "rb")))  # noqa: SIM115 (closed by the stack)
         # The dynamic table read where the PT_DYNAMIC program header says, with its strings
         # found through DT_STRTAB. pyelftools' section and segment objects would first build
@@ -306,22 +309,27 @@ def check_binaries(extensions: list[tuple[str, str]], torch_location: str | None
     file is reported as such, never raised."""
     if not extensions or torch_location is None:
         return ()
-    from elftools.common.exceptions import ELFError
-
     results = []
     with ExitStack() as stack:
         loader = Loader(stack, torch_location)
         try:
             torch = loader.closure(torch_roots(torch_location))
-        except (OSError, ELFError) as error:
-            problem = f"torch's libraries unreadable: {error}"
+        except Exception as error:  # see _unreadable
+            problem = f"torch's libraries unreadable: {_unreadable(error)}"
             return tuple(Binary(path=p, package=n, error=problem) for p, n in extensions)
         for path, package in extensions:
             try:
                 results.append(check_extension(path, package, loader, torch))
-            except (OSError, ELFError) as error:
-                results.append(Binary(path=path, package=package, error=f"{type(error).__name__}: {error}"))
+            except Exception as error:  # see _unreadable
+                results.append(Binary(path=path, package=package, error=_unreadable(error)))
     return tuple(results)
+
+
+def _unreadable(error: Exception) -> str:
+    """Why an ELF file could not be read. A damaged file (one flipped bit) makes pyelftools raise
+    whatever its parser hits: ELFError, UnicodeDecodeError on a name, struct.error, construct's
+    errors, IndexError. Each is one unreadable file, a finding, never the end of the report."""
+    return f"{type(error).__name__}: {str(error)[:200]}"
 
 
 def demangle(symbols: Iterable[str]) -> dict[str, str]:
@@ -341,13 +349,11 @@ def demangle(symbols: Iterable[str]) -> dict[str, str]:
 def torch_abi(torch_location: str) -> str | None:
     """The C++ ABI of the torch at `torch_location` ("cxx11" | "pre-cxx11"), read off its libc10:
     what FA2's prebuilt wheel names encode as cxx11abiTRUE/FALSE. None when unreadable."""
-    from elftools.common.exceptions import ELFError
-
     libraries = sorted(Path(torch_location, "lib").glob("libc10.so*"))
     if not libraries:
         return None
     with ExitStack() as stack:
         try:
             return _torch_abi([Loader(stack, torch_location).open(str(libraries[0]))])
-        except (OSError, ELFError):
+        except Exception:  # a damaged libc10: see _unreadable
             return None
