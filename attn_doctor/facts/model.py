@@ -8,6 +8,7 @@ changes meaning, not when one is added.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -288,6 +289,21 @@ def from_data(cls: type[T], data: Any) -> T:
     return typing.cast(T, _convert(cls, data, cls.__name__))
 
 
+# Fields the rules take apart with int() ("9.0" -> 9): a saved report with "abc" there is bad input,
+# said here once, rather than an internal error wherever a rule reads it.
+_VERSION_FORMAT = re.compile(r"\d+(\.\d+)+")
+_FORMATTED = {
+    (Gpu, "compute_capability"),
+    (Driver, "cuda_driver_version"),
+    (Toolchain, "nvcc"),
+}
+
+
+def _check_format(cls: Any, name: str, value: Any, where: str) -> None:
+    if (cls, name) in _FORMATTED and isinstance(value, str) and not _VERSION_FORMAT.fullmatch(value):
+        raise FactsError(f"{where}: {value!r} is not a version number like 9.0")
+
+
 def _convert(hint: Any, data: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -309,6 +325,7 @@ def _convert(hint: Any, data: Any, where: str) -> Any:
         for f in dataclasses.fields(hint):
             if f.name in data:
                 kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+                _check_format(hint, f.name, kwargs[f.name], f"{where}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise FactsError(f"{where}: missing field {f.name!r}")
         return typing.cast(Any, hint)(**kwargs)
