@@ -47,10 +47,25 @@ def parse_requirement(text: str) -> Required:
     except InvalidRequirement as error:
         # packaging draws a caret under the error on more lines: the first says it
         raise RequirementError(f"--require {text!r}: {str(error).splitlines()[0]}") from error
+    extra = _more_than_a_version(requirement)
+    if extra:
+        raise RequirementError(f"--require {text!r}: give a backend and a version spec only, not {extra}")
     backend = by_name().get(requirement.name.lower())
     if backend is None:
         raise RequirementError(f"--require {text!r}: no backend {requirement.name!r} (one of {', '.join(by_name())})")
     return Required(text.strip(), backend, requirement)
+
+
+def _more_than_a_version(requirement: Requirement) -> str | None:
+    """The gate judges the version of what is installed: a URL, extras or a marker would be taken
+    as asked for and then ignored (`fa4 @ file:///etc/passwd` passed), so they are refused."""
+    if requirement.url:
+        return f"a URL ({requirement.url})"
+    if requirement.extras:
+        return f"extras [{','.join(sorted(requirement.extras))}]"
+    if requirement.marker:
+        return f"a marker ({requirement.marker})"
+    return None
 
 
 def import_modules(required: list[Required]) -> list[str]:
