@@ -1,15 +1,18 @@
 """The build toolchain a source install would use: nvcc, CUDA_HOME, ninja, a C++ compiler, git,
-CPU count and RAM. Read-only; one short subprocess (`nvcc --version`) at most."""
+CPU count and RAM. Read-only, and nothing here is run: nvcc's version is read from its toolkit's
+files, because the nvcc found may be whatever the target environment put in its bin/."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from attn_doctor.facts.model import Toolchain
+from attn_doctor.inputs import MIB, InputError, read_json, read_text
+
+MAX_VERSION_FILE_BYTES = 4 * MIB  # cuda.h, the largest of them, is about 1 MiB
 
 
 def cuda_home() -> str | None:
@@ -22,15 +25,48 @@ def cuda_home() -> str | None:
 
 
 def nvcc_version(nvcc: str) -> str | None:
-    """ "13.0" from `nvcc --version` ("Cuda compilation tools, release 13.0, V13.0.88")."""
+    """ "12.8" for the toolkit nvcc belongs to (bin/nvcc's parent folder), from the files every
+    toolkit has: version.json (CUDA 11.1 on; cuda_nvcc's own version), version.txt (up to 11.0),
+    else the CUDA_VERSION of include/cuda.h. None when none says: unknown, never guessed by running it."""
+    toolkit = Path(os.path.realpath(nvcc)).parent.parent
+    for read in (_from_version_json, _from_version_txt, _from_cuda_h):
+        version = read(toolkit)
+        if version is not None:
+            return version
+    return None
+
+
+def _from_version_json(toolkit: Path) -> str | None:
     try:
-        out = subprocess.run(
-            [nvcc, "--version"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        data = read_json(toolkit / "version.json", "", MAX_VERSION_FILE_BYTES)
+    except InputError:
         return None
-    match = re.search(r"release (\d+\.\d+)", out)
-    return match.group(1) if match else None
+    for component in ("cuda_nvcc", "cuda"):
+        entry = data.get(component) if isinstance(data, dict) else None
+        version = entry.get("version") if isinstance(entry, dict) else None
+        match = re.match(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
+        if match:
+            return f"{match[1]}.{match[2]}"
+    return None
+
+
+def _from_version_txt(toolkit: Path) -> str | None:
+    """ "CUDA Version 10.2.89" """
+    try:
+        match = re.search(r"CUDA Version (\d+)\.(\d+)", read_text(toolkit / "version.txt", "", MAX_VERSION_FILE_BYTES))
+    except InputError:
+        return None
+    return f"{match[1]}.{match[2]}" if match else None
+
+
+def _from_cuda_h(toolkit: Path) -> str | None:
+    """ "#define CUDA_VERSION 12080": 1000 * major + 10 * minor."""
+    try:
+        text = read_text(toolkit / "include" / "cuda.h", "", MAX_VERSION_FILE_BYTES)
+    except InputError:
+        return None
+    match = re.search(r"^#define CUDA_VERSION (\d+)\s*$", text, re.MULTILINE)
+    return f"{int(match[1]) // 1000}.{int(match[1]) % 1000 // 10}" if match else None
 
 
 def ram_gib(meminfo: Path = Path("/proc/meminfo")) -> float:
