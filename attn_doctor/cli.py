@@ -322,11 +322,11 @@ def _facts(
         raise Stop(str(error), EXIT_USAGE) from error
 
 
-def _collect(python: str | None, deep: bool = False, modules: list[str] | None = None) -> Facts:
+def _collect(python: str | None, deep: bool = False, modules: list[str] | None = None, abi: bool = False) -> Facts:
     from attn_doctor.facts.collect import collect
 
     try:
-        return collect(python, deep, modules=modules)
+        return collect(python, deep, modules=modules, read_torch_abi=abi)
     except TargetError as error:
         raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
 
@@ -720,6 +720,9 @@ def undo_last(
 
 def main() -> None:
     """Entry point: every failure ends as one line on stderr and a documented exit code."""
+    from attn_doctor.output import prepare_stdout
+
+    prepare_stdout()  # before anything prints: ASCII terminals, COLUMNS=0, `| head`
     if len(sys.argv) == 1:
         sys.argv.append("--help")  # `attn-doctor` alone shows what it can do
     try:
