@@ -303,3 +303,19 @@ def h100() -> RecordedNvml:
 def no_cuda_visible(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     yield
+
+
+SEAM = Path(__file__).parent / "seam"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def kill_seam() -> Iterator[None]:
+    """The kill seam (tests/seam/sitecustomize.py) on every child's PYTHONPATH: the shipped
+    program has no kill switch of its own, so ATTN_DOCTOR_KILL_AT works only under the tests."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SEAM), before) if p)
+    yield
+    if before is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = before

@@ -52,6 +52,7 @@ def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: 
         )
     if fa2 is not None:
         fa2_cute = [p for p in record_paths(fa2) if p.startswith(CUTE)]
+        _refuse_escapes(fa2, fa2_cute)
         if "fa4-shadowed" not in codes:
             owned = set(record_paths(fa4))
             for path in fa2_cute:
@@ -67,6 +68,17 @@ def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: 
                 )
             )
     return Plan("fix-shadow", facts.python.executable, facts.python.prefix, tuple(steps), reasons)
+
+
+def _refuse_escapes(package: Package, rows: list[str]) -> None:
+    """A RECORD row under flash_attn/cute/ that leaves it (`..`, an absolute path, a symlinked
+    folder) is not FA2's file to move: pip itself refuses such rows, and so does the repair."""
+    cute = os.path.realpath(os.path.join(package.location, CUTE))
+    for row in rows:
+        parts = Path(row).parts
+        target = os.path.join(os.path.realpath(os.path.dirname(os.path.join(package.location, row))), Path(row).name)
+        if os.path.isabs(row) or ".." in parts or not target.startswith(cute + os.sep):
+            raise Refusal(f"{package.name}'s RECORD lists {row!r}, outside {CUTE}: refused, nothing was changed")
 
 
 def record_paths(package: Package) -> list[str]:
