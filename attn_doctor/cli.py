@@ -303,6 +303,7 @@ def _facts(
     gpu: str | None,
     torch_version: str | None = None,
     cuda: str | None = None,
+    abi: bool = False,
 ) -> Facts:
     if facts_file is not None:
         from attn_doctor.facts.saved import load_facts
@@ -312,7 +313,7 @@ def _facts(
         except FactsError as error:
             raise Stop(str(error), EXIT_USAGE) from error
     else:
-        facts = _collect(python, deep, modules)
+        facts = _collect(python, deep, modules, abi)
     from attn_doctor.facts.given import with_given_gpu, with_given_torch
 
     try:
@@ -484,7 +485,7 @@ def install(
         raise Stop("--offline needs --find-links DIR: the folder of wheels to install from", EXIT_USAGE)
     if find_links is not None and not find_links.is_dir():
         raise Stop(f"--find-links {find_links} is not a folder", EXIT_USAGE)
-    facts = _facts(facts_file, python, False, [], gpu, torch_version, cuda)
+    facts = _facts(facts_file, python, False, [], gpu, torch_version, cuda, abi=True)
     wheels = str(find_links.resolve()) if find_links else None
     request = InstallRequest(chosen.name, installer.value if installer else None, wheels, offline, force, allow_system)
     try:

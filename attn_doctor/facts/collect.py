@@ -21,7 +21,11 @@ from attn_doctor.rules.backends import VARIABLES, import_checks, packaged
 
 
 def collect(
-    python: str | None = None, deep: bool = False, nvml: Any | None = None, modules: list[str] | None = None
+    python: str | None = None,
+    deep: bool = False,
+    nvml: Any | None = None,
+    modules: list[str] | None = None,
+    read_torch_abi: bool = False,
 ) -> Facts:
     """Raises TargetError when the target interpreter cannot be inspected. `modules` are imported
     in child processes too (what --require needs), `deep` adds every installed backend."""
@@ -34,14 +38,16 @@ def collect(
         gpus = pool.submit(read_gpus, nvml)
         toolchain = pool.submit(read_toolchain, str(Path(executable).parent))
         seen = probe.result()
-        # the C++ ABI of torch (what FA2's wheel names encode), read beside the extensions
-        abi = pool.submit(torch_abi, seen.torch.location) if seen.torch else None
+        # torch's C++ ABI (what FA2's wheel names encode): known from the extensions' reading where
+        # there are any; read off libc10 only when asked (install plans), 30 ms `check` spares
+        asked = pool.submit(torch_abi, seen.torch.location) if seen.torch and read_torch_abi else None
         binaries = check_binaries(extensions(seen), seen.torch.location if seen.torch else None)
         driver, found_gpus = gpus.result()
         tools = toolchain.result()
+        abi = asked.result() if asked else next((b.torch_abi for b in binaries if b.torch_abi), None)
         torch = seen.torch
         if torch is not None and abi is not None:
-            torch = dataclasses.replace(torch, cxx11_abi={"cxx11": True, "pre-cxx11": False}.get(abi.result() or ""))
+            torch = dataclasses.replace(torch, cxx11_abi=abi == "cxx11")
     wanted = list(modules or [])
     if deep:
         installed = {p.name for p in seen.packages}

@@ -8,6 +8,7 @@ changes meaning, not when one is added.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -304,6 +305,12 @@ def _check_format(cls: Any, name: str, value: Any, where: str) -> None:
         raise FactsError(f"{where}: {value!r} is not a version number like 9.0")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A class's field types, evaluated once: a report holds hundreds of objects of a few classes."""
+    return typing.get_type_hints(cls)
+
+
 def _convert(hint: Any, data: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -320,7 +327,7 @@ def _convert(hint: Any, data: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(data, dict):
             raise FactsError(f"{where}: expected an object, got {type(data).__name__}")
-        hints = typing.get_type_hints(hint)
+        hints = _hints(typing.cast(type, hint))
         kwargs = {}
         for f in dataclasses.fields(hint):
             if f.name in data:

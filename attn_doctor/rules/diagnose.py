@@ -336,7 +336,7 @@ def _requirement_findings(facts: Facts, package: Package) -> list[Finding]:
     if rest:
         torch = facts.package("torch")
         held = f" torch=={torch.version}" if torch and torch.version and package.name != "torch" else ""
-        wanted = " ".join(shlex.quote(f"{u.requirement.name}{u.requirement.specifier}") for u in rest)
+        wanted = " ".join(shlex.quote(u.wanted) for u in rest)
         fix.append(f"{pip_install(facts, wanted + held)}  # only what is missing; torch stays")
     if on_torch and backend is not None:
         fix.append(f"{backend.install}")
@@ -345,7 +345,7 @@ def _requirement_findings(facts: Facts, package: Package) -> list[Finding]:
             "package-requirements-unmet",
             f"{package.name} {package.version} requires {'; '.join(u.describe() for u in missing)}",
             fix,
-            [f"Requires-Dist: {u.requirement}" for u in missing],
+            [f"Requires-Dist: {u.line}" for u in missing],
             subject=distribution(package.name),
         )
     ]
