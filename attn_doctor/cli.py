@@ -444,7 +444,8 @@ def install(
     backend: Annotated[
         str,
         typer.Argument(
-            help="The backend to install: fa2, fa3, fa4, sage, xformers…", autocompletion=_complete_installable
+            help=f"The backend to install: {', '.join(_registry_names(installable=True))}.",
+            autocompletion=_complete_installable,
         ),
     ],
     python: PythonOption = None,
@@ -584,7 +585,7 @@ def _with_torch(python: str | None) -> Facts:
 BackendsArgument = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Backends (sdpa, flex, fa2, fa3, fa4, sage, xformers…); default: every installed one.",
+        help=f"Backends ({', '.join(_registry_names(verifiable=True))}); default: every installed one.",
         autocompletion=_complete_verifiable,
     ),
 ]
