@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from attn_doctor.workload import Workload
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_CANNOT_INSPECT = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 EXIT_CODES = (
     "Exit codes: 0 healthy or done; 1 findings at or above --fail-on, an unmet --require, a failed "
@@ -512,13 +513,18 @@ def _undo_line(python: str) -> str:
 
 @contextlib.contextmanager
 def _action_errors(what: str) -> Iterator[None]:
-    """The runner's two failures as one line each: undone (exit 1) or not started (exit 2)."""
-    from attn_doctor.actions.runner import RunnerError, Undone
+    """The runner's failures as one line each: Ctrl-C (130) or a failure (1), both put back; a failure
+    whose putting back failed too (3); refused before anything changed (2)."""
+    from attn_doctor.actions.runner import Interrupted, RunnerError, UndoFailed, Undone
 
     try:
         yield
+    except Interrupted as error:  # Ctrl-C: the runner put everything back first
+        raise Stop(f"{what} interrupted: everything it had changed was put back", EXIT_INTERRUPTED) from error
     except Undone as error:  # it failed, and the environment was put back as it was
         raise Stop(f"{what} failed, and was undone: {error} (logs kept in {error.folder})", EXIT_FINDINGS) from error
+    except UndoFailed as error:  # failed, and putting it back failed too: not as before, say so
+        raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
     except RunnerError as error:  # another action holds the environment: nothing was changed
         raise Stop(str(error), EXIT_USAGE) from error
 

@@ -288,3 +288,21 @@ def test_fa2_rocm_triton_build_needs_its_variable(
     after = on_mi300()
     assert "fa2-rocm-triton-disabled" not in {f.code for f in after.findings}
     assert after.facts.variable(name) == "TRUE"
+
+
+def test_an_interrupted_repair_is_reported_and_undone(venv: Venv, real: RealPackages) -> None:
+    """fix-shadow killed half-way (kill -9 after its first step backed up): `check` says so and
+    names `attn-doctor undo`, which, run as printed, puts the environment back."""
+    from tests.conftest import doctor, snapshot
+    from tests.test_fix_shadow import fa2_over_fa4, fix
+
+    fa2_over_fa4(venv, real)
+    before = snapshot(venv)
+    assert fix(venv, env={**os.environ, "ATTN_DOCTOR_KILL_AT": "done:1"})[0] == 137
+    report = judge(collect(str(venv.python)))
+    [unfinished] = [f for f in report.findings if f.code == "repair-unfinished"]
+    command = unfinished.fix[0].split("  #")[0].split()
+    assert command[:2] == ["attn-doctor", "undo"]
+    assert doctor(*command[1:])[0] == 0
+    assert "repair-unfinished" not in {f.code for f in judge(collect(str(venv.python))).findings}
+    assert snapshot(venv) == before

@@ -67,6 +67,7 @@ def collect(
         torch_problem=seen.torch_problem,
         installed=seen.installed,
         environment=tuple(Variable(n, os.environ[n]) for n in VARIABLES if n in os.environ),
+        unfinished_repairs=unfinished_repairs(seen.python.prefix),
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         doctor_version=__version__,
@@ -98,3 +99,13 @@ def fa4_sm90_backward(seen: ProbeResult) -> bool | None:
     if cute is None or not cute.search_locations:
         return None
     return any(os.path.isfile(os.path.join(folder, "flash_bwd_sm90.py")) for folder in cute.search_locations)
+
+
+def unfinished_repairs(prefix: str) -> tuple[str, ...]:
+    """Repairs of this environment whose journal says they were interrupted. The journal is the
+    runner's, so the runner reads it; only where there are repairs at all (check stays instant)."""
+    if not (Path(prefix) / ".attn-doctor" / "repairs").is_dir():
+        return ()
+    from attn_doctor.actions.runner import unfinished
+
+    return tuple(str(folder) for folder in unfinished(prefix))

@@ -246,6 +246,7 @@ class Facts:
     torch_problem: str | None = None  # torch is installed but its version.py is unreadable
     installed: tuple[Installed, ...] = ()  # every distribution; empty in reports before it was read
     environment: tuple[Variable, ...] = ()  # the set ones of rules.backends.VARIABLES
+    unfinished_repairs: tuple[str, ...] = ()  # repair folders whose journal says it was interrupted
     hostname: str = ""
     collected_at: str = ""
     doctor_version: str = ""

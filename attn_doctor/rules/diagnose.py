@@ -750,9 +750,23 @@ def toolchain_findings(facts: Facts) -> list[Finding]:
     return found
 
 
+def repair_findings(facts: Facts) -> list[Finding]:
+    """A repair or install killed half-way leaves the environment between before and planned."""
+    return [
+        finding(
+            "repair-unfinished",
+            f"a repair of this environment was interrupted and is half-done: {Path(folder).name}",
+            [f"attn-doctor undo --python {shlex.quote(facts.python.executable)}  # puts back what it had changed"],
+            [f"journal: {folder}/journal.json"],
+        )
+        for folder in facts.unfinished_repairs
+    ]
+
+
 CONCERNS: tuple[Callable[[Facts], list[Finding]], ...] = (
     gpu_findings,
     python_findings,
+    repair_findings,
     torch_findings,
     package_findings,
     collision_findings,

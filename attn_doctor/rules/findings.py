@@ -133,6 +133,14 @@ RULES: tuple[Rule, ...] = (
         proof="ran: tests/test_fixes.py::test_a_pep_668_python_gets_a_venv",
     ),
     Rule(
+        "repair-unfinished",
+        Severity.ERROR,
+        "An attn-doctor repair or install of this environment was killed half-way (its journal says so): the "
+        "environment is between what it was and what was planned.",
+        "attn-doctor's journal (<env>/.attn-doctor/repairs/<id>/journal.json)",
+        proof="ran: tests/test_fixes.py::test_an_interrupted_repair_is_reported_and_undone",
+    ),
+    Rule(
         "torch-missing",
         Severity.WARNING,
         "torch is not installed in the target environment; every backend needs it.",
