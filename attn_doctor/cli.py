@@ -726,6 +726,105 @@ def undo_last(
     _say(f"Undone: {folder.name}")
 
 
+@app.command(epilog=EXIT_CODES)
+def fleet(
+    reports: Annotated[
+        list[str] | None,
+        typer.Option("--reports", help="Reports written by `check --format json --output` on each node: a glob."),
+    ] = None,
+    more_reports: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[REPORT]...", help="More report files (an unquoted --reports glob the shell expanded)."
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", flag_value="auto", help="Check every node of this Ray cluster now [address: auto]."),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            "--python", help="With --ray: the target on each node (default: its ATTN_DOCTOR_PYTHON, else its env)."
+        ),
+    ] = None,
+    deep: Annotated[bool, typer.Option("--deep", help="With --ray: also import each backend on each node.")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="With --ray: seconds for each node's check.", min=1)
+    ] = 120.0,
+    allow_drift: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-drift", help="A field the nodes may differ in: driver, gpu, torch, a package… (repeatable)."
+        ),
+    ] = None,
+    output_format: Annotated[
+        Format, typer.Option("--format", help="text, json, markdown or junit (on standard output).")
+    ] = Format.text,
+    output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON fleet report here.")] = None,
+    fail_on: Annotated[
+        FailOn | None, typer.Option("--fail-on", help="Exit 1 when a node has a finding this severe [default: error].")
+    ] = None,
+    require: Annotated[
+        list[str] | None, typer.Option("--require", help="A backend that must be usable on every node (repeatable).")
+    ] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="A finding code not to judge (repeatable).")
+    ] = None,
+    no_gpu_ok: Annotated[
+        bool | None, typer.Option("--no-gpu-ok", help="Nodes without a GPU are not a failure.")
+    ] = None,
+) -> None:
+    """Check every node of a cluster (from Ray, or from the reports a Slurm/mpirun/k8s job wrote)
+    and say what differs between them. Exit 1 on a failing node or on any difference not allowed."""
+    from attn_doctor.facts.fleet import FleetInputError, FleetRunError, ask_ray, read_reports
+    from attn_doctor.render import fleet as show
+    from attn_doctor.report import judge
+    from attn_doctor.rules.backends import distributions
+    from attn_doctor.rules.findings import Finding
+    from attn_doctor.rules.fleet import ALL_PACKAGES, FINDINGS_FIELD, FIXED_FIELDS, judge_fleet
+
+    patterns = [*(reports or []), *(more_reports or [])]
+    if (ray is None) == (not reports):
+        raise Stop("fleet needs one of --reports GLOB or --ray [ADDRESS]", EXIT_USAGE)
+    if reports and (python is not None or deep):
+        raise Stop("--python and --deep are for --ray: a report was checked where it was written", EXIT_USAGE)
+    allowed = frozenset(allow_drift or ())
+    unknown = allowed - {*FIXED_FIELDS, FINDINGS_FIELD, ALL_PACKAGES, *distributions()}
+    if unknown:
+        fields = ", ".join([*FIXED_FIELDS, FINDINGS_FIELD, ALL_PACKAGES])
+        raise Stop(f"--allow-drift {', '.join(sorted(unknown))}: not a field (one of {fields}, a package)", EXIT_USAGE)
+    gate, severity = _gate(fail_on, require, ignore, None, no_gpu_ok)
+    try:
+        answers = ask_ray(ray, python, deep, timeout) if ray is not None else read_reports(patterns)
+    except FleetInputError as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    except FleetRunError as error:
+        raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
+
+    def judge_node(facts: Facts) -> tuple[tuple[Finding, ...], bool]:
+        report = judge(facts, gate)
+        return report.findings, report.fails(severity)
+
+    judged = judge_fleet(answers, judge_node, severity, allowed)
+    source = f"ray {ray}" if ray is not None else "reports"
+    code = EXIT_FINDINGS if judged.fails else EXIT_OK
+    if output is not None:
+        _write_output(output, show.render_fleet_json(judged, source, code))
+    if output_format is Format.json:
+        sys.stdout.write(show.render_fleet_json(judged, source, code))
+    elif output_format is Format.markdown:
+        sys.stdout.write(show.render_fleet_markdown(judged, source))
+    elif output_format is Format.junit:
+        sys.stdout.write(show.render_fleet_junit(judged, source))
+    else:
+        from rich.console import Console
+
+        show.render_fleet_terminal(judged, source, Console())
+    raise typer.Exit(code)
+
+
+
 def main() -> None:
     """Entry point: every failure ends as one line on stderr and a documented exit code."""
     from attn_doctor.output import prepare_stdout
