@@ -413,3 +413,18 @@ def test_nvcc_version_file_that_is_a_fifo(tmp_path: Path) -> None:
     nvcc = script(tmp_path / "env" / "bin" / "nvcc", "exit 1\n")
     os.mkfifo(tmp_path / "env" / "version.json")
     assert read_toolchain(str(nvcc.parent)).nvcc is None
+
+
+def test_a_fifo_named_in_record_is_not_opened(venv: Venv, tmp_path: Path) -> None:
+    """The probe hashes every file RECORD lists: one that is now a FIFO is reported, never opened
+    (opening it would block the probe until its timeout)."""
+    from tests.conftest import doctor, pypi_wheel
+
+    venv.install(pypi_wheel("sageattention==1.0.6"))
+    listed = venv.site / "sageattention" / "core.py"
+    listed.unlink()
+    os.mkfifo(listed)
+    code, out, err = doctor("check", "--python", venv.python, "--no-gpu-ok", "--format", "json")
+    assert code != 3, err
+    [package] = [p for p in json.loads(out)["packages"] if p["name"] == "sageattention"]
+    assert {"path": "sageattention/core.py", "now_matches": None} in package["modified"]

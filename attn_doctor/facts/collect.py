@@ -31,7 +31,7 @@ def collect(
     in child processes too (what --require needs), `deep` adds every installed backend."""
     executable = resolve_python(python)
     # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
-    # H100, mostly in C, so a thread suits it), `nvcc --version`, and the ELF reading that needs
+    # H100, mostly in C, so a thread suits it), the toolkit's version files, and the ELF reading that needs
     # the probe's answer.
     probe = RunningProbe(executable, deep)
     with ThreadPoolExecutor(max_workers=3) as pool:

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import sysconfig
 import types
 from typing import Any, Dict
@@ -235,7 +236,11 @@ def _verify(found: list[Json], hash_limit: int | None) -> None:
                 missing.append(path)
                 continue
             try:
-                actual_size = os.path.getsize(absolute)
+                info = os.stat(absolute)
+                if not stat.S_ISREG(info.st_mode):  # a FIFO or device named in RECORD: never opened
+                    modified.append({"path": path, "now_matches": None})
+                    continue
+                actual_size = info.st_size
                 if hash_limit is not None and actual_size > hash_limit and size is not None:
                     size_only += 1
                     if actual_size != size:

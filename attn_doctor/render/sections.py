@@ -194,8 +194,10 @@ def _toolchain(facts: Facts) -> Section:
     tools = facts.toolchain
     lines = [
         Line(
-            OK if tools.nvcc else ABSENT,
-            f"nvcc {tools.nvcc} at {tools.nvcc_path}" if tools.nvcc else "no nvcc",
+            OK if tools.nvcc_path else ABSENT,
+            f"nvcc {tools.nvcc or '(version unknown: no version file in its toolkit)'} at {tools.nvcc_path}"
+            if tools.nvcc_path
+            else "no nvcc",
         ),
         Line(
             OK if tools.cuda_home else ABSENT,
