@@ -8,6 +8,7 @@ agree with a real load of the extension after `import torch` in the target inter
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from attn_doctor.facts.collect import collect
-from attn_doctor.facts.model import Binary
+from attn_doctor.facts.imports import classify
+from attn_doctor.facts.model import Binary, ImportResult
 from attn_doctor.report import Report, judge
 from tests.conftest import RealPackages, RecordedNvml, Venv, run
 
@@ -223,3 +225,55 @@ def test_hash_lookups_agree_with_nm_on_real_libtorch(real: RealPackages) -> None
         # its imports, read from the entries before the hash table's symoffset, are nm's "U" symbols
         strong = {line.split()[-1].split("@")[0] for line in undefined if line.split()[0] == "U"}
         assert set(elf.undefined()) == strong and len(strong) > 100
+
+
+STUB = 'extern "C" int attn_doctor_future_%s() { return 1; }\n'
+USES = 'extern "C" int attn_doctor_future_%s();\nextern "C" int uses_the_future() { return attn_doctor_future_%s(); }\n'
+
+
+@pytest.mark.parametrize(
+    ("library", "version"),
+    [("libstdc++.so.6", "GLIBCXX_3.4.99"), ("libc.so.6", "GLIBC_2.99")],
+    ids=["libstdc++", "glibc"],
+)
+def test_a_libstdcxx_or_glibc_too_old(
+    machine: Machine, h100: RecordedNvml, tmp_path: Path, library: str, version: str
+) -> None:
+    """An extension built on a newer system: linked (with the system compiler) against a library of
+    the same soname that defines a newer symbol version than this machine's does. The real loader
+    refuses it (`version ... not found`); the doctor says so from the ELF files, and --deep's import
+    says so too; the fix builds it here."""
+    stub = tmp_path / "newer"
+    stub.mkdir()
+    tag = version.split("_")[0].lower()
+    script = stub / "versions.map"
+    script.write_text(f"{version} {{ global: attn_doctor_future_{tag}; local: *; }};\n")
+    cxx(STUB % tag, stub / library, f"-Wl,-soname,{library}", f"-Wl,--version-script={script}", "-nostdlib")
+    machine.build_extension(f"-L{stub}", f"-l:{library}")
+    (machine.extension.parent / "uses.cpp").write_text(USES % (tag, tag))
+    run(
+        "g++",
+        "-shared",
+        "-fPIC",
+        "-o",
+        machine.extension,
+        machine.extension.parent / "uses.cpp",
+        f"-L{machine.torch_lib}",
+        "-lc10",
+        "-ltorch",
+        f"-L{stub}",
+        f"-l:{library}",
+    )
+    refused = machine.real_load()
+    assert f"version `{version}' not found" in refused  # the loader agrees
+    binary, report = predict(machine, h100)
+    assert [(n.library, n.version) for n in binary.missing_versions] == [(library, version)]
+    [found] = [f for f in report.findings if f.code == "abi-version-missing"]
+    assert f"needs {version} from {library}" in found.title and "does not define" in found.title
+    assert found.fix[0].startswith("FLASH_ATTENTION_FORCE_BUILD=TRUE")  # built here, against this system
+    # what --deep makes of the loader's own words: not "reinstall", the same build here
+    outcome, detail = classify(refused)
+    assert outcome == "missing-symbol-version"
+    failed = dataclasses.replace(report.facts, imports=(ImportResult("flash_attn", outcome, 0.1, detail),))
+    [imported] = [f for f in judge(failed).findings if f.code == "import-missing-symbol-version"]
+    assert version in imported.title and imported.fix[0].startswith("FLASH_ATTENTION_FORCE_BUILD=TRUE")

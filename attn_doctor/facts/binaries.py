@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from attn_doctor.facts.model import Binary
+from attn_doctor.facts.model import Binary, VersionNeed
 
 # Mangled C++ names in torch's namespaces: the symbols a torch upgrade changes.
 TORCH_SYMBOL = re.compile(r"^_Z(?:T[IVS])?NK?(?:3c10|2at|5torch|6caffe2)")
@@ -93,6 +93,20 @@ class _Elf:
         return [
             s.name for s in symbols if s.name and s["st_shndx"] == "SHN_UNDEF" and s["st_info"]["bind"] == "STB_GLOBAL"
         ]
+
+    def needed_versions(self) -> dict[str, list[str]]:
+        """library -> the symbol versions it must define (.gnu.version_r: GLIBC_2.34, GLIBCXX_3.4.30)."""
+        section: Any = self.file.get_section_by_name(".gnu.version_r")
+        if section is None:
+            return {}
+        return {str(need.name): [str(aux.name) for aux in auxes] for need, auxes in section.iter_versions()}
+
+    def defined_versions(self) -> set[str]:
+        """The symbol versions it defines (.gnu.version_d); the first name of each is its own."""
+        section: Any = self.file.get_section_by_name(".gnu.version_d")
+        if section is None:
+            return set()
+        return {str(next(iter(auxes)).name) for _, auxes in section.iter_versions()}
 
     def exports(self, name: str) -> bool:
         """Whether it defines `name`, asked of its GNU hash table as the loader asks it."""
@@ -200,6 +214,7 @@ class Loader:
         self.stack = stack
         self.torch = os.path.realpath(torch_location) + os.sep
         self.opened: dict[str, _Elf] = {}
+        self.system: dict[str, str] = {}  # soname -> where `import torch` found it (libstdc++, libc)
         self._cache: dict[str, str] | None = None
 
     def is_torch(self, path: str) -> bool:
@@ -242,6 +257,7 @@ class Loader:
                         todo.append(path)
                     elif path is not None:
                         loaded[soname] = None
+                        self.system.setdefault(soname, path)
         return loaded
 
 
@@ -270,6 +286,7 @@ def check_extension(extension: str, package: str, loader: Loader, torch: dict[st
             missing_libraries.append(soname)
         elif loader.is_torch(path):
             libraries.append(loader.open(path))
+    missing_versions = _missing_versions(elf, loader)
     torch_symbols = [s for s in elf.undefined() if TORCH_SYMBOL.match(s)]
     searched = [*libraries, *(o for o in torch.values() if o is not None and o not in libraries)]
     missing = [s for s in torch_symbols if not any(lib.exports(s) for lib in searched)]
@@ -284,7 +301,36 @@ def check_extension(extension: str, package: str, loader: Loader, torch: dict[st
         readable_symbols=tuple(readable[s] for s in missing),
         abi=_abi(torch_symbols),
         torch_abi=_torch_abi(o for o in torch.values() if o is not None),
+        missing_versions=tuple(missing_versions),
     )
+
+
+def _missing_versions(elf: _Elf, loader: Loader) -> list[VersionNeed]:
+    """Symbol versions it needs that the library the loader would give it does not define: a
+    glibc or libstdc++ older than the one it was built against (`version GLIBCXX_3.4.30 not
+    found`). The library is the one `import torch` already loaded under that name, else the
+    one the loader would find for it."""
+    found = []
+    for library, versions in elf.needed_versions().items():
+        path = loader.system.get(library) or loader.find(library, elf.search_dirs())
+        if path is None or loader.is_torch(path):
+            continue  # a missing library is its own finding; torch's are judged by symbol
+        defined = loader.open(path).defined_versions()
+        if not defined:
+            continue  # an unversioned library: the loader checks nothing
+        found += [
+            VersionNeed(library, version, path, _newest(defined, version))
+            for version in versions
+            if version not in defined
+        ]
+    return found
+
+
+def _newest(defined: set[str], like: str) -> str | None:
+    """The newest version the library defines in the family of `like` (GLIBCXX_3.4.30 for GLIBCXX_…)."""
+    family = like.rsplit("_", 1)[0] + "_"
+    same = [d for d in defined if d.startswith(family) and re.fullmatch(r"[\d.]+", d[len(family) :])]
+    return max(same, key=lambda d: tuple(int(x) for x in d[len(family) :].split(".")), default=None)
 
 
 def _abi(symbols: list[str]) -> str | None:

@@ -19,6 +19,8 @@ IMPORT_TIMEOUT_S = 120.0
 # (outcome, pattern) in order: the first match classifies the error text.
 _CLASSES = (
     ("undefined-symbol", re.compile(r"undefined symbol: (\S+)")),
+    # the loader's "version `GLIBCXX_3.4.30' not found (required by …)": a glibc or libstdc++ too old
+    ("missing-symbol-version", re.compile(r"version [`'](\S+)' not found")),
     (
         "missing-cuda-library",
         re.compile(

@@ -198,6 +198,16 @@ class ImportResult:
 
 
 @dataclass(frozen=True)
+class VersionNeed:
+    """A symbol version an extension needs that its library, as the loader would pick it, lacks."""
+
+    library: str  # "libstdc++.so.6"
+    version: str  # "GLIBCXX_3.4.30"
+    provider: str  # the file the loader would use
+    newest: str | None = None  # the newest of that family the file defines: "GLIBCXX_3.4.28"
+
+
+@dataclass(frozen=True)
 class Binary:
     """A compiled extension read as an ELF file: would it load next to this torch?"""
 
@@ -210,6 +220,7 @@ class Binary:
     readable_symbols: tuple[str, ...] = ()  # the same, demangled
     abi: str | None = None  # "cxx11" | "pre-cxx11": the C++ ABI it was built with
     torch_abi: str | None = None  # the C++ ABI torch's libraries export
+    missing_versions: tuple[VersionNeed, ...] = ()  # glibc / libstdc++ too old for it
     error: str = ""  # why the file could not be read
 
 

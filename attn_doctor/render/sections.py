@@ -170,8 +170,9 @@ def _binaries(facts: Facts) -> Section:
         )
         if binary.error:
             lines.append(Line(WARNING, f"{name}: unreadable", (binary.error,)))
-        elif binary.missing_libraries or binary.missing_symbols:
+        elif binary.missing_libraries or binary.missing_symbols or binary.missing_versions:
             problems = [f"needs {lib}: not found" for lib in binary.missing_libraries]
+            problems += [f"needs {n.version} from {n.library}: not defined" for n in binary.missing_versions]
             if binary.missing_symbols:
                 problems.append(f"{len(binary.missing_symbols)} of {binary.torch_symbols} torch symbols missing")
             lines.append(Line(ERROR, f"{name}: {'; '.join(problems)}", evidence))

@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from attn_doctor.facts.model import Facts, Gpu, Package, Resolution, Torch
+from attn_doctor.facts.model import Facts, Gpu, Package, Resolution, Torch, VersionNeed
 from attn_doctor.rules.backends import (
     backend_of_distribution,
     by_name,
@@ -588,7 +588,11 @@ def import_findings(facts: Facts) -> list[Finding]:
         package = facts.package(owner.get(result.module, ""))
         fix: list[str] = []
         title = f"`import {result.module}` failed: {result.detail}"
-        if result.outcome == "undefined-symbol":
+        if result.outcome == "missing-symbol-version":
+            title = f"`import {result.module}` fails: {result.detail}"
+            if package is not None:
+                fix = _too_old_fix(facts, package, "libstdc++" if "GLIBCXX" in result.detail else "libc.")
+        elif result.outcome == "undefined-symbol":
             title = (
                 f"`import {result.module}` fails with an undefined symbol: it was built for another torch than {torch}"
             )
@@ -625,6 +629,18 @@ def binary_findings(facts: Facts) -> list[Finding]:
                 )
             )
             continue
+        for library, needs in _by_library(binary.missing_versions).items():
+            found.append(
+                finding(
+                    "abi-version-missing",
+                    f"{name} needs {', '.join(n.version for n in needs)} from {library}, which {needs[0].provider} "
+                    f"(what the loader gives it) does not define"
+                    + (f": it has up to {needs[0].newest}" if needs[0].newest else ""),
+                    _too_old_fix(facts, package, library),
+                    [*evidence, *(f"needs {n.version} from {n.library}" for n in needs)],
+                    subject=distribution(binary.package),
+                )
+            )
         if binary.missing_libraries:
             why = _cuda_runtime_hint(binary.missing_libraries, torch.cuda if torch else None)
             found.append(
@@ -657,6 +673,25 @@ def binary_findings(facts: Facts) -> list[Finding]:
                 )
             )
     return found
+
+
+def _by_library(needs: tuple[VersionNeed, ...]) -> dict[str, list[VersionNeed]]:
+    grouped: dict[str, list[VersionNeed]] = {}
+    for need in needs:
+        grouped.setdefault(need.library, []).append(need)
+    return grouped
+
+
+def _too_old_fix(facts: Facts, package: Package | None, library: str) -> list[str]:
+    """A binary built for a newer glibc/libstdc++ than this machine gives it: build it here, where
+    the compiler links against what this machine has; for libstdc++ in a conda env, a newer one."""
+    fix = [_rebuild(facts, package)] if package is not None else []
+    if library.startswith("libstdc++") and facts.python.environment == "conda":
+        prefix = shlex.quote(facts.python.prefix)
+        fix.append(f"conda install -p {prefix} -c conda-forge libstdcxx-ng  # or: a libstdc++ new enough, first")
+    if library.startswith("libc."):
+        fix.append("# or a release built for an older glibc (a manylinux wheel of this OS's glibc or older)")
+    return fix
 
 
 def _deep_result(facts: Facts, package: str) -> list[str]:

@@ -351,6 +351,14 @@ RULES: tuple[Rule, ...] = (
         proof="unproven: needs a GPU the backend has no kernels for",
     ),
     Rule(
+        "import-missing-symbol-version",
+        Severity.ERROR,
+        "Importing the backend failed with `version ... not found`: a glibc or libstdc++ older than the one it "
+        "was built against.",
+        "the dynamic loader's error text (ld.so)",
+        proof="inputs: tests/test_binaries.py::test_a_libstdcxx_or_glibc_too_old",
+    ),
+    Rule(
         "import-timeout",
         Severity.ERROR,
         "Importing the backend did not finish in time.",
@@ -380,6 +388,16 @@ RULES: tuple[Rule, ...] = (
         "std::string in its torch calls is mangled differently, so it cannot load.",
         "the mangled std::string in the extension's imports against torch's c10::detail::torchCheckFail",
         proof="inputs: tests/test_binaries.py::test_cxx11_abi_mismatch",
+    ),
+    Rule(
+        "abi-version-missing",
+        Severity.ERROR,
+        "A compiled extension needs symbol versions (GLIBC_2.34, GLIBCXX_3.4.30) that the glibc or libstdc++ "
+        "the loader would give it does not define: it was built on a newer system, and importing it fails with "
+        "`version ... not found`.",
+        "the extension's .gnu.version_r against its libraries' .gnu.version_d "
+        "(https://refspecs.linuxfoundation.org/LSB_5.0.0/LSB-Core-generic/LSB-Core-generic/symversion.html)",
+        proof="inputs: tests/test_binaries.py::test_a_libstdcxx_or_glibc_too_old (a forced compile asserted)",
     ),
     Rule(
         "abi-missing-library",
