@@ -471,6 +471,24 @@ def install(
         str | None, typer.Option("--torch", help="Plan for this torch version instead (with --dry-run).")
     ] = None,
     cuda: Annotated[str | None, typer.Option("--cuda", help="…and this CUDA build of it.")] = None,
+    source: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--source",
+            help="Build fa2/fa3/sage from this local tree or archive (checked against the pinned "
+            "commit/version), no network; repeat for a submodule (FA3's csrc/cutlass).",
+        ),
+    ] = None,
+    head_dim: Annotated[
+        str | None, typer.Option("--head-dim", help="FA3: build only this head dim's kernels (N or Q,V).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="FA3: build only the head dims of this config.json (or its folder).")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="FA3: build only the head dims of this Axolotl config's local base_model."),
+    ] = None,
 ) -> None:
     """Install one attention backend into the target environment: plan, run, verify; undoable."""
     from attn_doctor.actions.install import InstallRequest, plan_install
@@ -483,13 +501,28 @@ def install(
         raise Stop("--facts/--gpu/--torch/--cuda plan for another machine: add --dry-run", EXIT_USAGE)
     if facts_file is not None and python is not None:
         raise Stop("--facts plans for a saved report: it cannot be combined with --python", EXIT_USAGE)
-    if offline and find_links is None:
-        raise Stop("--offline needs --find-links DIR: the folder of wheels to install from", EXIT_USAGE)
+    if offline and find_links is None and not source:
+        raise Stop("--offline needs --find-links DIR (or --source): where to install from", EXIT_USAGE)
     if find_links is not None and not find_links.is_dir():
         raise Stop(f"--find-links {find_links} is not a folder", EXIT_USAGE)
     facts = _facts(facts_file, python, False, [], gpu, torch_version, cuda, abi=True)
     wheels = str(find_links.resolve()) if find_links else None
-    request = InstallRequest(chosen.name, installer.value if installer else None, wheels, offline, force, allow_system)
+    work = _workload(config_file, model, head_dim, None, None, None)
+    if work.head_dim is None and work.base_model and Path(work.base_model).is_dir():
+        work = _workload(None, Path(work.base_model), None, None, None, None)  # the config's local model
+    if (head_dim or model or config_file) and work.head_dim is None:
+        raise Stop("--config names no local base_model to read head dims from: add --model or --head-dim", EXIT_USAGE)
+    narrow = (work.head_dim, work.head_dim_v or work.head_dim) if work.head_dim else None
+    request = InstallRequest(
+        chosen.name,
+        installer.value if installer else None,
+        wheels,
+        offline,
+        force,
+        allow_system,
+        tuple(str(p) for p in source or ()),
+        narrow,
+    )
     try:
         job = plan_install(facts, request, here=facts_file is None)
     except Refusal as error:
@@ -822,7 +855,6 @@ def fleet(
 
         show.render_fleet_terminal(judged, source, Console())
     raise typer.Exit(code)
-
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from attn_doctor.actions.installer import Installer, choose_installer, may_write
 from attn_doctor.actions.plan import Command, MoveAside, Plan, Refusal, Step
 from attn_doctor.actions.runner import carry_out_checked
 from attn_doctor.actions.shadow import COLLISIONS
+from attn_doctor.actions.source import Source, SourceError, declared_version, git_head, read_source, unpack_argv
 from attn_doctor.facts.collect import collect
 from attn_doctor.facts.model import Facts, Gpu, Torch
 from attn_doctor.facts.target import TargetError
@@ -40,6 +41,12 @@ class InstallRequest:
     offline: bool = False  # the index is not used at all
     force: bool = False  # plan even where the checks say it cannot run here
     allow_system: bool = False  # a PEP 668 system Python
+    sources: tuple[str, ...] = ()  # local trees or archives to build from, instead of fetching (fa2, fa3, sage)
+    head_dim: tuple[int, int] | None = None  # (q/k, v): FA3 builds only the kernels this head dim needs
+
+
+# What --source can build: the backends compiled from a source tree
+FROM_SOURCE = ("fa2", "fa3", "sage")
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,11 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
         raise Refusal(
             f"torch is not installed in {python.executable}: install the torch you train with first "
             f"(attn-doctor never chooses torch for you), then `attn-doctor install {backend.name}`"
+        )
+    if request.sources and backend.name not in FROM_SOURCE:
+        raise Refusal(
+            f"--source builds {', '.join(FROM_SOURCE)} from their source; {backend.label} installs from "
+            "wheels (use --find-links DIR for a local wheelhouse)"
         )
     problems = _cannot_run(facts, backend, facts.torch)
     if problems and not request.force:
@@ -259,7 +271,7 @@ def _fa2(context: _Context) -> _Recipe:
         facts.python.version,
         facts.python.platform.rsplit("-", 1)[-1],
     )
-    if wheel is not None:
+    if wheel is not None and not context.request.sources:
         url = (
             "https://github.com/Dao-AILab/flash-attention/releases/download/"
             f"v{recipes.FA2_WHEEL_VERSION}/{wheel.replace('+', '%2B')}"
@@ -285,11 +297,16 @@ def _fa2(context: _Context) -> _Recipe:
         *notes,
     ]
     env.update(FLASH_ATTN_CUDA_ARCHS=";".join(archs), FLASH_ATTENTION_FORCE_BUILD="TRUE")
+    requirement = f"flash-attn=={recipes.FA2_VERSION}"
+    if context.request.sources:
+        placed, requirement, where = _fa2_source(context)
+        steps += placed
+        notes.append(where)
     steps.append(
         _pip_step(
             context,
             f"compile FA2 {recipes.FA2_VERSION} for this machine's GPUs only",
-            f"flash-attn=={recipes.FA2_VERSION}",
+            requirement,
             flags=("--no-build-isolation", "--no-cache-dir"),
             **env,
         )
@@ -332,10 +349,54 @@ def _fa3(context: _Context) -> _Recipe:
         )
     if release(context.facts.python.version) < (3, 10):
         raise Refusal(f"FA3 {recipes.FA3_VERSION} needs Python >= 3.10, this is {context.facts.python.version}")
-    steps += _clone(context, recipes.FA3_TREE)
+    switches, narrowed = _fa3_switches(context)
+    env.update({f"FLASH_ATTENTION_DISABLE_{name}": "TRUE" for name in sorted(switches)})
+    # hopper/setup.py's bdist_wheel first tries to download a prebuilt FA3 wheel (none is
+    # published) and only an HTTP error falls back to compiling: with no network the URLError
+    # fails the install. FORCE_BUILD skips the download (CachedWheelsCommand.run, @0251105a).
+    env["FLASH_ATTENTION_FORCE_BUILD"] = "TRUE"
+    sm90, sm80 = recipes.fa3_kernel_files(frozenset(switches))
+    full90, full80 = recipes.fa3_kernel_files(frozenset())
+    jobs = int(env["MAX_JOBS"])
+    minutes = recipes.fa3_build_minutes(sm90 + sm80, jobs)
+    notes += narrowed
+    notes.append(
+        f"FA3 compiles {sm90 + sm80} kernel files ({sm90} sm90a, {sm80} sm80; everything is {full90 + full80}): "
+        f"roughly {minutes} min with {jobs} jobs"
+        + ("" if context.request.head_dim else "; --head-dim N (or --model) builds only that head dim's kernels")
+    )
+    steps += _tree_steps(context, recipes.FA3_TREE)
     steps.append(_build_tree(context, recipes.FA3_TREE, "compile FA3 from hopper/ (Hopper kernels)", env))
-    notes.append("FA3 is not on PyPI: built from upstream's hopper/ at the pinned commit; expect a long build")
+    notes.append("FA3 is not on PyPI: built from upstream's hopper/ at the pinned commit")
     return steps, notes, "flash-attn-3", recipes.FA3_VERSION
+
+
+def _fa3_switches(context: _Context) -> tuple[set[str], list[str]]:
+    """The FLASH_ATTENTION_DISABLE_* switches of hopper/setup.py for this machine's GPUs and the
+    workload's head dim (recipes.FA3_NARROW_OFF says why each), and what the plan says of them."""
+    off: set[str] = set()
+    notes = []
+    if not any((g.compute_capability or "").startswith("8.") for g in context.facts.gpus):
+        off.add("SM80")  # setup.py also builds Ampere kernels unless told not to
+        notes.append("FA3 for sm90a only (FLASH_ATTENTION_DISABLE_SM80: no Ampere GPU here)")
+    if context.request.head_dim is None:
+        return off, notes
+    q, v = context.request.head_dim
+    if max(q, v) > recipes.FA3_MAX_HEAD_DIM:
+        raise Refusal(f"FA3 runs head dims up to {recipes.FA3_MAX_HEAD_DIM}; this one is {q},{v}")
+    kept = {recipes.fa3_head_dim_bucket(q), recipes.fa3_head_dim_bucket(max(q, v))}
+    diff = recipes.FA3_HDIMDIFF.get((recipes.fa3_head_dim_bucket(q), v)) if q != v else None
+    off |= {f"HDIM{d}" for d in recipes.FA3_HEAD_DIMS if d not in kept}
+    off |= {name for name in set(recipes.FA3_HDIMDIFF.values()) if name != diff}
+    off |= set(recipes.FA3_NARROW_OFF)
+    dims = "/".join(str(d) for d in sorted(kept)) + (f" (v {v})" if diff else "")
+    notes.append(
+        f"narrow FA3 build for head dim {dims}: bf16 and fp16, forward and backward, causal, varlen and GQA; "
+        "left out: other head dims, fp8, sliding-window (local) attention, softcap, and decoding's split/paged/"
+        "appended KV and pack-GQA (a model needing them gets FA3's error, not a wrong result; install without "
+        "--head-dim for everything)"
+    )
+    return off, notes
 
 
 def _sage(context: _Context) -> _Recipe:
@@ -355,7 +416,7 @@ def _sage(context: _Context) -> _Recipe:
         "inference and frozen-attention use only; full fine-tuning was seen to drive the loss to 0 (thu-ml #198)",
         "PyPI has only SageAttention 1.x: 2.2.0 is built from the upstream tag",
     ]
-    steps += _clone(context, recipes.SAGE_TREE)
+    steps += _tree_steps(context, recipes.SAGE_TREE)
     steps.append(_build_tree(context, recipes.SAGE_TREE, "compile SageAttention 2.2.0", env))
     return steps, notes, "sageattention", "2.2.0"
 
@@ -431,6 +492,117 @@ def _clone(context: _Context, tree: recipes.SourceTree) -> list[Step]:
         )
     )
     return steps
+
+
+def _tree_steps(context: _Context, tree: recipes.SourceTree) -> list[Step]:
+    """The tree at its pinned commit in the build folder: cloned, or from the --source given."""
+    return _from_sources(context, tree) if context.request.sources else _clone(context, tree)
+
+
+def _read(path: str) -> Source:
+    try:
+        return read_source(path)
+    except SourceError as error:
+        raise Refusal(str(error)) from error
+
+
+def _from_sources(context: _Context, tree: recipes.SourceTree) -> list[Step]:
+    """Each --source identified by the commit it records (the tree's, or one of its submodules'
+    recorded at the tree's commit), its version checked; refused when any is not what the
+    recipe pins. Then copied or unpacked into the build folder, only the parts the build reads."""
+    name = tree.url.removesuffix(".git").rsplit("/", 2)
+    label = f"{name[-2]}/{name[-1]}"
+    submodules = {s.commit: s for s in tree.submodules}
+    main: Source | None = None
+    given: dict[str, Source] = {}
+    for path in context.request.sources:
+        source = _read(path)
+        if source.commit is None:
+            raise Refusal(
+                f"--source {path} records no commit (not a git checkout, not a `git archive`): {label} is pinned "
+                f"to {tree.commit[:12]} ({tree.tag}); pass a checkout of it or `git archive {tree.commit[:12]}`"
+            )
+        if source.commit == tree.commit:
+            main = source
+        elif source.commit in submodules:
+            given[submodules[source.commit].path] = source
+        else:
+            wanted = ", ".join([f"{label} {tree.commit[:12]} ({tree.tag})"] + [
+                f"{s.path} {s.commit[:12]}" for s in tree.submodules
+            ])
+            raise Refusal(f"--source {path} is commit {source.commit[:12]}, not a pinned one: {wanted}")
+    if main is None:
+        raise Refusal(f"no --source is {label} at the pinned {tree.commit[:12]} ({tree.tag})")
+    rooted = main.rooted(tree.version_file)
+    version = declared_version(rooted, tree.version_file) if rooted else None
+    if rooted is None or version != tree.version:
+        raise Refusal(f"--source {main.path} declares version {version} in {tree.version_file}, not {tree.version}")
+    folder = _source_folder(context, tree)
+    paths = list(tree.paths)
+    extra: list[Step] = []
+    for sub in tree.submodules:
+        inside = f"{sub.path}/{sub.needs}"
+        if sub.path in given:
+            placed = given[sub.path].rooted(sub.needs)
+            if placed is None:
+                raise Refusal(f"--source {given[sub.path].path} has no {sub.needs}: not {sub.url} at {sub.commit[:12]}")
+            extra.append(
+                Command(
+                    unpack_argv(placed, str(Path(folder, sub.path)), sub.paths),
+                    (folder,),
+                    f"{sub.path} from {placed.kind} {Path(placed.path).name} (commit {sub.commit[:12]})",
+                )
+            )
+        elif rooted.kind == "checkout" and rooted.has(inside):
+            commit = git_head(Path(rooted.path, sub.path))
+            if commit != sub.commit:
+                raise Refusal(
+                    f"{sub.path} in {rooted.path} is at {commit[:12] if commit else 'no known commit'}, not "
+                    f"{sub.commit[:12]} (recorded at {tree.commit[:12]}): git submodule update --init {sub.path}"
+                )
+            paths += [f"{sub.path}/{p}" for p in sub.paths] if tree.paths else []
+        else:
+            raise Refusal(
+                f"{label} needs {sub.path} ({sub.url.removesuffix('.git')} at {sub.commit[:12]}), which "
+                f"{rooted.path} lacks (`git archive` leaves submodules out): pass it as another --source, a checkout "
+                f"or `git archive {sub.commit[:12]} {' '.join(sub.paths)}` of it"
+            )
+    steps: list[Step] = []
+    if os.path.lexists(folder):
+        steps.append(MoveAside(folder, "an earlier source tree, kept with this install's backups"))
+    what = ", ".join(paths) if paths else "all of it"
+    steps.append(
+        Command(
+            unpack_argv(rooted, folder, tuple(paths)),
+            (folder,),
+            f"{label} from {rooted.kind} {Path(rooted.path).name}: commit {tree.commit[:12]} ({tree.tag}) and "
+            f"version {version} checked; {what}",
+        )
+    )
+    return steps + extra
+
+
+def _fa2_source(context: _Context) -> tuple[list[Step], str, str]:
+    """FA2 from one --source: the PyPI sdist, or an unpacked sdist or checkout of it, checked by
+    the version it declares (PyPI's release is what the recipe pins). Returns the steps that put
+    it in place, what pip builds, and a note."""
+    if len(context.request.sources) != 1:
+        raise Refusal("FA2 builds from one --source: its sdist (flash_attn-2.8.3.post2.tar.gz) or a folder of it")
+    path = context.request.sources[0]
+    source = _read(path)
+    rooted = source.rooted(recipes.FA2_VERSION_FILE) or source.rooted("PKG-INFO")
+    version = declared_version(rooted, recipes.FA2_VERSION_FILE) if rooted else None
+    if rooted is None or version != recipes.FA2_VERSION:
+        raise Refusal(f"--source {path} is flash-attn {version}, not {recipes.FA2_VERSION}")
+    note = f"FA2 from {source.path}: version {version} checked"
+    if source.archive:
+        return [], source.path, note  # pip builds an sdist file as it is
+    folder = str(Path(context.facts.python.prefix) / ".attn-doctor" / "src" / f"flash-attn-{version}")
+    steps: list[Step] = []
+    if os.path.lexists(folder):
+        steps.append(MoveAside(folder, "an earlier source tree, kept with this install's backups"))
+    steps.append(Command(unpack_argv(rooted, folder, ()), (folder,), f"flash-attn {version} from {source.path}"))
+    return steps, folder, note
 
 
 def _build_tree(context: _Context, tree: recipes.SourceTree, why: str, env: dict[str, str]) -> Command:

@@ -17,6 +17,18 @@ _SX = "upstream/sage-xformers-torch-axolotl.md"
 
 
 @dataclass(frozen=True)
+class Submodule:
+    """A git submodule the build reads: `git archive` leaves it out, so `--source` brings it as a
+    source of its own (a checkout or an archive of that repository at the recorded commit)."""
+
+    path: str  # inside the tree
+    url: str
+    commit: str  # the gitlink recorded at the tree's pinned commit
+    needs: str  # a file the build cannot do without
+    paths: tuple[str, ...] = ()  # what the build reads of it (copied); empty: all
+
+
+@dataclass(frozen=True)
 class SourceTree:
     """A repository at one commit, and the folder of it that pip builds."""
 
@@ -25,6 +37,10 @@ class SourceTree:
     commit: str
     subdirectory: str = ""
     source: str = ""
+    version: str = ""  # what the tree itself declares, checked in a --source
+    version_file: str = ""  # where it declares it
+    paths: tuple[str, ...] = ()  # what the build reads of a --source (copied); empty: all
+    submodules: tuple[Submodule, ...] = ()
 
 
 FA2_VERSION = "2.8.3.post2"  # newest on PyPI (sdist only); its setup.py = post1's (§1 of _FA)
@@ -40,12 +56,29 @@ FA3_TREE = SourceTree(
     # the CUDA 13 build fix (#1949). The v2.8.3 tags carry 3.0.0b1, whose setup.py downloads nvcc
     # 12.6 even on CUDA 13.
     source=f"{_FA} §3; hopper/setup.py @0251105a: distribution flash_attn_3 3.0.0, Python >= 3.10",
+    version="3.0.0",
+    version_file="hopper/__init__.py",  # setup.py reads __version__ from it
+    # hopper/setup.py @0251105a reads ../README.md (long_description) and compiles hopper/ with
+    # csrc/cutlass/include on the include path; nothing else of the repository
+    paths=("hopper", "README.md"),
+    submodules=(
+        Submodule(
+            "csrc/cutlass",
+            "https://github.com/NVIDIA/cutlass.git",
+            # `git ls-tree 0251105a csrc/cutlass` (CUTLASS 4.3.4, v4.3.0-48-g7127592)
+            "7127592069c2fe01b041e174ba4345ef9b279671",
+            needs="include/cutlass/cutlass.h",
+            paths=("include",),
+        ),
+    ),
 )
 SAGE_TREE = SourceTree(
     url="https://github.com/thu-ml/SageAttention.git",
     tag="v2.2.0",
     commit="eb615cf6cf4d221338033340ee2de1c37fbdba4a",
     source=f"{_SX} §1: tag v2.2.0 = eb615cf; PyPI has only 1.x",
+    version="2.2.0",
+    version_file="setup.py",  # setup(version='2.2.0') @eb615cf
 )
 
 # Compiling: how much memory one parallel job needs, so MAX_JOBS cannot run the machine out.
@@ -62,7 +95,26 @@ NVCC_THREADS = 4  # FA2's default; FA3's is 2
 FA2_BUILD_CORE_MINUTES_PER_ARCH = 5 * 64 / 4
 FA2_DEFAULT_ARCHS = ("80", "90", "100", "120")  # FLASH_ATTN_CUDA_ARCHS default at 2.8.3 (setup.py)
 FA2_MIN_NVCC = "11.7"  # setup.py raises below it (the README says 12.0)
-FA3_MIN_NVCC = "12.3"  # hopper/setup.py raises below it
+FA3_MIN_NVCC = "12.3"
+FA2_VERSION_FILE = "flash_attn/__init__.py"  # __version__ in a checkout; an sdist also has PKG-INFO
+
+# FA3's narrow build. hopper/setup.py @0251105a
+# (https://github.com/Dao-AILab/flash-attention/blob/0251105a2fb19d2957484b7f023cd8c115286ced/hopper/setup.py)
+# compiles one file per head dim x dtype x split x paged KV x softcap x pack-GQA (230 for sm90a,
+# 60 more for sm80), and drops each family when its FLASH_ATTENTION_DISABLE_<X> is "TRUE" (the
+# exact string). The kernels round a head dim up to the next one built (flash_api_stable.cpp
+# round_up_headdim), so a workload's head dim needs the bucket it rounds up to.
+FA3_HEAD_DIMS = (64, 96, 128, 192, 256)
+FA3_MAX_HEAD_DIM = 256
+# Switched off in a narrow build, for training: fp8 (forward only, e4m3), and what serves only
+# inference decoding (split KV, paged KV, append KV, pack-GQA for short queries). Local
+# (sliding-window) attention and softcap are off too: a model that uses them gets FA3's own
+# error ("does not support local attention"), never a wrong result.
+FA3_NARROW_OFF = ("FP8", "SPLIT", "PAGEDKV", "APPENDKV", "PACKGQA", "LOCAL", "SOFTCAP")
+# The split head dims: 192 for q/k with 128 for v (DeepSeek's MLA), 64 with 256 or 512 for v.
+FA3_HDIMDIFF = {(192, 128): "HDIMDIFF192", (64, 256): "HDIMDIFF64", (64, 512): "HDIMDIFF64"}
+# Minutes of one FA3 instantiation file for one job: a guess until measured on the H100 (README).
+FA3_MINUTES_PER_FILE = 4.0  # hopper/setup.py raises below it
 FA3_VERSION = "3.0.0"
 # hopper/setup.py @0251105a downloads nvcc 12.6 + ptxas 12.8 from NVIDIA when 12.3 <= nvcc < 13.0
 # and nvcc != 12.8, unless FLASH_ATTENTION_OFFLINE_BUILD is set.
@@ -117,6 +169,39 @@ def xformers_for(torch_version: str) -> XformersRelease | None:
 def build_jobs(cpus: int, ram_gib: float) -> int:
     """MAX_JOBS for a CUDA build: one job per core, as many as the memory holds."""
     return max(1, min(cpus or 1, int(ram_gib // GIB_PER_BUILD_JOB)))
+
+
+def fa3_head_dim_bucket(head_dim: int) -> int:
+    """The kernel a head dim runs on: the next head dim FA3 builds."""
+    return next(d for d in FA3_HEAD_DIMS if head_dim <= d)
+
+
+def fa3_kernel_files(disabled: frozenset[str]) -> tuple[int, int]:
+    """How many instantiation files hopper/setup.py @0251105a compiles with these
+    FLASH_ATTENTION_DISABLE_* switches on: (sm90a files, sm80 files). Counted as its lists are
+    built (sources_fwd_sm90, sources_bwd_sm90, sources_fwd_sm80, sources_bwd_sm80)."""
+
+    def on(name: str) -> bool:
+        return name not in disabled
+
+    dims = [d for d in FA3_HEAD_DIMS if on(f"HDIM{d}")]
+    half = 1 + on("FP16")  # bf16, fp16
+    split, paged, softcap, packgqa = 1 + on("SPLIT"), 1 + on("PAGEDKV"), 1 + on("SOFTCAP"), on("PACKGQA")
+    # pack-GQA variants exist only without split and paged KV: one per softcap choice
+    per_dtype = split * paged * softcap + (softcap if packgqa else 0)
+    forward = len(dims) * (half + on("FP8")) * per_dtype
+    forward += on("HDIMDIFF64") * 2 * half * per_dtype + on("HDIMDIFF192") * (half + on("FP8")) * per_dtype
+    backward = 0 if not on("BACKWARD") else len(dims) * half
+    sm80 = 0
+    if on("SM80"):
+        sm80 = len(dims) * half * split * paged + (0 if not on("BACKWARD") else len(dims) * half * softcap)
+    return forward + backward, sm80
+
+
+def fa3_build_minutes(files: int, jobs: int) -> int:
+    """Files compile in parallel, one per job; a build of fewer files than jobs takes as long as
+    its slowest file."""
+    return max(1, round(FA3_MINUTES_PER_FILE * -(-files // max(1, jobs))))
 
 
 def fa2_build_minutes(jobs: int, archs: int) -> int:
