@@ -1,0 +1,157 @@
+"""Does `attn-doctor bench` agree with an independent timer? Run on a GPU machine, in the target
+interpreter (the one with torch, triton and the backends):
+
+    python3 scripts/bench_agreement.py [BACKEND ...] [--json FILE]
+
+For each backend that imports (default: sdpa fa2 fa3 fa4 sage) and each standard shape (bf16,
+causal), in one process: `bench`'s own timing (kernel.py's bench_case, as `attn-doctor bench`
+runs it), triton.testing.do_bench (median) of the backend's own API called on tensors in its own
+layout, and the old timing (a synchronise after each of 10 calls after 3 warm-ups, q/k/v made
+(b, s, h, d) for every backend) to show what was wrong. Prints TFLOP/s and bench/do_bench per
+case; exit 1 when one is off by more than 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+KERNEL = Path(__file__).resolve().parent.parent / "attn_doctor" / "trials" / "kernel.py"
+SHAPES = [(4, s, 16, d) for d in (64, 128) for s in (1024, 4096, 8192)]  # trials/bench.py STANDARD
+TOLERANCE = 0.10
+
+
+def load_kernel() -> Any:
+    spec = importlib.util.spec_from_file_location("attn_doctor_kernel", KERNEL)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def own_api(name: str) -> tuple[Callable[..., Any], bool]:
+    """The backend's own call on tensors of its own layout, and whether those are (b, h, s, d)."""
+    if name == "sdpa":
+        return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)), True
+    if name == "sage":
+        from sageattention import sageattn
+
+        return (lambda q, k, v: sageattn(q, k, v, tensor_layout="HND", is_causal=True)), True
+    module = {"fa2": "flash_attn", "fa3": "flash_attn_interface", "fa4": "flash_attn.cute"}[name]
+    api = importlib.import_module(module)
+
+    def call(q: Any, k: Any, v: Any) -> Any:
+        out = api.flash_attn_func(q, k, v, causal=True)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    return call, False
+
+
+def independent_ms(name: str, shape: tuple[int, int, int, int], backward: bool) -> dict[str, float]:
+    b, s, h, d = shape
+    call, heads_first = own_api(name)
+    size = (b, h, s, d) if heads_first else (b, s, h, d)
+    q, k, v = (torch.randn(size, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    grad = torch.randn(size, device="cuda", dtype=torch.bfloat16)
+
+    def forward() -> None:
+        with torch.no_grad():
+            call(q, k, v)
+
+    def forward_backward() -> None:
+        torch.autograd.grad(call(q, k, v), (q, k, v), grad)
+
+    times = {"fwd": float(do_bench(forward, return_mode="median"))}
+    if backward:
+        times["fwd+bwd"] = float(do_bench(forward_backward, return_mode="median"))
+    return times
+
+
+def old_ms(kernel: Any, name: str, case: dict[str, Any]) -> dict[str, float]:
+    """The timing `bench` did before: (b, s, h, d) for all, a synchronise after every call."""
+
+    def median_ms(torch_: Any, step: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
+        for _ in range(warmup):
+            step()
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        times.sort()
+        return times[len(times) // 2]
+
+    new = kernel.median_ms
+    kernel.median_ms = median_ms
+    try:
+        result: dict[str, float] = kernel.bench_case(
+            torch, kernel.ADAPTERS[name](torch), dict(case, warmup=3, repeats=10), "cuda", ""
+        )["ms"]
+    finally:
+        kernel.median_ms = new
+    return result
+
+
+def flops(shape: tuple[int, int, int, int], mode: str) -> float:
+    b, s, h, d = shape
+    forward = 4 * b * h * s * s * d * 0.5  # causal: half (trials/bench.py Shape.flops)
+    return forward * (3.5 if mode == "fwd+bwd" else 1.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("backends", nargs="*", default=["sdpa", "fa2", "fa3", "fa4", "sage"])
+    parser.add_argument("--json", type=Path)
+    options = parser.parse_args()
+    kernel = load_kernel()
+    rows = []
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; TFLOP/s (bf16, causal)")
+    print(f"{'backend':8} {'B×S×H×D':14} {'mode':8} {'before':>7} {'bench':>7} {'do_bench':>8} {'bench/do_bench':>14}")
+    worst = 0.0
+    for name in options.backends:
+        try:
+            adapter = kernel.ADAPTERS[name](torch)
+            own_api(name)
+        except Exception as error:  # not installed here: said, not timed
+            print(f"{name:8} not importable: {type(error).__name__}: {error}"[:160])
+            continue
+        backward = name != "sage"  # SageAttention has no backward
+        for shape in SHAPES:
+            b, s, h, d = shape
+            case = dict(dtype="bfloat16", batch=b, seqlen=s, heads=h, kv_heads=h, head_dim=d, causal=True)
+            case.update(backward=backward, warmup=3, repeats=10)
+            ours = kernel.bench_case(torch, adapter, case, "cuda", name)["ms"]
+            theirs = independent_ms(name, shape, backward)
+            before = old_ms(kernel, name, case)
+            for mode in theirs:
+                ratio = theirs[mode] / ours[mode]  # TFLOP/s ratio bench/do_bench
+                worst = max(worst, abs(ratio - 1))
+                tf = {k: flops(shape, mode) / (v[mode] / 1000) / 1e12 for k, v in
+                      (("before", before), ("bench", ours), ("do_bench", theirs))}
+                label = "x".join(map(str, shape))
+                print(f"{name:8} {label:14} {mode:8} {tf['before']:7.0f} {tf['bench']:7.0f} {tf['do_bench']:8.0f} "
+                      f"{ratio:14.3f}")
+                rows.append(dict(backend=name, shape=label, mode=mode, ms_before=before[mode], ms_bench=ours[mode],
+                                 ms_do_bench=theirs[mode], tflops=tf, ratio=ratio))
+            sys.stdout.flush()
+    print(f"largest disagreement: {worst:.1%} (target {TOLERANCE:.0%})")
+    if options.json:
+        options.json.write_text(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
+                                                rows=rows, worst=worst), indent=1))
+    return 1 if worst > TOLERANCE else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
