@@ -138,18 +138,35 @@ def main() -> int:
             for mode in theirs:
                 ratio = theirs[mode] / ours[mode]  # TFLOP/s ratio bench/do_bench
                 worst = max(worst, abs(ratio - 1))
-                tf = {k: flops(shape, mode) / (v[mode] / 1000) / 1e12 for k, v in
-                      (("before", before), ("bench", ours), ("do_bench", theirs))}
+                tf = {
+                    k: flops(shape, mode) / (v[mode] / 1000) / 1e12
+                    for k, v in (("before", before), ("bench", ours), ("do_bench", theirs))
+                }
                 label = "x".join(map(str, shape))
-                print(f"{name:8} {label:14} {mode:8} {tf['before']:7.0f} {tf['bench']:7.0f} {tf['do_bench']:8.0f} "
-                      f"{ratio:14.3f}")
-                rows.append(dict(backend=name, shape=label, mode=mode, ms_before=before[mode], ms_bench=ours[mode],
-                                 ms_do_bench=theirs[mode], tflops=tf, ratio=ratio))
+                print(
+                    f"{name:8} {label:14} {mode:8} {tf['before']:7.0f} {tf['bench']:7.0f} {tf['do_bench']:8.0f} "
+                    f"{ratio:14.3f}"
+                )
+                rows.append(
+                    dict(
+                        backend=name,
+                        shape=label,
+                        mode=mode,
+                        ms_before=before[mode],
+                        ms_bench=ours[mode],
+                        ms_do_bench=theirs[mode],
+                        tflops=tf,
+                        ratio=ratio,
+                    )
+                )
             sys.stdout.flush()
     print(f"largest disagreement: {worst:.1%} (target {TOLERANCE:.0%})")
     if options.json:
-        options.json.write_text(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
-                                                rows=rows, worst=worst), indent=1))
+        options.json.write_text(
+            json.dumps(
+                dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows, worst=worst), indent=1
+            )
+        )
     return 1 if worst > TOLERANCE else 0
 
 

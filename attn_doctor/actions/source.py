@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
 # `__version__ = "3.0.0"` (hopper/__init__.py), `version='2.2.0',` (SageAttention's setup.py)
-VERSION = re.compile(r"""^\s*(?:__version__|version)\s*=\s*['"]([^'"]+)['"]""", re.MULTILINE)
+VERSION = re.compile(r"""(?:^|[\s(,])(?:__version__|version)\s*=\s*['"]([^'"]+)['"]""")
 PKG_INFO_VERSION = re.compile(r"^Version:\s*(\S+)\s*$", re.MULTILINE)
 MAX_TEXT = 1024 * 1024  # a version file or PKG-INFO is kilobytes
 
