@@ -3,8 +3,11 @@ save the result so that `check --bench FILE` ranks the backends as measured on t
 
 FLOPs are counted as FlashAttention's benchmarks count them: forward 4·b·h·s²·d (two matmuls),
 halved for a causal mask; backward 2.5 times the forward, so forward+backward is 3.5 times.
-Times are the median of several repeats after warm-up (the first calls compile: flex's
-torch.compile, FA4's JIT), taken with CUDA events on a GPU.
+Times are taken as triton.testing.do_bench takes them (kernel.py's median_ms): the first call
+(flex's torch.compile, FA4's JIT) untimed, 25 ms of warm-up, then at least `repeats` calls and
+100 ms queued back to back, each between CUDA events after an L2 flush, one synchronise, the
+median; each backend gets tensors in its own layout. scripts/bench_agreement.py checks the
+agreement with do_bench on a GPU.
 """
 
 from __future__ import annotations
