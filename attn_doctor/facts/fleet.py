@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ RAY_MISSING = "fleet --ray needs Ray, which is an optional extra: pip install 'a
 # check itself: the check's own deadline then ends it first, and its process group with it (a
 # worker cancelled with force would leave the check's child running in its own session).
 START_GRACE_S = 5.0
+JOIN_TIMEOUT_S = 30.0
 _FAMILY = SCHEMA.rsplit("-", 1)[0]
 
 
@@ -145,14 +147,36 @@ def ask_ray(address: str, python: str | None, deep: bool, timeout: float) -> lis
     except ImportError as error:
         raise FleetInputError(RAY_MISSING) from error
     with _stdout_to_stderr():
-        try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-        except Exception as error:  # ConnectionError, ValueError for a bad address, RuntimeError: one line
-            raise FleetRunError(f"cannot join the Ray cluster at {address}: {_line(error)}") from error
+        _join(ray, address)
         try:
             return _ask(ray, python, deep, timeout)
         finally:
             ray.shutdown()
+
+
+def _join(ray: Any, address: str) -> None:
+    """ray.init, bounded: given an address where no cluster answers, it retries for ever."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:
+        try:  # nothing listening: say so at once, not after JOIN_TIMEOUT_S
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as error:
+            raise FleetRunError(f"no Ray cluster at {address}: {error.strerror or error}") from error
+    failed: list[BaseException] = []
+
+    def init() -> None:
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        except BaseException as error:  # ConnectionError, ValueError for a bad address, RuntimeError
+            failed.append(error)
+
+    joining = threading.Thread(target=init, name="ray.init", daemon=True)
+    joining.start()
+    joining.join(JOIN_TIMEOUT_S)
+    if joining.is_alive():
+        raise FleetRunError(f"the Ray cluster at {address} did not answer within {JOIN_TIMEOUT_S:g} s")
+    if failed:
+        raise FleetRunError(f"cannot join the Ray cluster at {address}: {_line(failed[0])}") from failed[0]
 
 
 @contextlib.contextmanager

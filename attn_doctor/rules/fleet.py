@@ -297,7 +297,7 @@ def _package(name: str, found: list[Package]) -> Trait:
         ("files", files),
         ("record", package.record_sha256 or ""),
     )
-    shown = f"{package.version or 'unknown version'}" + (f", {files}" if files else "")
+    shown = f"{package.version or 'unknown version'}" + (f", files {files}" if files else "")
     return Trait(name, shown, parts, package.installer or "unknown")
 
 
