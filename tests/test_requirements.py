@@ -48,3 +48,18 @@ def test_a_report_without_the_installed_list_says_nothing() -> None:
     facts = load_facts(FIXTURES / "h100-check.json")
     package = Package("x", "1", "/d", "/s", requires=("nothing-installed",))
     assert not facts.installed and unmet(package, facts) == []
+
+
+def test_the_real_h100_torch_meets_its_requirements() -> None:
+    """Read on the H100 (torch 2.11.0+cu130 with its 17 requirements, 198 distributions): no false
+    alarm on a real CUDA torch; FA4 installed there with --no-deps, the real unmet ones."""
+    from attn_doctor.report import judge
+
+    healthy = load_facts(FIXTURES / "h100-check-requirements.json")
+    torch = healthy.package("torch")
+    assert torch is not None and len(torch.requires) == 17 and len(healthy.installed) == 198
+    assert not [f for f in judge(healthy).findings if f.severity.label == "error"]
+    colliding = judge(load_facts(FIXTURES / "h100-fa2-over-fa4-requirements.json"))
+    [unmet_fa4] = [f for f in colliding.findings if f.code == "package-requirements-unmet"]
+    assert "nvidia-cutlass-dsl>=4.6.2 is not installed" in unmet_fa4.title  # what `No module named 'cutlass'` was
+    assert "einops" not in unmet_fa4.title  # there, from the machine's own torch environment
