@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# check on the H100 after the registry redesign: the fixtures device_check.sh records (now with the
-# installed distributions and markers that the requirements check reads), then the speed of this
-# check and of the one before the redesign (carried in .device/old), measured in the same run.
+# check before and after a change, timed in turn on one GPU machine (old, new, old, new), each
+# package byte-compiled and run from its own folder (so neither reads this repo's pyproject.toml).
+# Before the call, here:  git worktree add /tmp/old <commit>; mkdir -p .device/old .device/new;
+#   cp -r /tmp/old/attn_doctor .device/old/; cp -r attn_doctor .device/new/
+# then carry .whl and .device. Run with the device tool: bash scripts/device_speed.sh
 source scripts/device_setup.sh
-bash scripts/device_check.sh
-echo "== the check before the redesign (271c9ef), same machine, same run"
-python3 -m compileall -q .device/old >/dev/null
-# `python -m attn_doctor` finds the package in its working directory first: run from the old copy
-(cd .device/old && PYTHONPATH=/tmp/site python3 ../../scripts/bench_check.py --python "$(command -v python3)" --runs 5) | tee "$out/bench-old.txt"
-echo "== this check again, after the old one (the two runs bracket the old one's)"
-python3 scripts/bench_check.py --python "$(command -v python3)" --runs 5 | tee "$out/bench-new-again.txt"
+python3 -m compileall -q .device/old .device/new >/dev/null
+for round in 1 2; do
+  for which in old new; do
+    echo "== $which (round $round)"
+    (cd .device/$which && PYTHONPATH=/tmp/site python3 ../../scripts/bench_check.py --python "$(command -v python3)" --runs 7) | tee "$out/bench-$which-$round.txt"
+  done
+done
