@@ -67,12 +67,19 @@ def test_fa4_hidden_by_an_older_flash_attn_earlier_on_sys_path(
     assert errors(after) <= errors(before)
 
 
-def test_files_changed_by_hand_are_reinstalled(tmp_path: Path, real: RealPackages) -> None:
+def venv_with_pip(tmp_path: Path, wheel: Path) -> tuple[Path, Path]:
+    """A venv with its own pip (the fixes name the target's `python -m pip`) and one real wheel
+    installed: its interpreter and site-packages."""
     venv = tmp_path / "env"
     run("python3", "-m", "venv", venv)
     python = venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", real.fa2_wheel)
+    run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel)
     site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    return python, site
+
+
+def test_files_changed_by_hand_are_reinstalled(tmp_path: Path, real: RealPackages) -> None:
+    python, site = venv_with_pip(tmp_path, real.fa2_wheel)
     with (site / "flash_attn" / "bert_padding.py").open("a") as handle:
         handle.write("# patched on the cluster\n")
     (site / "flash_attn" / "flash_attn_triton.py").unlink()
@@ -85,11 +92,7 @@ def test_files_changed_by_hand_are_reinstalled(tmp_path: Path, real: RealPackage
 
 
 def test_a_stale_second_dist_info_and_a_broken_one_are_set_aside(tmp_path: Path, real: RealPackages) -> None:
-    venv = tmp_path / "env"
-    run("python3", "-m", "venv", venv)
-    python = venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", real.fa4_wheel)
-    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    python, site = venv_with_pip(tmp_path, real.fa4_wheel)
     [dist_info] = site.glob("flash_attn_4-*.dist-info")
     shutil.copytree(dist_info, site / "flash_attn_4-4.0.0b35.dist-info")  # an interrupted upgrade's leftover
     before = judge(collect(str(python)))
