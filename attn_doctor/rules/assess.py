@@ -98,7 +98,7 @@ def _fit(backend: Backend, version: str | None, facts: Facts, work: Workload) ->
         reasons.append(f"{backend.label} has no backward pass: inference only")
     reasons += _head_dims(backend, version, facts, work, named)
     hopper = any(g.compute_capability == "9.0" for g in facts.gpus)
-    if backend.name == "fa4" and version and hopper and training and facts.fa4_sm90_backward is False:
+    if backend.hopper_backward_from_files and version and hopper and training and facts.fa4_sm90_backward is False:
         reasons.append("the installed FA4 has no SM90 backward kernel (flash_bwd_sm90.py): it cannot train on Hopper")
     return reasons
 

@@ -117,6 +117,8 @@ class Backend:
     installable: bool = False  # `attn-doctor install NAME` has a recipe (actions/install.py)
     verifiable: bool = False  # trials/kernel.py has its adapter (by name): verify and bench run it
     quantized: bool = False  # int8 inside by design: verify allows it a larger error
+    # it trains on Hopper only where its installed files carry the SM90 backward (Facts.fa4_sm90_backward)
+    hopper_backward_from_files: bool = False
 
     def support_for(self, version: str | None) -> Support:
         """The rule of the installed version, else of the newest release (what an install brings)."""
@@ -356,6 +358,7 @@ BACKENDS: tuple[Backend, ...] = (
         ranks=_ranks(hopper=1, hopper_short=2),
         why="the fastest measured on the H100 from 4k tokens (fwd+bwd 562 TFLOP/s at 8k)",
         caveats=("no backward on sm80 (forward only)", "head dims per FA4's _validate_head_dims"),
+        hopper_backward_from_files=True,
         bad_releases=(
             BadRelease(
                 "==0.0.1",
