@@ -116,6 +116,15 @@ def test_terminal_markdown_and_junit_say_the_same(reports: Path, tmp_path: Path)
     assert isinstance(cases["node-17"].result[0], Failure) and suite.failures == 1
 
 
+def test_schema_doc_lists_every_field_of_the_fleet_report(reports: Path) -> None:
+    code, fleet, _ = fleet_json("--reports", str(reports / "*.json"))
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "report-schema.md").read_text()
+    section = doc[doc.index("# The fleet report") :]
+    group = fleet["groups"][1]
+    fields = {*fleet, *fleet["summary"], *group, *group["differences"][0], *fleet["nodes"][0]}
+    assert code == 1 and not {f for f in fields if f"`{f}`" not in section}
+
+
 def test_allowed_drift_and_fail_on(reports: Path) -> None:
     pattern = str(reports / "*.json")
     allow = ("--allow-drift", "flash-attn", "--allow-drift", "flash-attn-4", "--allow-drift", "findings")
