@@ -771,10 +771,10 @@ def fleet(
             metavar="[REPORT]...", help="More report files (an unquoted --reports glob the shell expanded)."
         ),
     ] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option("--ray", flag_value="auto", help="Check every node of this Ray cluster now [address: auto]."),
-    ] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Check every node of a Ray cluster now.")] = False,
+    address: Annotated[
+        str, typer.Option("--address", help="With --ray: the cluster's address (auto: the one this machine is in).")
+    ] = "auto",
     python: Annotated[
         str | None,
         typer.Option(
@@ -818,10 +818,12 @@ def fleet(
     from attn_doctor.rules.fleet import ALL_PACKAGES, FINDINGS_FIELD, FIXED_FIELDS, judge_fleet
 
     patterns = [*(reports or []), *(more_reports or [])]
-    if (ray is None) == (not reports):
-        raise Stop("fleet needs one of --reports GLOB or --ray [ADDRESS]", EXIT_USAGE)
-    if reports and (python is not None or deep):
-        raise Stop("--python and --deep are for --ray: a report was checked where it was written", EXIT_USAGE)
+    if ray == bool(patterns):
+        raise Stop("fleet needs one of --reports GLOB or --ray [--address ADDRESS]", EXIT_USAGE)
+    if patterns and (python is not None or deep or address != "auto"):
+        raise Stop(
+            "--python, --deep and --address are for --ray: a report was checked where it was written", EXIT_USAGE
+        )
     allowed = frozenset(allow_drift or ())
     unknown = allowed - {*FIXED_FIELDS, FINDINGS_FIELD, ALL_PACKAGES, *distributions()}
     if unknown:
@@ -829,7 +831,7 @@ def fleet(
         raise Stop(f"--allow-drift {', '.join(sorted(unknown))}: not a field (one of {fields}, a package)", EXIT_USAGE)
     gate, severity = _gate(fail_on, require, ignore, None, no_gpu_ok)
     try:
-        answers = ask_ray(ray, python, deep, timeout) if ray is not None else read_reports(patterns)
+        answers = ask_ray(address, python, deep, timeout) if ray else read_reports(patterns)
     except FleetInputError as error:
         raise Stop(str(error), EXIT_USAGE) from error
     except FleetRunError as error:
@@ -840,7 +842,7 @@ def fleet(
         return report.findings, report.fails(severity)
 
     judged = judge_fleet(answers, judge_node, severity, allowed)
-    source = f"ray {ray}" if ray is not None else "reports"
+    source = f"ray {address}" if ray else "reports"
     code = EXIT_FINDINGS if judged.fails else EXIT_OK
     if output is not None:
         _write_output(output, show.render_fleet_json(judged, source, code))

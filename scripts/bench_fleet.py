@@ -50,7 +50,9 @@ def ray_figures(sizes: list[int], python: list[str], repeats: int) -> list[tuple
             for _ in range(size - 1):
                 cluster.add_node(num_cpus=1)
             cluster.wait_for_nodes()
-            seconds, code = timed(doctor("fleet", "--ray", cluster.address, "--format", "json", *python), repeats)
+            seconds, code = timed(
+                doctor("fleet", "--ray", "--address", cluster.address, "--format", "json", *python), repeats
+            )
             found.append((size, seconds, code))
         finally:
             cluster.shutdown()

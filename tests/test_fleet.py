@@ -190,8 +190,8 @@ def test_bad_reports_are_one_line_and_exit_2(reports: Path, tmp_path: Path) -> N
     for args, message in (
         (["--reports", str(fifo)], "is a FIFO, not a regular file"),
         (["--reports", str(tmp_path / "none-*.json")], "no file matches"),
-        ([], "fleet needs one of --reports GLOB or --ray [ADDRESS]"),
-        (["--reports", str(fifo), "--python", sys.executable], "--python and --deep are for --ray"),
+        ([], "fleet needs one of --reports GLOB or --ray"),
+        (["--reports", str(fifo), "--python", sys.executable], "--python, --deep and --address are for --ray"),
     ):
         code, out, err = doctor("fleet", *args)
         assert (code, out) == (2, "") and message in err and err.count("\n") == 1, err
@@ -229,7 +229,7 @@ def by_node_id(fleet: dict[str, Any]) -> dict[str, str]:
 
 def test_ray_checks_every_node_and_names_the_odd_one(ray_cluster: Cluster) -> None:
     started = time.monotonic()
-    code, fleet, err = fleet_json("--ray", ray_cluster.address, "--timeout", "60")
+    code, fleet, err = fleet_json("--ray", "--address", ray_cluster.address, "--timeout", "60")
     assert code == 1, err
     names = by_node_id(fleet)
     [odd_id] = [i for i, venv in ray_cluster.names.items() if venv == "collided"]
@@ -263,7 +263,7 @@ def test_ray_node_too_slow_is_a_timeout(ray_cluster: Cluster, slow_python: tuple
     try:
         ray_cluster.cluster.wait_for_nodes()
         started = time.monotonic()
-        code, fleet, _ = fleet_json("--ray", ray_cluster.address, "--timeout", "3")
+        code, fleet, _ = fleet_json("--ray", "--address", ray_cluster.address, "--timeout", "3")
         took = time.monotonic() - started
     finally:
         ray_cluster.cluster.remove_node(node)
@@ -278,7 +278,7 @@ def test_ray_node_killed_mid_run_is_reported_not_waited_on(
     wrapper, started = slow_python
     node = ray_cluster.cluster.add_node(num_cpus=1, env_vars={"ATTN_DOCTOR_PYTHON": str(wrapper)})
     ray_cluster.cluster.wait_for_nodes()
-    argv = [sys.executable, "-m", "attn_doctor", "fleet", "--ray", ray_cluster.address, "--format", "json"]
+    argv = [sys.executable, "-m", "attn_doctor", "fleet", "--ray", "--address", ray_cluster.address, "--format", "json"]
     fleet = subprocess.Popen([*argv, "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -301,5 +301,5 @@ def test_ray_node_killed_mid_run_is_reported_not_waited_on(
 
 def test_ray_without_a_cluster_is_exit_3_at_once() -> None:
     started = time.monotonic()
-    code, out, err = doctor("fleet", "--ray", "127.0.0.1:1")
+    code, out, err = doctor("fleet", "--ray", "--address", "127.0.0.1:1")
     assert (code, out) == (3, "") and "no Ray cluster at 127.0.0.1:1" in err and time.monotonic() - started < 20
