@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from attn_doctor.facts import fleet as fleet_facts
 from attn_doctor.facts.imports import _CLASSES
 from attn_doctor.render.catalog import render_catalog
 from attn_doctor.rules import diagnose, drift, recommend
@@ -17,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 def emitted_codes() -> set[str]:
     """The codes the judge's source passes to finding(...): literals, or a literal chosen by a
     conditional expression (`"a" if x else "b"`), directly or through a local name."""
-    return set().union(*(_codes_in(Path(str(module.__file__))) for module in (diagnose, drift, recommend)))
+    modules = (diagnose, drift, recommend, fleet_facts)
+    return set().union(*(_codes_in(Path(str(module.__file__))) for module in modules))
 
 
 def _codes_in(source: Path) -> set[str]:
@@ -42,7 +44,7 @@ def _codes_in(source: Path) -> set[str]:
     return {
         code
         for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "finding" and node.args
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("finding", "node_problem") and node.args
         for code in literals(node.args[0])
     }
 

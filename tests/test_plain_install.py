@@ -34,6 +34,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["explain", "--markdown"], {0}),
         (["install", "fa4", "--facts", str(FIXTURES / "h100-check.json"), "--dry-run"], {0}),
         (["check", "--no-gpu-ok"], {0, 1}),
+        (["fleet", "--ray"], {2}),  # Ray is an optional extra: one line saying how to install it
     ],
 )
 def test_readme_commands_run_without_the_test_extras(

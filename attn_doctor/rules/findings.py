@@ -497,6 +497,38 @@ RULES: tuple[Rule, ...] = (
         "https://github.com/axolotl-ai-cloud/axolotl/blob/v0.18.0/src/axolotl/monkeypatch/attention/flash_attn_4.py",
         proof="no fix: the model's head dims are what they are (Axolotl falls back to FA2)",
     ),
+    # the fleet: a node that could not be checked at all (`attn-doctor fleet`)
+    Rule(
+        "fleet-node-unreachable",
+        Severity.ERROR,
+        "The node died, or left the cluster, while its check ran (Ray reported the task lost): nothing is "
+        "known of it, and a job scheduled there now would fail the same way.",
+        "ray.exceptions.NodeDiedError, WorkerCrashedError, TaskUnschedulableError",
+        proof="no fix: a node the cluster lost",
+    ),
+    Rule(
+        "fleet-node-timeout",
+        Severity.ERROR,
+        "The node's check did not answer within --timeout and was cancelled: a hung driver (NVML), a "
+        "stalled file system under the environment, or a node too busy to start a worker.",
+        "ray.wait(timeout=...), ray.cancel(force=True)",
+        proof="no fix: run `attn-doctor check` on the node itself to see where it stops",
+    ),
+    Rule(
+        "fleet-node-check-failed",
+        Severity.ERROR,
+        "The check could not run on the node: attn-doctor is not installed in the Python that Ray's workers "
+        "run there, the target interpreter is missing, or the check crashed.",
+        "`attn-doctor check --format json` exit code 3, or an error raised by the Ray task",
+        proof="no fix: the message says what is missing on the node",
+    ),
+    Rule(
+        "fleet-node-dead",
+        Severity.WARNING,
+        "Ray lists the node as dead: no check ran there (a node scaled down, or one that crashed earlier).",
+        "ray.nodes(): Alive is false",
+        proof="no fix: a node no longer in the cluster",
+    ),
     # toolchain (matters for source builds: FA2 without a wheel, FA3, SageAttention 2)
     Rule(
         "nvcc-torch-cuda-mismatch",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from attn_doctor.facts.model import Facts, Package
-from attn_doctor.rules.findings import Finding, Rule, Severity
+from attn_doctor.rules.findings import Finding, Severity, finding
 
 if TYPE_CHECKING:
     from attn_doctor.facts.fleet import Answer
@@ -29,50 +29,10 @@ FINDINGS_FIELD = "findings"
 ALL_PACKAGES = "packages"
 NOT_INSTALLED = "not installed"
 
-# The fleet's own finding codes: a node the fleet could not check at all. They live here, not in
-# rules.findings.RULES, because no single-machine `check` can raise them.
-FLEET_RULES: tuple[Rule, ...] = (
-    Rule(
-        "fleet-node-unreachable",
-        Severity.ERROR,
-        "The node died, or left the cluster, while its check ran (Ray reported the task lost): nothing is "
-        "known of it, and a job scheduled there now would fail the same way.",
-        "ray.exceptions.NodeDiedError, WorkerCrashedError, TaskUnschedulableError",
-        proof="no fix: a node the cluster lost",
-    ),
-    Rule(
-        "fleet-node-timeout",
-        Severity.ERROR,
-        "The node's check did not answer within --timeout and was cancelled: a hung driver (NVML), a "
-        "stalled file system under the environment, or a node too busy to start a worker.",
-        "ray.wait(timeout=...), ray.cancel(force=True)",
-        proof="no fix: run `attn-doctor check` on the node itself to see where it stops",
-    ),
-    Rule(
-        "fleet-node-check-failed",
-        Severity.ERROR,
-        "The check could not run on the node: attn-doctor is not installed in the Python that Ray's workers "
-        "run there, the target interpreter is missing, or the check crashed.",
-        "`attn-doctor check --format json` exit code 3, or an error raised by the Ray task",
-        proof="no fix: the message says what is missing on the node",
-    ),
-    Rule(
-        "fleet-node-dead",
-        Severity.WARNING,
-        "Ray lists the node as dead: no check ran there (a node scaled down, or one that crashed earlier).",
-        "ray.nodes(): Alive is false",
-        proof="no fix: a node no longer in the cluster",
-    ),
-)
-
-
-def fleet_rule(code: str) -> Rule:
-    return next(r for r in FLEET_RULES if r.code == code)
-
 
 def node_problem(code: str, title: str, evidence: tuple[str, ...] = ()) -> Finding:
-    """A fleet finding about a node that has no report."""
-    return Finding(code, fleet_rule(code).severity, title, evidence=evidence)
+    """A fleet finding about a node that has no report (its codes are the catalog's fleet-*)."""
+    return finding(code, title, evidence=evidence)
 
 
 @dataclass(frozen=True)
