@@ -577,7 +577,7 @@ def _run_install(job: Install, python: str | None, before: Facts, yes: bool, whe
     journaled and undoable on its own."""
     from attn_doctor.actions.install import carry_out_install
     from attn_doctor.actions.shadow import COLLISIONS
-    from attn_doctor.render.actions import installed_line
+    from attn_doctor.render.actions import also_changed, installed_line
     from attn_doctor.report import judge
 
     def on_gpu(after: Facts) -> list[str]:
@@ -595,7 +595,7 @@ def _run_install(job: Install, python: str | None, before: Facts, yes: bool, whe
 
     with _action_errors("install"):
         after = carry_out_install(job, python, before, _say, lambda line: _say(f"    | {line}"), on_gpu)
-    _say(installed_line(job, after))
+    _say(installed_line(job, after), *also_changed(before, after, job.distribution))
     report = judge(after)
     if any(f.code in COLLISIONS for f in report.findings):
         _say("FA2 and FA4 now share flash_attn/cute/: repairing that with fix-shadow (undone first by undo).")

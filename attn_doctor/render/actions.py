@@ -22,3 +22,16 @@ def installed_line(job: Install, after: Facts) -> str:
     if loaded is not None:
         line += f", import {job.backend.module} ok in {loaded.seconds:.1f} s"
     return line + f", torch {after.torch.version if after.torch else '?'} unchanged."
+
+
+def also_changed(before: Facts, after: Facts, installed: str) -> list[str]:
+    """Every other distribution the install added, upgraded or removed (pip resolves the backend's
+    requirements: setuptools may move with it). Undo takes them back with the rest."""
+    old = {i.name: i.version for i in before.installed}
+    new = {i.name: i.version for i in after.installed}
+    lines = [
+        f"  {name}: {old.get(name) or 'not installed'} -> {new.get(name) or 'removed'}"
+        for name in sorted(old.keys() | new.keys())
+        if name != installed and old.get(name) != new.get(name)
+    ]
+    return ["Also changed by the install (undo takes these back too):", *lines] if lines else []
