@@ -12,6 +12,7 @@ import dataclasses
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -277,3 +278,30 @@ def test_a_libstdcxx_or_glibc_too_old(
     failed = dataclasses.replace(report.facts, imports=(ImportResult("flash_attn", outcome, 0.1, detail),))
     [imported] = [f for f in judge(failed).findings if f.code == "import-missing-symbol-version"]
     assert version in imported.title and imported.fix[0].startswith("FLASH_ATTENTION_FORCE_BUILD=TRUE")
+
+
+def test_symbol_versions_read_as_pyelftools_reads_them(real: RealPackages) -> None:
+    """The version chains read through the dynamic table agree with pyelftools' own section
+    reader on real libraries: the system's libstdc++ and libc, and torch's libc10."""
+    from contextlib import ExitStack
+
+    from elftools.elf.elffile import ELFFile
+
+    from attn_doctor.facts.binaries import Loader
+
+    site = run(real.torch_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    libraries = [
+        Path(site, "torch", "lib", "libc10.so"),
+        *(p for p in (Path("/usr/lib/x86_64-linux-gnu/libstdc++.so.6"), Path("/lib/x86_64-linux-gnu/libc.so.6"))),
+    ]
+    with ExitStack() as stack:
+        loader = Loader(stack, "/nowhere")
+        for path in (p for p in libraries if p.exists()):
+            with path.open("rb") as handle:
+                elf = ELFFile(handle)
+                need: Any = elf.get_section_by_name(".gnu.version_r")
+                define: Any = elf.get_section_by_name(".gnu.version_d")
+                needed = {v.name: [a.name for a in aux] for v, aux in need.iter_versions()} if need else {}
+                defined = {next(aux).name for _, aux in define.iter_versions()} if define else set()
+            assert loader.open(str(path)).needed_versions() == needed, path
+            assert loader.open(str(path)).defined_versions() == defined, path

@@ -30,6 +30,11 @@ CHECK_FAIL = {
     "cxx11": "_ZN3c106detail14torchCheckFailEPKcS2_jRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE",
     "pre-cxx11": "_ZN3c106detail14torchCheckFailEPKcS2_jRKSs",
 }
+# ELF symbol-version structures (the same in 32- and 64-bit files): Elf_Verneed (vn_version,
+# vn_cnt, vn_file, vn_aux, vn_next), Elf_Vernaux (vna_hash, vna_flags, vna_other, vna_name,
+# vna_next), Elf_Verdef (vd_version, vd_flags, vd_ndx, vd_cnt, vd_hash, vd_aux, vd_next),
+# Elf_Verdaux (vda_name, vda_next).
+_VERNEED, _VERNAUX, _VERDEF, _VERDAUX = "HHIII", "IHHII", "HHHHIII", "II"
 _DEFAULT_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu")
 
 
@@ -95,18 +100,47 @@ class _Elf:
         ]
 
     def needed_versions(self) -> dict[str, list[str]]:
-        """library -> the symbol versions it must define (.gnu.version_r: GLIBC_2.34, GLIBCXX_3.4.30)."""
-        section: Any = self.file.get_section_by_name(".gnu.version_r")
-        if section is None:
-            return {}
-        return {str(need.name): [str(aux.name) for aux in auxes] for need, auxes in section.iter_versions()}
+        """library -> the symbol versions it must define (GLIBC_2.34, GLIBCXX_3.4.30): the
+        Elf_Verneed chain DT_VERNEED points at, read as the loader reads it (pyelftools' section
+        objects would first parse every section header: 15 ms a library, on every check)."""
+        found: dict[str, list[str]] = {}
+        for file, names in self._version_chain("DT_VERNEED", "DT_VERNEEDNUM", _VERNEED, _VERNAUX, 1, 2):
+            found.setdefault(file, []).extend(names)
+        return found
 
     def defined_versions(self) -> set[str]:
-        """The symbol versions it defines (.gnu.version_d); the first name of each is its own."""
-        section: Any = self.file.get_section_by_name(".gnu.version_d")
-        if section is None:
-            return set()
-        return {str(next(iter(auxes)).name) for _, auxes in section.iter_versions()}
+        """The symbol versions it defines: the first name of each Elf_Verdef at DT_VERDEF."""
+        return {names[0] for _, names in self._version_chain("DT_VERDEF", "DT_VERDEFNUM", _VERDEF, _VERDAUX, 3, 0)}
+
+    def _version_chain(
+        self, start: str, count: str, entry: str, aux: str, counted: int, named: int
+    ) -> list[tuple[str, list[str]]]:
+        """(file or first name, the auxiliary entries' names) for each entry of a version chain.
+        Entry fields: (…, cnt at `counted`, …, aux offset, next offset); verneed names its file
+        (field 2), verdef names itself in its first aux entry."""
+        if self.dynamic is None:
+            return []
+        _, offset = self.dynamic.get_table_offset(start)
+        number = self.tags(count)
+        if offset is None or not number:
+            return []
+        order = "<" if self.file.little_endian else ">"
+        strings = self.dynamic._get_stringtable()
+        stream, chain = self.file.stream, []
+        for _ in range(int(number[0].entry.d_val)):
+            stream.seek(offset)
+            fields = struct.unpack(order + entry, stream.read(struct.calcsize(entry)))
+            names, place = [], offset + fields[-2]
+            for _ in range(fields[counted]):
+                stream.seek(place)
+                parts = struct.unpack(order + aux, stream.read(struct.calcsize(aux)))
+                names.append(str(strings.get_string(parts[-2])))
+                place += parts[-1]
+            chain.append((str(strings.get_string(fields[named])) if entry == _VERNEED else "", names))
+            if not fields[-1]:
+                break
+            offset += fields[-1]
+        return [(file or (names[0] if names else ""), names) for file, names in chain if names or file]
 
     def exports(self, name: str) -> bool:
         """Whether it defines `name`, asked of its GNU hash table as the loader asks it."""
