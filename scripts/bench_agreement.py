@@ -116,6 +116,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
     kernel = load_kernel()
+    kernel.wake(torch)  # as kernel.main does before `bench`'s first case
     rows = []
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; TFLOP/s (bf16, causal)")
     print(f"{'backend':8} {'B×S×H×D':14} {'mode':8} {'before':>7} {'bench':>7} {'do_bench':>8} {'bench/do_bench':>14}")

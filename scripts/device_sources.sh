@@ -34,7 +34,7 @@ pipeline() {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$run/gpu.txt"
     nproc >>"$run/gpu.txt"; free -g >>"$run/gpu.txt"; nvcc --version | tail -2 >>"$run/gpu.txt"
     # the bench's agreement first, for SDPA, while no build loads the CPUs
-    measured agreement-sdpa "$target" scripts/bench_agreement.py sdpa --json "$run/agreement-sdpa.json"
+    [ "${SKIP_SDPA:-0}" = 1 ] || measured agreement-sdpa "$target" scripts/bench_agreement.py sdpa --json "$run/agreement-sdpa.json"
     S=.srcs
     measured plan-sage doctor install sage --python "$target" --source $S/SageAttention-eb615cf.tar --offline --dry-run
     measured install-sage doctor install sage --python "$target" --source $S/SageAttention-eb615cf.tar --offline --yes
@@ -63,7 +63,7 @@ collect() {
 
 case "${1:-}" in
 start)
-    mkdir -p "$run"
+    rm -rf "$run"; mkdir -p "$run"
     setsid bash -c "source scripts/device_sources.sh; pipeline $PWD" >"$run/pipeline.log" 2>&1 < /dev/null &
     sleep "${2:-5}"
     collect; tail -c 3000 "$out/run.txt"
