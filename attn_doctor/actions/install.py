@@ -415,6 +415,7 @@ def _sage(context: _Context) -> _Recipe:
         "SageAttention 2 has no backward pass at all (custom ops without autograd; thu-ml #90): "
         "inference and frozen-attention use only; full fine-tuning was seen to drive the loss to 0 (thu-ml #198)",
         "PyPI has only SageAttention 1.x: 2.2.0 is built from the upstream tag",
+        f"the build took {recipes.SAGE_BUILD_MINUTES_SM90} min on a 16-core H100 (sm90)",
     ]
     steps += _tree_steps(context, recipes.SAGE_TREE)
     steps.append(_build_tree(context, recipes.SAGE_TREE, "compile SageAttention 2.2.0", env))

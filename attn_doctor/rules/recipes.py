@@ -113,8 +113,13 @@ FA3_MAX_HEAD_DIM = 256
 FA3_NARROW_OFF = ("FP8", "SPLIT", "PAGEDKV", "APPENDKV", "PACKGQA", "LOCAL", "SOFTCAP")
 # The split head dims: 192 for q/k with 128 for v (DeepSeek's MLA), 64 with 256 or 512 for v.
 FA3_HDIMDIFF = {(192, 128): "HDIMDIFF192", (64, 256): "HDIMDIFF64", (64, 512): "HDIMDIFF64"}
-# Minutes of one FA3 instantiation file for one job: a guess until measured on the H100 (README).
-FA3_MINUTES_PER_FILE = 4.0  # hopper/setup.py raises below it
+# Minutes of one FA3 instantiation file for one job. Measured on the H100 (16 cores, nvcc 13.0,
+# tests/fixtures/h100-install-fa3.txt): the head-dim-128 build, 4 sm90a files at once, took 2 min
+# 46 s and 21.6 GiB at its peak (about 5 GiB per file).
+FA3_MINUTES_PER_FILE = 3.0
+# SageAttention 2.2.0 for sm90 (4 extensions, one at a time): 7 min 52 s and 21 GiB at its peak
+# on the same H100 (tests/fixtures/h100-install-sage.txt).
+SAGE_BUILD_MINUTES_SM90 = 8  # hopper/setup.py raises below it
 FA3_VERSION = "3.0.0"
 # hopper/setup.py @0251105a downloads nvcc 12.6 + ptxas 12.8 from NVIDIA when 12.3 <= nvcc < 13.0
 # and nvcc != 12.8, unless FLASH_ATTENTION_OFFLINE_BUILD is set.
