@@ -91,7 +91,7 @@ def old_ms(kernel: Any, name: str, case: dict[str, Any]) -> dict[str, float]:
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
         times.sort()
-        return times[len(times) // 2]
+        return float(times[len(times) // 2])
 
     new = kernel.median_ms
     kernel.median_ms = median_ms

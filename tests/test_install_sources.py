@@ -133,10 +133,9 @@ def test_a_plain_folder_records_no_commit(tmp_path: Path) -> None:
 def test_sage_from_a_git_archive_at_the_pinned_commit(tmp_path: Path) -> None:
     tar = archive(tmp_path / "sage.tar", SAGE_FILES, SAGE_COMMIT, top="SageAttention/")
     job = plan("sage", tar)
-    _, make, unpack, build = commands(job)
+    _, unpack, build = commands(job)
     folder = f"{SRC}/SageAttention-{SAGE_COMMIT[:12]}"
-    # made first, unwatched: the runner cannot back up a folder that does not exist (H100 run)
-    assert (make.argv, make.watch) == (("mkdir", "-p", folder), ())
+    assert unpack.watch == (folder,)  # a folder that does not exist yet: undo removes it whole
     assert unpack.argv == (
         sys.executable,
         "-m",
@@ -188,7 +187,7 @@ def test_fa3_from_an_archive_needs_its_cutlass_submodule(tmp_path: Path) -> None
     with pytest.raises(Refusal, match=r"needs csrc/cutlass .* at 7127592069c2.*`git archive` leaves submodules out"):
         plan("fa3", fa3)
     cutlass = archive(tmp_path / "cutlass.tar.gz", CUTLASS_FILES, CUTLASS_COMMIT, top="cutlass/")
-    _, _, tree, submodule, build = commands(plan("fa3", fa3, cutlass))
+    _, tree, submodule, build = commands(plan("fa3", fa3, cutlass))
     folder = f"{SRC}/flash-attention-{FA3_COMMIT[:12]}"
     assert tree.argv[3:] == (str(fa3), folder, "--strip", "flash-attention/", "--only", "hopper", "--only", "README.md")
     assert submodule.argv[3:] == (str(cutlass), f"{folder}/csrc/cutlass", "--strip", "cutlass/", "--only", "include")
@@ -228,7 +227,7 @@ def test_a_zip_archive_unpacks_too(tmp_path: Path) -> None:
         for name, text in SAGE_FILES.items():
             z.writestr("SageAttention-main/" + name, text)
         z.comment = SAGE_COMMIT.encode()  # where git archive --format=zip puts the commit
-    _, _, unpack, _ = commands(plan("sage", made))
+    _, unpack, _ = commands(plan("sage", made))
     subprocess.run([*unpack.argv[:3], str(made), str(tmp_path / "out"), *unpack.argv[5:]], check=True)
     assert (tmp_path / "out" / "setup.py").read_text() == SAGE_FILES["setup.py"]
 

@@ -358,3 +358,28 @@ def test_the_kill_switch_is_not_in_the_program(venv: Venv, real: RealPackages) -
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(SEAM)]
     env = {**os.environ, "ATTN_DOCTOR_KILL_AT": "started:1", "PYTHONPATH": os.pathsep.join(paths)}
     assert fix(venv, env=env)[0] == 0
+
+
+def test_a_step_that_creates_its_watched_folder_is_undone(venv: Venv) -> None:
+    """A command watching a folder that does not exist yet (a clone, an unpacked source tree):
+    nothing to back up, and undo takes the whole folder back (seen failing on the H100 with
+    `install --source`)."""
+    from attn_doctor.actions.plan import Command
+    from attn_doctor.actions.runner import carry_out, start, undo
+
+    tree = venv.root / ".attn-doctor" / "src" / "tree"
+    make = f"import os; os.makedirs({str(tree / 'sub')!r}); open({str(tree / 'sub' / 'f')!r}, 'w').write('x')"
+    plan = Plan(
+        "make-tree",
+        str(venv.python),
+        str(venv.root),
+        (Command((sys.executable, "-c", make), (str(tree),), "tree"),),
+        (),
+    )
+    before = snapshot(venv)
+    journal = start(plan)
+    carry_out(journal, plan, lambda _: None)
+    assert (tree / "sub" / "f").read_text() == "x"
+    undo(journal.folder, lambda _: None)
+    assert not tree.exists()
+    assert snapshot(venv) == before

@@ -478,7 +478,6 @@ def _clone(context: _Context, tree: recipes.SourceTree) -> list[Step]:
     steps: list[Step] = []
     if os.path.lexists(folder):
         steps.append(MoveAside(folder, "an earlier checkout, kept with this install's backups"))
-    steps.append(_make_folder(folder))  # git clones into an empty folder as into a new one
     steps.append(
         Command(
             (git, "clone", "--filter=blob:none", "--no-checkout", tree.url, folder),
@@ -494,14 +493,6 @@ def _clone(context: _Context, tree: recipes.SourceTree) -> list[Step]:
         )
     )
     return steps
-
-
-def _make_folder(folder: str) -> Command:
-    """The build folder made first, unwatched: the runner backs up a watched folder before a
-    command and cannot back up one that does not exist yet (seen on the H100: "No such file or
-    directory" before the unpack ran). Undo then removes what the next step put in it, and
-    leaves this empty folder in the doctor's own .attn-doctor/src/."""
-    return Command(("mkdir", "-p", folder), (), "the build folder (undo leaves it, empty)")
 
 
 def _tree_steps(context: _Context, tree: recipes.SourceTree) -> list[Step]:
@@ -580,7 +571,6 @@ def _from_sources(context: _Context, tree: recipes.SourceTree) -> list[Step]:
     steps: list[Step] = []
     if os.path.lexists(folder):
         steps.append(MoveAside(folder, "an earlier source tree, kept with this install's backups"))
-    steps.append(_make_folder(folder))
     what = ", ".join(paths) if paths else "all of it"
     steps.append(
         Command(
@@ -612,7 +602,6 @@ def _fa2_source(context: _Context) -> tuple[list[Step], str, str]:
     steps: list[Step] = []
     if os.path.lexists(folder):
         steps.append(MoveAside(folder, "an earlier source tree, kept with this install's backups"))
-    steps.append(_make_folder(folder))
     steps.append(Command(unpack_argv(rooted, folder, ()), (folder,), f"flash-attn {version} from {source.path}"))
     return steps, folder, note
 

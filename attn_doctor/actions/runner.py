@@ -494,6 +494,8 @@ def _back_up(watch: tuple[str, ...], folder: Path, number: int) -> int:
     undo leaves folders that existed before, empty or not."""
     count = 0
     for watched in watch:
+        if not os.path.lexists(watched):
+            continue  # a folder the step creates (a clone, a source tree): all of it is new, nothing to keep
         saved = _backup_path(folder, number, watched)
         folders, files = _entries(watched)
         for relative in ["", *folders]:
@@ -896,11 +898,13 @@ def _take_back(step: dict[str, Any], folder: Path, number: int) -> None:
 
 def _remove_empty_new_folders(watched: str, mirror: Path, candidates: set[str]) -> None:
     """Folders among `candidates` (and their parents) that the backup does not hold and that are
-    empty: never the watched folder, never one that existed before."""
+    empty: never one that existed before, and the watched folder only when it did not exist
+    before the step (no mirror of it was made: a clone's folder)."""
+    new_root = not mirror.exists()
     for folder in sorted(candidates, key=len, reverse=True):
-        while (
-            folder.startswith(watched.rstrip("/") + os.sep) and not (mirror / os.path.relpath(folder, watched)).is_dir()
-        ):
+        while folder.startswith(watched.rstrip("/") + os.sep) or (new_root and folder == watched.rstrip("/")):
+            if not new_root and (mirror / os.path.relpath(folder, watched)).is_dir():
+                break
             if not os.path.isdir(folder) or os.path.islink(folder) or os.listdir(folder):
                 break
             os.rmdir(folder)
