@@ -21,7 +21,7 @@ from attn_doctor.facts.given import with_given_torch
 from attn_doctor.facts.model import Facts, Toolchain
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.rules.backends import backend_names
-from attn_doctor.rules.recipes import FA3_TREE, SAGE_TREE, build_jobs
+from attn_doctor.rules.recipes import FA3_TREE, SAGE_TREE, build_jobs, build_peak_gib
 from tests.conftest import FIXTURES
 
 MACHINES = FIXTURES / "machines"
@@ -119,7 +119,7 @@ def test_fa2_without_a_release_wheel_compiles_for_this_gpu_only() -> None:
         "CUDA_HOME": "/usr/local/cuda",
         "FLASH_ATTENTION_FORCE_BUILD": "TRUE",  # only the exact string TRUE works (setup.py)
         "FLASH_ATTN_CUDA_ARCHS": "90",
-        "MAX_JOBS": "13",  # 16 cores, 125.9 GiB: 13 jobs of 9 GiB
+        "MAX_JOBS": "16",  # 16 cores, 125.9 GiB: 13 jobs of 9 GiB
         "NVCC_THREADS": "4",
     }
     assert any("compiles" in note and "13 jobs" in note for note in job.plan.notes)
@@ -131,11 +131,21 @@ def test_fa2_for_two_gpu_generations_builds_both() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cpus", "ram", "jobs"),
-    [(2, 24.0, 2), (2, 8.0, 1), (16, 125.9, 13), (64, 2000.0, 64), (0, 0.0, 1)],
+    ("cpus", "ram", "archs", "jobs"),
+    [
+        (16, 31.0, 4, 1),  # the machine: upstream's rule gave 3 jobs x 4 threads (~60 GB)
+        (16, 31.0, 1, 5),  # narrowed to one arch: one nvcc thread a job
+        (2, 24.0, 1, 2),
+        (2, 8.0, 4, 1),
+        (16, 125.9, 4, 4),
+        (64, 2000.0, 4, 16),
+        (0, 0.0, 4, 1),
+    ],
 )
-def test_max_jobs_from_cores_and_memory(cpus: int, ram: float, jobs: int) -> None:
-    assert build_jobs(cpus, ram) == jobs
+def test_max_jobs_from_cores_memory_and_nvcc_threads(cpus: int, ram: float, archs: int, jobs: int) -> None:
+    assert build_jobs(cpus, ram, archs) == jobs
+    if jobs > 1:  # what it starts fits: every nvcc thread at ~5 GiB within 90% of the memory
+        assert build_peak_gib(jobs, archs) <= 0.9 * ram
 
 
 def test_fa2_plan_on_this_kind_of_ci_machine_sets_max_jobs_sanely() -> None:

@@ -318,7 +318,7 @@ def _fa2_rocm(context: _Context) -> _Recipe:
     gfx = sorted({g.gfx_target for g in context.facts.gpus if g.gfx_target in recipes.ROCM_GFX}) or list(
         recipes.ROCM_GFX
     )
-    jobs = recipes.build_jobs(context.facts.toolchain.cpus, context.facts.toolchain.ram_gib)
+    jobs = recipes.build_jobs(context.facts.toolchain.cpus, context.facts.toolchain.ram_gib, len(gfx))
     notes = [
         "no ROCm wheel exists: FA2's CK backend compiles for " + ",".join(gfx),
         "for the Triton backend instead, set FLASH_ATTENTION_TRITON_AMD_ENABLE=TRUE at build and at run time",
@@ -437,13 +437,16 @@ def _build_setup(context: _Context, min_nvcc: str) -> tuple[list[Step], list[str
         problems.append("no C++ compiler (g++)")
     if problems and not context.request.force:
         raise Refusal("cannot compile here: " + "; ".join(problems))
-    jobs = recipes.build_jobs(tools.cpus, tools.ram_gib)
+    archs = len({g.compute_capability or g.gfx_target for g in context.facts.gpus}) or 4  # builds are narrowed to them
+    jobs = recipes.build_jobs(tools.cpus, tools.ram_gib, archs)
     env = {"MAX_JOBS": str(jobs), "NVCC_THREADS": str(recipes.NVCC_THREADS)}
     if tools.cuda_home:
         env["CUDA_HOME"] = tools.cuda_home
+    peak = recipes.build_peak_gib(jobs, archs)
     notes = [
-        f"MAX_JOBS={jobs}: {tools.cpus} cores, {tools.ram_gib:.0f} GiB RAM at "
-        f"{recipes.GIB_PER_BUILD_JOB:.0f} GiB per job (upstream's own default still runs machines out of memory)"
+        f"MAX_JOBS={jobs}: {tools.cpus} cores, {tools.ram_gib:.0f} GiB RAM, {recipes.nvcc_threads(archs)} nvcc "
+        f"thread(s) a job at ~{recipes.GIB_PER_NVCC_THREAD:.0f} GiB each: expect a peak near {peak:.0f} GiB "
+        "(upstream's own default still runs machines out of memory)"
     ]
     steps: list[Step] = [
         _pip_step(context, "build requirements first: without ninja the build is serial", *recipes.BUILD_REQUIREMENTS)

@@ -81,12 +81,15 @@ SAGE_TREE = SourceTree(
     version_file="setup.py",  # setup(version='2.2.0') @eb615cf
 )
 
-# Compiling: how much memory one parallel job needs, so MAX_JOBS cannot run the machine out.
-# FA2 2.8.3: 9 GiB per job at NVCC_THREADS=4 is upstream's own assumption (setup.py), and users
-# still run out with it (issues #347, #2079), so the doctor counts 9 GiB of *total* RAM per job
-# and never more jobs than cores. FA3 and SageAttention set no cap of their own (FA3: ninja's
-# default; SageAttention: MAX_JOBS=32): the same rule applies to them.
-GIB_PER_BUILD_JOB = 9.0
+# Compiling: MAX_JOBS sized so that the build cannot run the machine out of memory. What costs
+# memory is each running nvcc thread, one per GPU arch (gencode) a file is built for, with up to
+# NVCC_THREADS at once: about 5 GB each, measured for FA2 at 4 jobs x 4 threads (81 GB,
+# https://github.com/Dao-AILab/flash-attention/pull/2079) and 5.3 GB per nvcc process
+# (https://github.com/pytorch/pytorch/issues/130443). Upstream's own rule, free RAM / 9 GB per job
+# (https://github.com/Dao-AILab/flash-attention/blob/v2.8.3/setup.py#L507-L521), lets a 16-core,
+# 31 GiB machine run 3 jobs x 4 threads (~60 GB). The doctor gives the build 90% of RAM.
+GIB_PER_NVCC_THREAD = 5.0
+RAM_SHARE = 0.9
 NVCC_THREADS = 4  # FA2's default; FA3's is 2
 
 # FA2 README @v2.8.3: "3-5 minutes on a 64-core machine" with ninja, for the default archs
@@ -171,9 +174,22 @@ def xformers_for(torch_version: str) -> XformersRelease | None:
     return None
 
 
-def build_jobs(cpus: int, ram_gib: float) -> int:
-    """MAX_JOBS for a CUDA build: one job per core, as many as the memory holds."""
-    return max(1, min(cpus or 1, int(ram_gib // GIB_PER_BUILD_JOB)))
+def nvcc_threads(archs: int) -> int:
+    """The threads one nvcc runs: one per arch it builds for, up to NVCC_THREADS."""
+    return max(1, min(NVCC_THREADS, archs))
+
+
+def build_jobs(cpus: int, ram_gib: float, archs: int = 4) -> int:
+    """MAX_JOBS for a CUDA build for `archs` GPU archs: as many nvcc threads as cores, and as
+    many as 90% of the memory holds at GIB_PER_NVCC_THREAD each; at least one."""
+    threads = nvcc_threads(archs)
+    by_memory = int(ram_gib * RAM_SHARE // (threads * GIB_PER_NVCC_THREAD))
+    return max(1, min(max(1, (cpus or 1) // threads), by_memory))
+
+
+def build_peak_gib(jobs: int, archs: int = 4) -> float:
+    """The memory such a build is expected to take at its peak."""
+    return jobs * nvcc_threads(archs) * GIB_PER_NVCC_THREAD
 
 
 def fa3_head_dim_bucket(head_dim: int) -> int:
