@@ -362,3 +362,12 @@ def test_a_venv_made_by_uv_is_installed_into_with_uv() -> None:
     assert step.argv[:5] == (facts.python.uv, "pip", "install", "--python", PY)
     (step,) = commands(plan(made_by_uv, "fa4", installer="pip"))  # unless asked otherwise
     assert step.argv[:4] == PIP
+
+
+def test_sage_on_hopper_with_cuda_13_warns_of_what_was_seen() -> None:
+    """SageAttention 2.2.0 built on the H100 with nvcc 13.0 computed wrongly in every layout
+    (tests/fixtures/h100-sage2-layouts.txt): the plan says so before anyone waits 8 minutes."""
+    notes = plan(machine("h100"), "sage").plan.notes
+    assert any("computes attention wrongly" in note for note in notes)
+    seen = (FIXTURES / "h100-sage2-layouts.txt").read_text()
+    assert "NHD as is 13.8 HND views 13.8 HND contiguous 13.8" in seen
