@@ -101,6 +101,12 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
     context = _Context(facts, facts.torch, installer, watch, request)
     steps, notes, distribution, version = _RECIPES[backend.name](context)
     forced = tuple(f"--force: planned although {p}" for p in problems)
+    # pip resolves the backend's own requirements too: say so before, list them after (cli)
+    notes = [
+        *notes,
+        "pip also installs or upgrades what these require (torch held where it is): "
+        "each one is named after the run, and undo takes them back with the rest",
+    ]
     plan = Plan(
         f"install-{backend.name}",
         python.executable,

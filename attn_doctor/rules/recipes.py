@@ -147,17 +147,33 @@ class XformersRelease:
 # Each xFormers wheel up to 0.0.34 requires one exact torch, so the wrong one replaces torch
 # (KNOWLEDGE.md §7; Requires-Dist of each wheel's METADATA on PyPI). Newest first.
 XFORMERS = (
-    XformersRelease("0.0.35", ">=2.10", "PyPI xformers 0.0.35 METADATA: torch>=2.10"),
-    XformersRelease("0.0.34", "==2.10.0", "PyPI xformers 0.0.34 METADATA: torch==2.10.0"),
-    XformersRelease("0.0.33.post2", "==2.9.1", "PyPI xformers 0.0.33.post2 METADATA: torch==2.9.1"),
-    XformersRelease("0.0.33.post1", "==2.9.0", "PyPI xformers 0.0.33.post1 METADATA: torch==2.9.0"),
-    XformersRelease("0.0.32.post2", "==2.8.0", "PyPI xformers 0.0.32.post2 METADATA: torch==2.8.0"),
-    XformersRelease("0.0.31.post1", "==2.7.1", "PyPI xformers 0.0.31.post1 METADATA: torch==2.7.1"),
-    XformersRelease("0.0.30", "==2.7.0", "PyPI xformers 0.0.30 METADATA: torch==2.7.0"),
-    XformersRelease("0.0.29.post3", "==2.6.0", "PyPI xformers 0.0.29.post3 METADATA: torch==2.6.0"),
-    XformersRelease("0.0.28.post3", "==2.5.1", "PyPI xformers 0.0.28.post3 METADATA: torch==2.5.1"),
-    XformersRelease("0.0.28.post2", "==2.5.0", "PyPI xformers 0.0.28.post2 METADATA: torch==2.5.0"),
-    XformersRelease("0.0.28.post1", "==2.4.1", "PyPI xformers 0.0.28.post1 METADATA: torch==2.4.1"),
+    XformersRelease("0.0.35", ">=2.10", "https://pypi.org/project/xformers/0.0.35/ (Requires-Dist: torch>=2.10)"),
+    XformersRelease("0.0.34", "==2.10.0", "https://pypi.org/project/xformers/0.0.34/ (Requires-Dist: torch==2.10.0)"),
+    XformersRelease(
+        "0.0.33.post2", "==2.9.1", "https://pypi.org/project/xformers/0.0.33.post2/ (Requires-Dist: torch==2.9.1)"
+    ),
+    XformersRelease(
+        "0.0.33.post1", "==2.9.0", "https://pypi.org/project/xformers/0.0.33.post1/ (Requires-Dist: torch==2.9.0)"
+    ),
+    XformersRelease(
+        "0.0.32.post2", "==2.8.0", "https://pypi.org/project/xformers/0.0.32.post2/ (Requires-Dist: torch==2.8.0)"
+    ),
+    XformersRelease(
+        "0.0.31.post1", "==2.7.1", "https://pypi.org/project/xformers/0.0.31.post1/ (Requires-Dist: torch==2.7.1)"
+    ),
+    XformersRelease("0.0.30", "==2.7.0", "https://pypi.org/project/xformers/0.0.30/ (Requires-Dist: torch==2.7.0)"),
+    XformersRelease(
+        "0.0.29.post3", "==2.6.0", "https://pypi.org/project/xformers/0.0.29.post3/ (Requires-Dist: torch==2.6.0)"
+    ),
+    XformersRelease(
+        "0.0.28.post3", "==2.5.1", "https://pypi.org/project/xformers/0.0.28.post3/ (Requires-Dist: torch==2.5.1)"
+    ),
+    XformersRelease(
+        "0.0.28.post2", "==2.5.0", "https://pypi.org/project/xformers/0.0.28.post2/ (Requires-Dist: torch==2.5.0)"
+    ),
+    XformersRelease(
+        "0.0.28.post1", "==2.4.1", "https://pypi.org/project/xformers/0.0.28.post1/ (Requires-Dist: torch==2.4.1)"
+    ),
 )
 # PyPI's xformers wheels since 0.0.33.post1 are CUDA 12.8 builds; for a CUDA 13 torch, PyTorch's
 # own index has the cu130 build (xformers README @v0.0.35).
