@@ -3,7 +3,10 @@ crash, a hang or a CUDA error in one cannot take the others (or the doctor) with
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -70,6 +73,7 @@ def run_kernels(
                 stdin=subprocess.DEVNULL,
                 text=True,
                 errors="replace",
+                start_new_session=True,  # its own group: a timeout kills what it started too (compilers)
             )
         except OSError as error:
             return [Outcome(backend, c.name, "crashed", f"cannot run {python}: {error.strerror}") for c in cases]
@@ -89,7 +93,8 @@ def run_kernels(
             child.wait(timeout=timeout)
             status, why = "crashed", ""
         except subprocess.TimeoutExpired:
-            child.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
             child.wait()
             status, why = "timed-out", f"no answer within {timeout:.0f} s"
         reader.join(timeout=5)
