@@ -149,6 +149,8 @@ def test_installed_but_cannot_run_here(
     assert any("https://github.com/" in e for e in unsupported.evidence)  # the rule's source, openable
     said = verdicts_everywhere(facts, backend)
     assert said == {"assessment": False, "require": False, "recommendable": False, "package line": False}
+    # one cause, said once: the installed release's, or the newest's when no release runs there
+    assert sum("does not run on GPU 0" in r for r in report.verdicts[backend].reasons) == 1
     assert doctor("check", "--facts", MACHINES / f"{machine}.json", "--require", backend)[0] == 1
 
 

@@ -75,38 +75,44 @@ def assess(backend: Backend, facts: Facts, work: Workload, findings: list[Findin
     newest = _fit(backend, None, facts, work)
     fits = tuple(GpuFit(g, backend.runs_on(g, version), backend.support_for(version).source) for g in facts.gpus)
     problems = _problems(backend, facts, installed, version, own)
-    if installed:
-        problems += [r for r in _fit(backend, version, facts, work) if r not in newest]
-    return Assessment(backend, installed, version, fits, tuple(newest), tuple(problems), own)
+    if installed:  # what only the installed release cannot do (an upgrade would): its problem
+        problems += [text for cause, text in _fit(backend, version, facts, work).items() if cause not in newest]
+    return Assessment(backend, installed, version, fits, tuple(newest.values()), tuple(problems), own)
 
 
-def _fit(backend: Backend, version: str | None, facts: Facts, work: Workload) -> list[str]:
-    """Why the release `version` (None: the newest) cannot serve this machine and workload."""
-    reasons = []
+def _fit(backend: Backend, version: str | None, facts: Facts, work: Workload) -> dict[str, str]:
+    """Why the release `version` (None: the newest) cannot serve this machine and workload, by cause."""
+    reasons = {}
     named = f"{backend.label} {version}" if version and backend.distribution else backend.label
     for gpu in facts.gpus:
         if not backend.runs_on(gpu, version):
-            reasons.append(f"{named} does not run on GPU {gpu.index} ({gpu.name}, {gpu.sm or gpu.gfx_target})")
+            reasons[f"gpu{gpu.index}"] = (
+                f"{named} does not run on GPU {gpu.index} ({gpu.name}, {gpu.sm or gpu.gfx_target})"
+            )
     torch = facts.torch
     if torch is not None and backend.needs_newer_torch(torch.version):
-        reasons.append(f"{backend.label} needs torch >= {backend.min_torch}; torch is {torch.version}")
+        reasons["torch"] = f"{backend.label} needs torch >= {backend.min_torch}; torch is {torch.version}"
     amd = any(g.vendor == "amd" for g in facts.gpus)
     if amd and backend.min_rocm and torch is not None and torch.hip and release(torch.hip) < release(backend.min_rocm):
-        reasons.append(f"{backend.label} needs ROCm >= {backend.min_rocm}; torch is built for HIP {torch.hip}")
+        reasons["rocm"] = f"{backend.label} needs ROCm >= {backend.min_rocm}; torch is built for HIP {torch.hip}"
     training = work.training in TRAINING
     if training and not backend.trains:
-        reasons.append(f"{backend.label} has no backward pass: inference only")
-    reasons += _head_dims(backend, version, facts, work, named)
+        reasons["backward"] = f"{backend.label} has no backward pass: inference only"
+    head_dims = _head_dims(backend, version, facts, work, named)
+    if head_dims:
+        reasons["head dims"] = head_dims
     hopper = any(g.compute_capability == "9.0" for g in facts.gpus)
     if backend.hopper_backward_from_files and version and hopper and training and facts.fa4_sm90_backward is False:
-        reasons.append("the installed FA4 has no SM90 backward kernel (flash_bwd_sm90.py): it cannot train on Hopper")
+        reasons["hopper backward"] = (
+            "the installed FA4 has no SM90 backward kernel (flash_bwd_sm90.py): it cannot train on Hopper"
+        )
     return reasons
 
 
-def _head_dims(backend: Backend, version: str | None, facts: Facts, work: Workload, named: str) -> list[str]:
+def _head_dims(backend: Backend, version: str | None, facts: Facts, work: Workload, named: str) -> str:
     head = work.head_dim
     if not head:
-        return []
+        return ""
     head_v = work.head_dim_v or head
     training = work.training in TRAINING
     gpus: list[Gpu | None] = list(facts.gpus) or [None]
@@ -115,15 +121,15 @@ def _head_dims(backend: Backend, version: str | None, facts: Facts, work: Worklo
             if limit.refuses(version, gpu, max(head, head_v), training):
                 where = f" on {gpu.sm}" if gpu is not None and limit.except_on else ""
                 what = "backward with head dims" if limit.backward_only else "head dims"
-                return [f"{named} takes {what} up to {limit.max_head_dim}{where}, not {max(head, head_v)}"]
+                return f"{named} takes {what} up to {limit.max_head_dim}{where}, not {max(head, head_v)}"
     if backend.head_dim_rule is not None:
         for gpu in facts.gpus:
             if gpu.vendor == "nvidia" and backend.head_dim_rule(major(gpu), head, head_v) is False:
-                return [
+                return (
                     f"{backend.label} ({backend.head_dim_rule_version}) cannot take head dims ({head}, {head_v}) "
                     f"on {gpu.sm}: Axolotl falls back to FA2"
-                ]
-    return []
+                )
+    return ""
 
 
 def _problems(
