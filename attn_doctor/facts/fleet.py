@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from attn_doctor.facts.child import ChildTimeout, run_child
-from attn_doctor.facts.model import SCHEMA, Facts, FactsError, from_data
-from attn_doctor.facts.saved import MAX_REPORT_BYTES
+from attn_doctor.facts.model import Facts, FactsError
+from attn_doctor.facts.saved import MAX_REPORT_BYTES, facts_of_report
 from attn_doctor.inputs import MAX_JSON_DEPTH, InputError, nesting, read_bytes, read_json
 from attn_doctor.rules.findings import Finding
 from attn_doctor.rules.fleet import node_problem
@@ -32,7 +32,6 @@ RAY_MISSING = "fleet --ray needs Ray, which is an optional extra: pip install 'a
 # worker cancelled with force would leave the check's child running in its own session).
 START_GRACE_S = 5.0
 JOIN_TIMEOUT_S = 30.0
-_FAMILY = SCHEMA.rsplit("-", 1)[0]
 
 
 class FleetInputError(Exception):
@@ -105,14 +104,10 @@ def _truncated(path: Path) -> str | None:
 
 
 def _facts(data: Any, what: str) -> Facts:
-    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith(_FAMILY):
-        raise FleetInputError(f'{what} is not an attn-doctor report (no "schema": "{SCHEMA}")')
-    if data["schema"] != SCHEMA:
-        raise FleetInputError(f"{what} has schema {data['schema']}; this attn-doctor reads {SCHEMA}")
     try:
-        return from_data(Facts, data)
+        return facts_of_report(data, what)
     except FactsError as error:
-        raise FleetInputError(f"{what}: {error}") from error
+        raise FleetInputError(str(error)) from error
 
 
 # --ray

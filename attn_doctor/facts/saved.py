@@ -20,14 +20,19 @@ def load_facts(path: Path) -> Facts:
         data = read_json(path, "--facts", MAX_REPORT_BYTES)
     except InputError as error:
         raise FactsError(str(error)) from error
+    return facts_of_report(data, str(path))
+
+
+def facts_of_report(data: Any, what: str) -> Facts:
+    """The facts of a report's JSON (`check --format json`), or FactsError naming `what`."""
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith(_FAMILY):
-        raise FactsError(f'{path} is not an attn-doctor report (no "schema": "{SCHEMA}")')
+        raise FactsError(f'{what} is not an attn-doctor report (no "schema": "{SCHEMA}")')
     if data["schema"] != SCHEMA:
-        raise FactsError(f"{path} has schema {data['schema']}; this attn-doctor reads {SCHEMA}")
+        raise FactsError(f"{what} has schema {data['schema']}; this attn-doctor reads {SCHEMA}")
     try:
         return from_data(Facts, data)
     except FactsError as error:
-        raise FactsError(f"{path}: {error}") from error
+        raise FactsError(f"{what}: {error}") from error
 
 
 def load_lock(path: Path) -> dict[str, Any]:
