@@ -292,7 +292,7 @@ def _fa2(context: _Context) -> _Recipe:
             "flash-attn",
             recipes.FA2_WHEEL_VERSION,
         )
-    archs = _cuda_archs(facts)
+    archs = recipes.fa2_cuda_archs(facts.gpus)
     steps, notes, env = _build_setup(context, recipes.FA2_MIN_NVCC)
     jobs = int(env["MAX_JOBS"])
     minutes = recipes.fa2_build_minutes(jobs, len(archs))
@@ -466,18 +466,6 @@ def _build_setup(context: _Context, min_nvcc: str) -> tuple[list[Step], list[str
         _pip_step(context, "build requirements first: without ninja the build is serial", *recipes.BUILD_REQUIREMENTS)
     ]
     return steps, notes, env
-
-
-def _cuda_archs(facts: Facts) -> list[str]:
-    """FLASH_ATTN_CUDA_ARCHS narrowed to this machine's GPUs (FA2 builds 80;90;100;120 by default)."""
-    wanted = set()
-    for gpu in facts.gpus:
-        major, _, minor = (gpu.compute_capability or "").partition(".")
-        candidates = [a for a in recipes.FA2_DEFAULT_ARCHS if a == f"{major}{minor}"] or [
-            a for a in recipes.FA2_DEFAULT_ARCHS if a.startswith(major) and len(a) == len(major) + 1
-        ]
-        wanted.update(candidates[:1])
-    return sorted(wanted, key=int) or list(recipes.FA2_DEFAULT_ARCHS)
 
 
 def _source_folder(context: _Context, tree: recipes.SourceTree) -> str:

@@ -16,7 +16,7 @@ from attn_doctor.rules.backends import (
 )
 from attn_doctor.rules.findings import Finding, Kind, Subject, distribution, finding
 from attn_doctor.rules.ranking import ranking
-from attn_doctor.rules.recipes import build_jobs, build_peak_gib, fa2_build_minutes, xformers_for
+from attn_doctor.rules.recipes import build_jobs, build_peak_gib, fa2_build_minutes, fa2_cuda_archs, xformers_for
 from attn_doctor.rules.requirements import unmet
 from attn_doctor.rules.versions import in_range, is_version, release
 from attn_doctor.rules.wheels import fa2_wheel_name, fa2_wheel_url
@@ -751,15 +751,17 @@ def _rebuild_fa2(facts: Facts, fa2: Package, torch: Torch | None) -> str:
         command = pip_install(facts, f"--force-reinstall --no-deps {url}")
         return f"{command}  # the release's own wheel for {against}"
     tools = facts.toolchain
-    jobs = build_jobs(tools.cpus, tools.ram_gib)  # FA2's four default archs: it is not narrowed here
-    minutes = fa2_build_minutes(jobs, 4)
+    archs = fa2_cuda_archs(facts.gpus)  # this machine's GPUs only, as the install plan builds
+    jobs = build_jobs(tools.cpus, tools.ram_gib, len(archs))
+    minutes = fa2_build_minutes(jobs, len(archs))
     command = pip_install(
         facts, f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir flash-attn=={fa2.version}"
     )
+    sm = ";".join(archs)
+    settings = f"FLASH_ATTENTION_FORCE_BUILD=TRUE FLASH_ATTN_CUDA_ARCHS='{sm}' MAX_JOBS={jobs}"
     return (
-        f"FLASH_ATTENTION_FORCE_BUILD=TRUE MAX_JOBS={jobs} {command}  # no release wheel for {against}: "
-        f"compiles against it, about {minutes} min with {jobs} jobs, peak near {build_peak_gib(jobs):.0f} GiB "
-        "(nvcc, ninja)"
+        f"{settings} {command}  # no release wheel for {against}: compiles against it for sm {sm}, "
+        f"about {minutes} min with {jobs} jobs, peak near {build_peak_gib(jobs, len(archs)):.0f} GiB (nvcc, ninja)"
     )
 
 

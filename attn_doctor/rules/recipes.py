@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attn_doctor.facts.model import Gpu
 from attn_doctor.rules.versions import release
 
 _FA = "upstream/flash-attention.md"
@@ -243,3 +244,16 @@ def fa3_build_minutes(files: int, jobs: int) -> int:
 
 def fa2_build_minutes(jobs: int, archs: int) -> int:
     return max(1, round(FA2_BUILD_CORE_MINUTES_PER_ARCH * archs / jobs))
+
+
+def fa2_cuda_archs(gpus: tuple[Gpu, ...]) -> list[str]:
+    """FLASH_ATTN_CUDA_ARCHS narrowed to these GPUs (FA2 builds 80;90;100;120 by default): what
+    the install plan and the rebuild fix compile for."""
+    wanted = set()
+    for gpu in gpus:
+        major, _, minor = (gpu.compute_capability or "").partition(".")
+        candidates = [a for a in FA2_DEFAULT_ARCHS if a == f"{major}{minor}"] or [
+            a for a in FA2_DEFAULT_ARCHS if a.startswith(major) and len(a) == len(major) + 1
+        ]
+        wanted.update(candidates[:1])
+    return sorted(wanted, key=int) or list(FA2_DEFAULT_ARCHS)
