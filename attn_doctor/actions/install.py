@@ -27,9 +27,9 @@ from attn_doctor.rules import recipes
 from attn_doctor.rules.assess import assess
 from attn_doctor.rules.backends import Backend, by_name
 from attn_doctor.rules.diagnose import FA2, diagnose
-from attn_doctor.rules.ranking import ranking, weakest
+from attn_doctor.rules.ranking import first_choice, weakest
 from attn_doctor.rules.versions import release
-from attn_doctor.rules.wheels import fa2_wheel_name
+from attn_doctor.rules.wheels import fa2_wheel_for, fa2_wheel_url
 from attn_doctor.workload import Workload
 
 
@@ -200,11 +200,9 @@ def _gpu_label(gpu: Gpu) -> str:
 
 def _instead(facts: Facts, backend: Backend) -> str:
     """The first backend ranked for these GPUs other than this one."""
-    for other in ranking(weakest(facts.gpus), Workload()):
-        if other.name != backend.name and other.distribution is not None:
-            return f"Instead: {other.install}"
-        if other.name != backend.name:
-            break
+    other = first_choice(weakest(facts.gpus), excluding=backend.name)
+    if other.distribution is not None:
+        return f"Instead: {other.install}"
     return "Use PyTorch SDPA (part of torch, nothing to install): attn_implementation: sdpa"
 
 
@@ -267,21 +265,9 @@ def _fa2(context: _Context) -> _Recipe:
     facts, torch = context.facts, context.torch
     if torch.hip:
         return _fa2_rocm(context)
-    # torch's C++ ABI as read off its libc10; where unknown, the default of its release (cxx11 since 2.7)
-    cxx11 = torch.cxx11_abi if torch.cxx11_abi is not None else release(torch.version) >= (2, 7)
-    wheel = fa2_wheel_name(
-        recipes.FA2_WHEEL_VERSION,
-        torch.version,
-        torch.cuda,
-        cxx11,
-        facts.python.version,
-        facts.python.platform.rsplit("-", 1)[-1],
-    )
+    wheel = fa2_wheel_for(recipes.FA2_WHEEL_VERSION, torch, facts.python)
     if wheel is not None and not context.request.sources:
-        url = (
-            "https://github.com/Dao-AILab/flash-attention/releases/download/"
-            f"v{recipes.FA2_WHEEL_VERSION}/{wheel.replace('+', '%2B')}"
-        )
+        url = fa2_wheel_url(recipes.FA2_WHEEL_VERSION, wheel)
         # a local wheelhouse is searched by name; the release asset is fetched by its URL
         local = context.request.find_links or context.request.offline
         requirement = f"flash-attn=={recipes.FA2_WHEEL_VERSION}" if local else f"flash-attn @ {url}"

@@ -8,7 +8,7 @@ from pathlib import Path
 from attn_doctor.facts.model import Facts, Package
 from attn_doctor.report import Report
 from attn_doctor.rules.backends import distributions, label_of, shown_module
-from attn_doctor.rules.findings import Kind, Severity
+from attn_doctor.rules.findings import Kind, Severity, Subject, distribution
 from attn_doctor.rules.versions import release
 
 OK, ERROR, WARNING, NOTE, ABSENT = "ok", "error", "warning", "note", "absent"
@@ -29,13 +29,13 @@ class Section:
 
 def sections(report: Report) -> list[Section]:
     facts = report.facts
-    marks: dict[str, str] = {}
+    marks: dict[Subject, str] = {}
     for verdict in report.verdicts.values():  # an installed backend that cannot be used as it is
         if verdict.broken and verdict.backend.distribution:
-            marks[f"{Kind.DISTRIBUTION.value}:{verdict.backend.distribution}"] = ERROR
+            marks[distribution(verdict.backend.distribution)] = ERROR
     for f in report.findings:  # findings are sorted most severe first: the first mark wins
         if f.subject is not None:
-            marks.setdefault(str(f.subject), ERROR if f.severity == Severity.ERROR else WARNING)
+            marks.setdefault(f.subject, ERROR if f.severity == Severity.ERROR else WARNING)
     return [
         _gpus(facts, marks),
         _python(facts),
@@ -47,7 +47,7 @@ def sections(report: Report) -> list[Section]:
     ]
 
 
-def _gpus(facts: Facts, marks: dict[str, str]) -> Section:
+def _gpus(facts: Facts, marks: dict[Subject, str]) -> Section:
     driver = facts.driver
     section = Section("GPU")
     for g in facts.gpus:
@@ -61,7 +61,7 @@ def _gpus(facts: Facts, marks: dict[str, str]) -> Section:
         physical = f" (physical {g.physical_index})" if g.physical_index not in (None, g.index) else ""
         section.lines.append(
             Line(
-                marks.get(f"{Kind.GPU.value}:{g.index}", OK),
+                marks.get(Subject(Kind.GPU, str(g.index)), OK),
                 f"GPU {g.index}{physical}: {g.name}, {arch}{memory}{mig}",
                 (f"uuid {g.uuid}",) if g.uuid else (),
             )
@@ -117,7 +117,7 @@ def _torch(facts: Facts) -> Section:
     return Section("torch", lines)
 
 
-def _packages(facts: Facts, marks: dict[str, str]) -> Section:
+def _packages(facts: Facts, marks: dict[Subject, str]) -> Section:
     section = Section("Attention packages")
     for name in distributions():
         if name == "torch":
@@ -126,7 +126,7 @@ def _packages(facts: Facts, marks: dict[str, str]) -> Section:
         if not copies:
             section.lines.append(Line(ABSENT, f"{label_of(name)} ({name}): not installed"))
         for package in copies:
-            section.lines.append(_package_line(facts, package, marks.get(f"{Kind.DISTRIBUTION.value}:{name}", OK)))
+            section.lines.append(_package_line(facts, package, marks.get(distribution(name), OK)))
     return section
 
 

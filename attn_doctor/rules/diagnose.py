@@ -15,12 +15,11 @@ from attn_doctor.rules.backends import (
     verified_distributions,
 )
 from attn_doctor.rules.findings import Finding, Kind, Subject, distribution, finding
-from attn_doctor.rules.ranking import ranking
+from attn_doctor.rules.ranking import first_choice
 from attn_doctor.rules.recipes import build_jobs, build_peak_gib, fa2_build_minutes, fa2_cuda_archs, xformers_for
 from attn_doctor.rules.requirements import unmet
-from attn_doctor.rules.versions import in_range, is_version, release
-from attn_doctor.rules.wheels import fa2_wheel_name, fa2_wheel_url
-from attn_doctor.workload import Workload
+from attn_doctor.rules.versions import in_range, is_version
+from attn_doctor.rules.wheels import fa2_wheel_for, fa2_wheel_url
 
 FA2 = "flash-attn"
 TRITON_AMD = "FLASH_ATTENTION_TRITON_AMD_ENABLE"
@@ -296,7 +295,7 @@ def _release_findings(facts: Facts, package: Package) -> list[Finding]:
     # the real backend where its newest release runs on every GPU here; else what does run here
     # (SageAttention 1 on a T4: SageAttention 2 refuses sm_75)
     refused = [g for g in facts.gpus if not backend.runs_on(g)]
-    fix = _instead(facts, refused[0]) if refused else backend.install
+    fix = _instead(refused[0]) if refused else backend.install
     found = [
         finding(bad.code, bad.title.format(version=version), [fix], subject=distribution(package.name))
         for bad in backend.bad_releases
@@ -363,7 +362,7 @@ def gpu_support_findings(facts: Facts) -> list[Finding]:
         if not refused:
             continue
         newest_runs = all(backend.runs_on(g) for g in refused)
-        better = backend.install if newest_runs else _instead(facts, refused[0])
+        better = backend.install if newest_runs else _instead(refused[0])
         rule = backend.support_for(package.version)
         for gpu in refused:
             found.append(
@@ -379,13 +378,10 @@ def gpu_support_findings(facts: Facts) -> list[Finding]:
     return found
 
 
-def _instead(facts: Facts, gpu: Gpu) -> str:
+def _instead(gpu: Gpu) -> str:
     """What to use on this GPU: the first ranked backend, installed or how to get it."""
-    for backend in ranking(gpu, Workload()):
-        if backend.distribution is None:
-            return f"use {backend.label}: {backend.axolotl}"
-        return backend.install
-    return f"use PyTorch SDPA: {by_name()['sdpa'].axolotl}"
+    backend = first_choice(gpu)
+    return backend.install if backend.distribution else f"use {backend.label}: {backend.axolotl}"
 
 
 def collision_findings(facts: Facts) -> list[Finding]:
@@ -737,14 +733,7 @@ def _rebuild(facts: Facts, package: Package) -> str:
 def _rebuild_fa2(facts: Facts, fa2: Package, torch: Torch | None) -> str:
     """FA2's release wheel built for this torch where the release has one, else a compile forced
     past setup.py's download of the (wrong) prebuilt wheel, sized for this machine."""
-    wheel = torch and fa2_wheel_name(
-        fa2.version or "",
-        torch.version,
-        torch.cuda,
-        bool(torch.cxx11_abi) if torch.cxx11_abi is not None else release(torch.version) >= (2, 7),
-        facts.python.version,
-        facts.python.platform.rsplit("-", 1)[-1],
-    )
+    wheel = torch and fa2_wheel_for(fa2.version or "", torch, facts.python)
     against = f"torch {torch.version}" if torch else "the torch installed first"
     if torch and wheel:
         url = fa2_wheel_url(fa2.version or "", wheel)

@@ -47,9 +47,6 @@ class Subject:
     kind: Kind
     name: str
 
-    def __str__(self) -> str:
-        return f"{self.kind.value}:{self.name}"
-
 
 def distribution(name: str) -> Subject:
     return Subject(Kind.DISTRIBUTION, name)

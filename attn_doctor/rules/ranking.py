@@ -68,3 +68,10 @@ def ranking(gpu: Gpu | None, work: Workload) -> list[Backend]:
         first = [b for b in registered() if INFERENCE in b.ranks and b.runs_on(gpu) and b not in ranked]
         ranked = sorted(first, key=lambda b: b.ranks[INFERENCE]) + ranked
     return ranked
+
+
+def first_choice(gpu: Gpu | None, excluding: str | None = None) -> Backend:
+    """The backend ranked first for this GPU (for no workload in particular), other than
+    `excluding`: what to use instead of one that cannot serve here."""
+    ranked = [b for b in ranking(gpu, Workload()) if b.name != excluding]
+    return ranked[0] if ranked else next(b for b in registered() if b.name == "sdpa")

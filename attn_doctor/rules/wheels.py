@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
+from attn_doctor.facts.model import Interpreter, Torch
+from attn_doctor.rules.versions import release
+
 _FA = "https://github.com/Dao-AILab/flash-attention/blob"
 
 
@@ -97,6 +100,15 @@ def fa2_wheel_name(
     abi = "TRUE" if cxx11_abi else "FALSE"
     cuda = matrix.cuda[cuda_major]
     return f"flash_attn-{fa2_version}+cu{cuda}torch{torch_minor}cxx11abi{abi}-{python}-{python}-linux_{machine}.whl"
+
+
+def fa2_wheel_for(fa2_version: str, torch: Torch, python: Interpreter) -> str | None:
+    """The wheel for this machine's torch and Python, from the facts alone: torch's C++ ABI as read
+    off its libc10, else the default of its release (cxx11 since 2.7); the machine from the
+    interpreter's platform (linux-x86_64)."""
+    cxx11 = torch.cxx11_abi if torch.cxx11_abi is not None else release(torch.version) >= (2, 7)
+    machine = python.platform.rsplit("-", 1)[-1]
+    return fa2_wheel_name(fa2_version, torch.version, torch.cuda, cxx11, python.version, machine)
 
 
 def fa2_wheel_url(fa2_version: str, wheel: str) -> str:
