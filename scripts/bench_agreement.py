@@ -1,14 +1,14 @@
 """Does `attn-doctor bench` agree with an independent timer? Run on a GPU machine, in the target
 interpreter (the one with torch, triton and the backends):
 
-    python3 scripts/bench_agreement.py [BACKEND ...] [--json FILE]
+    python3 scripts/bench_agreement.py [BACKEND ...] [--bench BENCH_JSON] [--json FILE]
 
 For each backend that imports (default: sdpa fa2 fa3 fa4 sage) and each standard shape (bf16,
-causal), in one process: `bench`'s own timing (kernel.py's bench_case, as `attn-doctor bench`
-runs it), triton.testing.do_bench (median) of the backend's own API called on tensors in its own
-layout, and the old timing (a synchronise after each of 10 calls after 3 warm-ups, q/k/v made
-(b, s, h, d) for every backend) to show what was wrong. Prints TFLOP/s and bench/do_bench per
-case; exit 1 when one is off by more than 10%.
+causal): triton.testing.do_bench (median) of the backend's own API called on tensors in its own
+layout, against `bench`'s figure: the one in BENCH_JSON (an `attn-doctor bench --output` report,
+the run a table is made from), else `bench`'s own timing (kernel.py's bench_case) in this process.
+Prints TFLOP/s and bench/do_bench per case; exit 1 when one is off by more than 10%. (The timing
+`bench` did before it agreed is in tests/fixtures/h100-bench-agreement.txt, column "before".)
 """
 
 from __future__ import annotations
@@ -76,50 +76,31 @@ def independent_ms(name: str, shape: tuple[int, int, int, int], backward: bool) 
     return times
 
 
-def old_ms(kernel: Any, name: str, case: dict[str, Any]) -> dict[str, float]:
-    """The timing `bench` did before: (b, s, h, d) for all, a synchronise after every call."""
-
-    def median_ms(torch_: Any, step: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
-        for _ in range(warmup):
-            step()
-        times = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        times.sort()
-        return float(times[len(times) // 2])
-
-    new = kernel.median_ms
-    kernel.median_ms = median_ms
-    try:
-        result: dict[str, float] = kernel.bench_case(
-            torch, kernel.ADAPTERS[name](torch), dict(case, warmup=3, repeats=10), "cuda", ""
-        )["ms"]
-    finally:
-        kernel.median_ms = new
-    return result
-
-
 def flops(shape: tuple[int, int, int, int], mode: str) -> float:
     b, s, h, d = shape
     forward = 4 * b * h * s * s * d * 0.5  # causal: half (trials/bench.py Shape.flops)
     return forward * (3.5 if mode == "fwd+bwd" else 1.0)
 
 
+def bench_report(path: Path) -> dict[tuple[str, str, str], float]:
+    """An `attn-doctor bench --output` report's milliseconds by (backend, shape, mode)."""
+    report = json.loads(path.read_text())
+    return {(t["backend"], t["shape"], t["mode"]): float(t["ms"]) for t in report["timings"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("backends", nargs="*", default=["sdpa", "fa2", "fa3", "fa4", "sage"])
+    parser.add_argument("--bench", type=Path, help="an `attn-doctor bench --output` report to check")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
     kernel = load_kernel()
     kernel.wake(torch)  # as kernel.main does before `bench`'s first case
+    reported = bench_report(options.bench) if options.bench else None
     rows = []
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; TFLOP/s (bf16, causal)")
-    print(f"{'backend':8} {'B×S×H×D':14} {'mode':8} {'before':>7} {'bench':>7} {'do_bench':>8} {'bench/do_bench':>14}")
+    print(f"bench: {options.bench or 'timed here by kernel.bench_case'}")
+    print(f"{'backend':8} {'B×S×H×D':14} {'mode':8} {'bench':>7} {'do_bench':>8} {'bench/do_bench':>14}")
     worst = 0.0
     for name in options.backends:
         try:
@@ -131,29 +112,28 @@ def main() -> int:
         backward = name != "sage"  # SageAttention has no backward
         for shape in SHAPES:
             b, s, h, d = shape
-            case = dict(dtype="bfloat16", batch=b, seqlen=s, heads=h, kv_heads=h, head_dim=d, causal=True)
-            case.update(backward=backward, warmup=3, repeats=10)
-            ours = kernel.bench_case(torch, adapter, case, "cuda", name)["ms"]
-            theirs = independent_ms(name, shape, backward)
-            before = old_ms(kernel, name, case)
+            label = "x".join(map(str, shape))
+            if reported is not None:
+                ours = {m: reported[(name, label, m)] for m in ("fwd", "fwd+bwd") if (name, label, m) in reported}
+                if not ours:
+                    print(f"{name:8} {label:14} not in {options.bench}")
+                    continue
+            else:
+                case = dict(dtype="bfloat16", batch=b, seqlen=s, heads=h, kv_heads=h, head_dim=d, causal=True)
+                case.update(backward=backward, warmup=3, repeats=10)
+                ours = kernel.bench_case(torch, adapter, case, "cuda", name)["ms"]
+            theirs = independent_ms(name, shape, backward and "fwd+bwd" in ours)
             for mode in theirs:
                 ratio = theirs[mode] / ours[mode]  # TFLOP/s ratio bench/do_bench
                 worst = max(worst, abs(ratio - 1))
-                tf = {
-                    k: flops(shape, mode) / (v[mode] / 1000) / 1e12
-                    for k, v in (("before", before), ("bench", ours), ("do_bench", theirs))
-                }
-                label = "x".join(map(str, shape))
-                print(
-                    f"{name:8} {label:14} {mode:8} {tf['before']:7.0f} {tf['bench']:7.0f} {tf['do_bench']:8.0f} "
-                    f"{ratio:14.3f}"
-                )
+                timed = (("bench", ours), ("do_bench", theirs))
+                tf = {k: flops(shape, mode) / (v[mode] / 1000) / 1e12 for k, v in timed}
+                print(f"{name:8} {label:14} {mode:8} {tf['bench']:7.0f} {tf['do_bench']:8.0f} {ratio:14.3f}")
                 rows.append(
                     dict(
                         backend=name,
                         shape=label,
                         mode=mode,
-                        ms_before=before[mode],
                         ms_bench=ours[mode],
                         ms_do_bench=theirs[mode],
                         tflops=tf,

@@ -21,7 +21,7 @@ from attn_doctor.facts.given import with_given_torch
 from attn_doctor.facts.model import Facts, Toolchain
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.rules.backends import backend_names
-from attn_doctor.rules.recipes import FA3_TREE, SAGE_TREE, build_jobs, build_peak_gib
+from attn_doctor.rules.recipes import FA3_TREE, SAGE_TREE, build_jobs, build_peak_gib, sage_parallelism
 from tests.conftest import FIXTURES
 
 MACHINES = FIXTURES / "machines"
@@ -222,13 +222,31 @@ def test_source_builds_are_refused_offline() -> None:
         plan(machine("h100"), "sage", find_links="/wheels", offline=True)
 
 
-def test_sage_builds_only_this_gpus_arch_with_one_extension_at_a_time() -> None:
-    job = plan(machine("h100"), "sage")
+def test_sage_builds_only_this_gpus_arch_with_its_extensions_side_by_side() -> None:
+    job = plan(machine("h100"), "sage")  # 16 cores, 125 GiB: 16 jobs
     build = commands(job)[-1]
     assert build.argv[-2] == f"/opt/torch/.venv/.attn-doctor/src/SageAttention-{SAGE_TREE.commit[:12]}"
-    assert dict(build.env)["TORCH_CUDA_ARCH_LIST"] == "9.0"
-    assert dict(build.env)["EXT_PARALLEL"] == "1"
+    env = dict(build.env)
+    assert env["TORCH_CUDA_ARCH_LIST"] == "9.0"
+    # Hopper needs all four extensions (2 + 8 + 2 + 2 files): all at once, 8 jobs each, at most 14
+    # nvcc's together
+    assert (env["EXT_PARALLEL"], env["MAX_JOBS"]) == ("4", "8")
     assert any("no backward pass" in note for note in job.plan.notes)  # the caveat, corrected
+
+
+@pytest.mark.parametrize(
+    ("jobs", "capabilities", "expected"),
+    [
+        (16, {"9.0"}, (4, 8)),  # 2 + 8 + 2 + 2 = 14 <= 16
+        (10, {"9.0"}, (4, 4)),  # 2 + 4 + 2 + 2 = 10
+        (4, {"9.0"}, (4, 1)),
+        (2, {"9.0"}, (2, 1)),  # fewer jobs than extensions
+        (13, {"8.0"}, (2, 2)),  # an A100 builds _qattn_sm80 and _fused only
+        (13, {"8.9"}, (3, 8)),  # Ada: no _qattn_sm90
+    ],
+)
+def test_sage_never_runs_more_nvccs_than_jobs(jobs: int, capabilities: set[str], expected: tuple[int, int]) -> None:
+    assert sage_parallelism(jobs, capabilities) == expected
 
 
 def test_sage_on_hopper_needs_nvcc_12_3() -> None:
@@ -364,10 +382,12 @@ def test_a_venv_made_by_uv_is_installed_into_with_uv() -> None:
     assert step.argv[:4] == PIP
 
 
-def test_sage_on_hopper_with_cuda_13_warns_of_what_was_seen() -> None:
-    """SageAttention 2.2.0 built on the H100 with nvcc 13.0 computed wrongly in every layout
-    (tests/fixtures/h100-sage2-layouts.txt): the plan says so before anyone waits 8 minutes."""
+def test_sage_is_built_past_its_v2_2_0_tag() -> None:
+    """At tag v2.2.0 sageattn() on Hopper returns torch.empty() (the fake op shadows the real one in
+    sm90_compile.py): built on the H100 with nvcc 13.0 it was off the float32 reference by 6-14 in
+    every layout (tests/fixtures/h100-sage2-layouts.txt). The pinned commit is past the fix."""
     notes = plan(machine("h100"), "sage").plan.notes
-    assert any("computes attention wrongly" in note for note in notes)
+    assert any("issues/288" in note and SAGE_TREE.commit[:7] in note for note in notes)
+    assert SAGE_TREE.commit.startswith("ff71e1e")  # PR #307's merge
     seen = (FIXTURES / "h100-sage2-layouts.txt").read_text()
     assert "NHD as is 13.8 HND views 13.8 HND contiguous 13.8" in seen

@@ -146,7 +146,7 @@ def test_sage_from_a_git_archive_at_the_pinned_commit(tmp_path: Path) -> None:
         "SageAttention/",
     )
     assert unpack.watch == (folder,)  # undo removes what it unpacked
-    assert "commit eb615cf6cf4d (v2.2.0) and version 2.2.0 checked" in unpack.why
+    assert "commit ff71e1e7ce08 (v2.2.0 + PR #307) and version 2.2.0 checked" in unpack.why
     assert build.argv[-2] == folder
     assert dict(build.env)["TORCH_CUDA_ARCH_LIST"] == "9.0"  # this GPU's arch only
 
@@ -160,7 +160,7 @@ def test_a_source_is_planned_offline(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "commit", "refusal"),
     [
-        (SAGE_FILES, "1" * 40, "is commit 111111111111, not a pinned one: thu-ml/SageAttention eb615cf6cf4d"),
+        (SAGE_FILES, "1" * 40, "is commit 111111111111, not a pinned one: thu-ml/SageAttention ff71e1e7ce08"),
         (SAGE_FILES, None, "records no commit"),
         ({"setup.py": "setup(version='2.1.1')"}, SAGE_COMMIT, "declares version 2.1.1 in setup.py, not 2.2.0"),
         ({"README.md": "no setup.py"}, SAGE_COMMIT, "declares version None"),

@@ -401,22 +401,16 @@ def _sage(context: _Context) -> _Recipe:
     archs = sorted({g.compute_capability for g in context.facts.gpus if g.compute_capability in recipes.SAGE_MIN_NVCC})
     if archs:
         env["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)  # else setup.py builds for every GPU it sees
-    # setup.py builds EXT_PARALLEL extensions at once (default: MAX_JOBS), each with MAX_JOBS jobs
-    env["EXT_PARALLEL"] = "1"
+    extensions, per_extension = recipes.sage_parallelism(int(env["MAX_JOBS"]), set(archs))
+    env.update(EXT_PARALLEL=str(extensions), MAX_JOBS=str(per_extension))
     notes += [
         "SageAttention 2 has no backward pass at all (custom ops without autograd; thu-ml #90): "
         "inference and frozen-attention use only; full fine-tuning was seen to drive the loss to 0 (thu-ml #198)",
-        "PyPI has only SageAttention 1.x: 2.2.0 is built from the upstream tag",
-        f"the build took {recipes.SAGE_BUILD_MINUTES_SM90} min on a 16-core H100 (sm90)",
+        f"PyPI has only SageAttention 1.x: 2.2.0 is built from commit {recipes.SAGE_TREE.commit[:7]}, not its "
+        "v2.2.0 tag, whose sageattn() on Hopper returns uninitialised memory without running the kernel "
+        "(https://github.com/thu-ml/SageAttention/issues/288, fixed by PR #307)",
+        f"{extensions} extensions built at once, {per_extension} jobs each",
     ]
-    hopper = any(g.compute_capability == "9.0" for g in context.facts.gpus)
-    if hopper and nvcc[:1] >= (13,):
-        # seen: built so, sageattn() is off the float32 reference by a relative error of 6 to 14
-        # in every layout (tests/fixtures/h100-sage2-layouts.txt); verification then undoes it
-        notes.append(
-            "seen on an H100 with torch 2.11+cu130 and nvcc 13.0: SageAttention 2.2.0 built there computes "
-            "attention wrongly (relative error 6-14 in every tensor layout), so the verification will undo it"
-        )
     steps += _tree_steps(context, recipes.SAGE_TREE)
     steps.append(_build_tree(context, recipes.SAGE_TREE, "compile SageAttention 2.2.0", env))
     return steps, notes, "sageattention", "2.2.0"

@@ -75,11 +75,16 @@ FA3_TREE = SourceTree(
 )
 SAGE_TREE = SourceTree(
     url="https://github.com/thu-ml/SageAttention.git",
-    tag="v2.2.0",
-    commit="eb615cf6cf4d221338033340ee2de1c37fbdba4a",
-    source=f"{_SX} §1: tag v2.2.0 = eb615cf; PyPI has only 1.x",
+    # Not the v2.2.0 tag (eb615cf): there sageattention/sm90_compile.py registers its fake (shape-only)
+    # op under the real op's Python name, so sageattn() on Hopper returns torch.empty() and never runs
+    # the kernel (thu-ml/SageAttention#288, #320; seen on the H100: tests/fixtures/h100-sage2-layouts.txt).
+    # Fixed by d970424, merged in PR #307 = ff71e1e (2025-12-22), still version 2.2.0; from v2.2.0 it
+    # changes that name, core.py's head counts per layout (bda24b9) and setup.py's sm100/sm121 archs.
+    tag="v2.2.0 + PR #307",
+    commit="ff71e1e7ce086fff8669e7eb116ee77e265dbac1",
+    source=f"{_SX} §1; https://github.com/thu-ml/SageAttention/pull/307; PyPI has only 1.x",
     version="2.2.0",
-    version_file="setup.py",  # setup(version='2.2.0') @eb615cf
+    version_file="setup.py",  # setup(version='2.2.0') @ff71e1e
 )
 
 # Compiling: MAX_JOBS sized so that the build cannot run the machine out of memory. What costs
@@ -121,9 +126,17 @@ FA3_HDIMDIFF = {(192, 128): "HDIMDIFF192", (64, 256): "HDIMDIFF64", (64, 512): "
 # tests/fixtures/h100-install-fa3.txt): the head-dim-128 build, 4 sm90a files at once, took 2 min
 # 46 s and 21.6 GiB at its peak (about 5 GiB per file).
 FA3_MINUTES_PER_FILE = 3.0
-# SageAttention 2.2.0 for sm90 (4 extensions, one at a time): 7 min 52 s and 21 GiB at its peak
-# on the same H100 (tests/fixtures/h100-install-sage.txt).
-SAGE_BUILD_MINUTES_SM90 = 8  # hopper/setup.py raises below it
+# SageAttention's extensions (setup.py @ff71e1e): how many files each compiles, and the compute
+# capabilities it is built for (None: always). setup.py builds EXT_PARALLEL of them at once, each
+# with a ninja of MAX_JOBS jobs: one at a time leaves most cores idle (the 8 files of _qattn_sm89
+# are the only ones that run together), all at once with MAX_JOBS each can run more nvcc's than
+# the memory holds.
+SAGE_EXTENSIONS: tuple[tuple[str, int, frozenset[str] | None], ...] = (
+    ("_qattn_sm80", 2, frozenset({"8.0", "8.6", "8.9", "9.0", "10.0", "12.0", "12.1"})),
+    ("_qattn_sm89", 8, frozenset({"8.9", "9.0", "10.0", "12.0", "12.1"})),
+    ("_qattn_sm90", 2, frozenset({"9.0"})),
+    ("_fused", 2, None),
+)  # hopper/setup.py raises below it
 FA3_VERSION = "3.0.0"
 # hopper/setup.py @0251105a downloads nvcc 12.6 + ptxas 12.8 from NVIDIA when 12.3 <= nvcc < 13.0
 # and nvcc != 12.8, unless FLASH_ATTENTION_OFFLINE_BUILD is set.
@@ -207,6 +220,16 @@ def build_jobs(cpus: int, ram_gib: float, archs: int = 4) -> int:
 def build_peak_gib(jobs: int, archs: int = 4) -> float:
     """The memory such a build is expected to take at its peak."""
     return jobs * nvcc_threads(archs) * GIB_PER_NVCC_THREAD
+
+
+def sage_parallelism(jobs: int, capabilities: set[str]) -> tuple[int, int]:
+    """(EXT_PARALLEL, MAX_JOBS) for SageAttention's setup.py: every extension these GPUs need at
+    once, each with the most jobs that keep all the nvcc's running together within `jobs`."""
+    files = [n for _, n, built in SAGE_EXTENSIONS if built is None or built & capabilities]
+    for each in range(max(files), 0, -1):
+        if sum(min(n, each) for n in files) <= jobs:
+            return len(files), each
+    return max(1, jobs), 1  # fewer jobs than extensions: that many extensions, one job each
 
 
 def fa3_head_dim_bucket(head_dim: int) -> int:
