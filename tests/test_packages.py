@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from pathlib import Path
+
+import pytest
 
 from attn_doctor.facts.collect import collect
+from attn_doctor.facts.saved import load_facts
 from attn_doctor.report import Report, judge
-from tests.conftest import RealPackages, RecordedNvml, Venv, pypi_wheel
+from tests.conftest import FIXTURES, RealPackages, RecordedNvml, Venv, pypi_wheel, run
 
 
 def check(venv: Venv, nvml: RecordedNvml) -> Report:
@@ -57,3 +62,50 @@ def test_a_stale_second_dist_info(venv: Venv, real: RealPackages, h100: Recorded
     text = the(check(venv, h100), "package-duplicate")
     assert "flash-attn-4 has 2 dist-info folders" in text
     assert "4.0.0b35" in text and "4.0.0b36" in text and ".stale" in text
+
+
+def sageattention_wheel(folder: Path, commit: str, build: Path) -> Path:
+    """A real wheel of sageattention 2.2.0 whose sageattention/sm90_compile.py is upstream's file at
+    that commit (tests/fixtures/sage/, Apache-2.0: v2.2.0 = eb615cf, and ff71e1e = PR #307's merge);
+    its compiled extensions, which need nvcc, are left out. Built by `build`, a Python with setuptools."""
+    project = folder / f"sage-{commit}"
+    (project / "sageattention").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "sageattention"\nversion = "2.2.0"\n[tool.setuptools]\npackages = ["sageattention"]\n'
+    )
+    (project / "sageattention" / "__init__.py").write_text("")
+    shutil.copy(FIXTURES / "sage" / f"sm90_compile-{commit}.py", project / "sageattention" / "sm90_compile.py")
+    run(build, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", folder, project)
+    [wheel] = folder.glob("sageattention-2.2.0-*.whl")
+    return wheel
+
+
+@pytest.mark.parametrize(("commit", "broken"), [("v2.2.0", True), ("ff71e1e", False)])
+def test_sageattention_built_from_its_v2_2_0_tag_on_hopper(
+    tmp_path: Path, venv: Venv, real: RealPackages, h100: RecordedNvml, commit: str, broken: bool
+) -> None:
+    """Both builds say 2.2.0; the tag's sm90_compile.py rebinds the op's name to its fake, so on
+    Hopper sageattn() returns torch.empty() (thu-ml/SageAttention#288): told by that file."""
+    venv.install(sageattention_wheel(tmp_path, commit, real.torch_python))
+    report = check(venv, h100)
+    codes = {f.code for f in report.findings}
+    assert ("sageattention-hopper-no-kernel" in codes) is broken
+    problems = report.verdicts["sage"].problems
+    assert any("v2.2.0 tag" in p for p in problems) is broken  # --require sage fails with it
+    if broken:
+        text = the(report, "sageattention-hopper-no-kernel")
+        assert "uninitialised memory" in text and "attn-doctor install sage" in text
+    # an A100 never calls the sm90 op: the same files are no fault there
+    a100 = dataclasses.replace(report.facts, gpus=load_facts(FIXTURES / "machines" / "a100.json").gpus)
+    assert "sageattention-hopper-no-kernel" not in {f.code for f in judge(a100).findings}
+
+
+def test_a_marked_file_that_cannot_be_read_is_not_claimed(
+    tmp_path: Path, venv: Venv, real: RealPackages, h100: RecordedNvml
+) -> None:
+    venv.install(sageattention_wheel(tmp_path, "v2.2.0", real.torch_python))
+    marked = venv.site / "sageattention" / "sm90_compile.py"
+    marked.unlink()
+    marked.mkdir()  # not a plain file
+    assert check(venv, h100).facts.marked_files == ()

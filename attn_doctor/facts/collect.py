@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,10 +15,12 @@ from attn_doctor import __version__
 from attn_doctor.facts.binaries import check_binaries, torch_abi
 from attn_doctor.facts.gpu import read_gpus
 from attn_doctor.facts.imports import import_all
-from attn_doctor.facts.model import Facts, Variable
+from attn_doctor.facts.model import Facts, Package, Variable
 from attn_doctor.facts.target import ProbeResult, RunningProbe, resolve_python
 from attn_doctor.facts.toolchain import read_toolchain
-from attn_doctor.rules.backends import VARIABLES, import_checks, packaged
+from attn_doctor.inputs import MIB, InputError, read_text
+from attn_doctor.rules.backends import VARIABLES, file_marks, import_checks, packaged
+from attn_doctor.rules.versions import in_range
 
 
 def collect(
@@ -68,6 +71,7 @@ def collect(
         installed=seen.installed,
         environment=tuple(Variable(n, os.environ[n]) for n in VARIABLES if n in os.environ),
         unfinished_repairs=unfinished_repairs(seen.python.prefix),
+        marked_files=marked_files(seen.packages),
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         doctor_version=__version__,
@@ -99,6 +103,28 @@ def fa4_sm90_backward(seen: ProbeResult) -> bool | None:
     if cute is None or not cute.search_locations:
         return None
     return any(os.path.isfile(os.path.join(folder, "flash_bwd_sm90.py")) for folder in cute.search_locations)
+
+
+# the marked files are a few KiB of Python source; anything larger is not the file the mark describes
+MAX_MARKED_BYTES = 1 * MIB
+
+
+def marked_files(packages: tuple[Package, ...]) -> tuple[str, ...]:
+    """"distribution:path" of each installed file in which the registry's FileMark is found. Read
+    only where a release it describes is installed: nothing for most environments."""
+    installed = {p.name: p for p in packages}
+    found = []
+    for distribution, versions, mark in file_marks():
+        package = installed.get(distribution)
+        if package is None or package.version is None or not in_range(package.version, versions):
+            continue
+        try:
+            text = read_text(Path(package.location) / mark.path, mark.path, MAX_MARKED_BYTES)
+        except InputError:
+            continue  # not there (or not a plain file): the mark cannot be read, so is not claimed
+        if re.search(mark.pattern, text):
+            found.append(f"{distribution}:{mark.path}")
+    return tuple(found)
 
 
 def unfinished_repairs(prefix: str) -> tuple[str, ...]:

@@ -258,6 +258,9 @@ class Facts:
     installed: tuple[Installed, ...] = ()  # every distribution; empty in reports before it was read
     environment: tuple[Variable, ...] = ()  # the set ones of rules.backends.VARIABLES
     unfinished_repairs: tuple[str, ...] = ()  # repair folders whose journal says it was interrupted
+    # "distribution:path" of installed files in which the registry's FileMark was found (a broken
+    # build of a release that a good build shares the version of)
+    marked_files: tuple[str, ...] = ()
     hostname: str = ""
     collected_at: str = ""
     doctor_version: str = ""

@@ -25,7 +25,13 @@ from attn_doctor.workload import Workload
 
 TRAINING = ("full", "lora")
 # findings that restate what assess reads off the facts itself
-_SAID_HERE = {"backend-unsupported-gpu", "package-lookalike", "flash-attn-4-placeholder", "sageattention-v1"}
+_SAID_HERE = {
+    "backend-unsupported-gpu",
+    "package-lookalike",
+    "flash-attn-4-placeholder",
+    "sageattention-v1",
+    "sageattention-hopper-no-kernel",
+}
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ def _problems(
         return ["torch is not installed" if version is None else f"torch {version} has no {backend.label}"]
     problems = []
     for bad in backend.bad_releases:
-        if version is not None and in_range(version, bad.versions):
+        if backend.distribution and bad.found(backend.distribution, version, facts):
             problems.append(bad.title.format(version=version))
     for lookalike in backend.lookalikes:
         if version is not None and in_range(version, lookalike.versions):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from attn_doctor.facts.model import Gpu
+from attn_doctor.facts.model import Facts, Gpu
 from attn_doctor.rules.versions import in_range, release
 
 FA = "https://github.com/Dao-AILab/flash-attention"
@@ -68,13 +68,35 @@ class HeadDimLimit:
 
 
 @dataclass(frozen=True)
+class FileMark:
+    """What tells a broken build from a good one where both carry the same version: a pattern in
+    one of its installed files, and the GPUs on which the fault bites."""
+
+    path: str  # as RECORD names it, relative to site-packages
+    pattern: str  # a regular expression found in the broken build's file only
+    capabilities: tuple[str, ...] = ()  # compute capabilities where it bites; empty: all
+
+
+@dataclass(frozen=True)
 class BadRelease:
-    """Releases that install but are not the backend (a placeholder, another major)."""
+    """Releases that install but are not the backend (a placeholder, another major), or builds
+    of a release that are broken (told by a FileMark)."""
 
     versions: str
     code: str  # the finding it raises (rules/findings.py)
     title: str  # "{version}" is the installed one
     source: str
+    mark: FileMark | None = None
+
+    def found(self, distribution: str, version: str | None, facts: Facts) -> bool:
+        """Whether this installed release is the bad one, here."""
+        if version is None or not in_range(version, self.versions):
+            return False
+        if self.mark is None:
+            return True
+        capabilities = {g.compute_capability for g in facts.gpus}
+        bites = not self.mark.capabilities or bool(capabilities & set(self.mark.capabilities))
+        return bites and f"{distribution}:{self.mark.path}" in facts.marked_files
 
 
 @dataclass(frozen=True)
@@ -419,6 +441,22 @@ BACKENDS: tuple[Backend, ...] = (
                 "sageattention {version} is SageAttention 1 (Triton only), not 2.x",
                 "https://pypi.org/project/sageattention/#history",
             ),
+            # Built from the v2.2.0 tag: sm90_compile.py registers the fake (shape-only) op under
+            # the real op's Python name, so sageattn() on Hopper returns torch.empty() without
+            # running the kernel. Fixed after the tag, still 2.2.0 (PR #307): told by the file.
+            BadRelease(
+                "==2.2.0",
+                "sageattention-hopper-no-kernel",
+                "sageattention {version} is built from its v2.2.0 tag: on Hopper sageattn() returns "
+                "uninitialised memory without running its kernel",
+                f"{SAGE}/blob/v2.2.0/sageattention/sm90_compile.py#L76-L77 (the fake's name), "
+                f"{SAGE}/issues/288, fixed by {SAGE}/pull/307",
+                FileMark(
+                    "sageattention/sm90_compile.py",
+                    r'register_fake\("sageattention_sm90::(\w+)"\)\s*def \1\(',
+                    ("9.0",),
+                ),
+            ),
         ),
         installable=True,
         verifiable=True,
@@ -515,6 +553,17 @@ def verified_distributions() -> list[str]:
 def resolved_modules() -> list[str]:
     modules = [c.module for c in COMPANIONS if c.module] + [m for b in registered() for m in b.resolve]
     return list(dict.fromkeys(modules))
+
+
+def file_marks() -> list[tuple[str, str, FileMark]]:
+    """(distribution, versions, mark) of every bad build told by its files: what `check` reads."""
+    return [
+        (b.distribution, bad.versions, bad.mark)
+        for b in registered()
+        if b.distribution
+        for bad in b.bad_releases
+        if bad.mark is not None
+    ]
 
 
 def backend_of_distribution(distribution: str) -> Backend | None:

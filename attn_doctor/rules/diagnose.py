@@ -299,7 +299,7 @@ def _release_findings(facts: Facts, package: Package) -> list[Finding]:
     found = [
         finding(bad.code, bad.title.format(version=version), [fix], subject=distribution(package.name))
         for bad in backend.bad_releases
-        if in_range(version, bad.versions)
+        if bad.found(package.name, version, facts)
     ]
     for lookalike in backend.lookalikes:
         if in_range(version, lookalike.versions):

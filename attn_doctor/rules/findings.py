@@ -226,6 +226,18 @@ RULES: tuple[Rule, ...] = (
         proof="inputs: tests/test_fixes.py::test_sageattention_1_on_a_t4_is_steered_to_what_runs_there",
     ),
     Rule(
+        "sageattention-hopper-no-kernel",
+        Severity.ERROR,
+        "SageAttention 2.2.0 built from its v2.2.0 tag: its sm90_compile.py registers the fake (shape-only) op "
+        "under the real op's Python name, so on Hopper sageattn() returns torch.empty() without running the "
+        "kernel: garbage, no error (seen on an H100: relative error 6-14 against the float32 reference). "
+        "Told by that file; the commit that fixes it is still version 2.2.0.",
+        "https://github.com/thu-ml/SageAttention/blob/v2.2.0/sageattention/sm90_compile.py#L76-L77; "
+        "https://github.com/thu-ml/SageAttention/issues/288; fixed by https://github.com/thu-ml/SageAttention/pull/307",
+        proof="inputs: tests/test_packages.py::test_sageattention_built_from_its_v2_2_0_tag_on_hopper "
+        "(the fix, `attn-doctor install sage` from ff71e1e, ran on the H100: tests/fixtures/h100-sage2-ff71e1e.txt)",
+    ),
+    Rule(
         "package-requirements-unmet",
         Severity.ERROR,
         "An attention package (or torch) requires a distribution that is missing or in a version its "
