@@ -110,7 +110,7 @@ MAX_MARKED_BYTES = 1 * MIB
 
 
 def marked_files(packages: tuple[Package, ...]) -> tuple[str, ...]:
-    """"distribution:path" of each installed file in which the registry's FileMark is found. Read
+    """The `distribution:path` of each installed file in which the registry's FileMark is found. Read
     only where a release it describes is installed: nothing for most environments."""
     installed = {p.name: p for p in packages}
     found = []
