@@ -9,6 +9,9 @@
 #                                             its wheels are larger than one call carries); the last
 #                                             one is joined, checked and unpacked into /tmp/wh
 #   scripts/device_sources.sh poll N          wait up to N seconds for the run, then copy what is done to $OUT
+#   scripts/device_sources.sh fetch N         the Nth 4 parts (15 MiB each) of the FA2 wheel kept from the
+#                                             build (scripts/wheel_from_installed.py), for a later machine:
+#                                             `install fa2 --find-links` takes it instead of compiling
 #
 # STAGES, in order (default "fa2 sage fa3 fa4"); the first run (2026-11-25, morning) was "sage fa3".
 # The run works from a copy of the tree in /tmp/ad: each later call sends the tree again.
@@ -49,6 +52,12 @@ install_stage() {
     esac
     measured "plan-$1" doctor install "$1" --python "$target" "${how[@]}" --dry-run
     measured "install-$1" doctor install "$1" --python "$target" "${how[@]}" --yes
+    if [ "$1" = fa2 ] && grep -q "^exit 0" "$run/install-fa2.txt"; then  # ~22 min of compile: kept
+        local site
+        site=$("$target" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        "$target" scripts/wheel_from_installed.py flash-attn --site "$site" --out "$run/kept" \
+            && (cd "$run/kept" && sha256sum ./*.whl >fa2.sha256 && split -b 15M -d ./*.whl fa2.part.)
+    fi
 }
 
 pipeline() {
@@ -98,5 +107,10 @@ part)
 poll)
     for _ in $(seq "${2:-500}"); do [ -e "$run/done" ] && break; sleep 1; done
     collect; tail -c 5000 "$out/run.txt"; ls "$run"
+    ;;
+fetch)
+    cp "$run/kept/fa2.sha256" "$out/"
+    ls "$run/kept" | grep '^fa2.part.' | sed -n "$(( ${2:-0} * 4 + 1 )),$(( ${2:-0} * 4 + 4 ))p" | while read -r f; do cp "$run/kept/$f" "$out/"; done
+    ls -l "$run/kept" "$out"
     ;;
 esac

@@ -166,6 +166,36 @@ def test_fa2_with_a_release_wheel_takes_it_instead_of_compiling() -> None:
     assert step.env == ()
 
 
+@pytest.mark.parametrize(
+    ("wheel", "compiles"),
+    [
+        ("flash_attn-2.8.3.post2-cp312-cp312-linux_x86_64.whl", False),  # built here before, kept
+        ("flash_attn-2.8.3.post2-cp311-cp311-linux_x86_64.whl", True),  # another Python
+        ("flash_attn-2.8.3.post2-cp312-cp312-linux_aarch64.whl", True),  # another machine
+        ("flash_attn-2.8.3.post1-cp312-cp312-linux_x86_64.whl", True),  # another release
+        ("flash_attn-2.8.3.post2.whl", True),  # not a wheel's name
+    ],
+)
+def test_fa2_built_before_is_installed_from_the_wheelhouse(tmp_path: Path, wheel: str, compiles: bool) -> None:
+    """No release wheel exists for torch 2.11 (the H100's): a wheel of the pinned release that a
+    first node compiled (~22 min there) and kept is what the others install, named by version."""
+    (tmp_path / wheel).write_bytes(b"")  # only its name is read when planning
+    job = plan(machine("h100"), "fa2", find_links=str(tmp_path), offline=True)
+    steps = commands(job)
+    assert any("FORCE_BUILD" in str(s.env) for s in steps) is compiles
+    if not compiles:
+        (step,) = steps
+        assert step.argv == (
+            *PIP,
+            "--no-index",
+            "--find-links",
+            str(tmp_path),
+            "flash-attn==2.8.3.post2",
+            "torch==2.11.0",
+        )
+        assert any("built before" in note for note in job.plan.notes)
+
+
 def test_fa2_from_a_wheelhouse_names_the_version() -> None:
     facts = with_given_torch(machine("h100"), "2.8.0", "12.8")
     (step,) = commands(plan(facts, "fa2", find_links="/wheels", offline=True))

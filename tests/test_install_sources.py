@@ -22,7 +22,7 @@ from attn_doctor.actions.source import declared_version, git_head, read_source
 from attn_doctor.facts.model import Facts
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.rules import recipes
-from tests.conftest import FIXTURES, doctor
+from tests.conftest import FIXTURES, REPO, RealPackages, Venv, doctor, run
 
 H100 = FIXTURES / "h100-check.json"
 SRC = "/opt/torch/.venv/.attn-doctor/src"
@@ -325,3 +325,24 @@ def test_kernel_file_counts_follow_upstreams_lists() -> None:
     assert recipes.fa3_kernel_files(frozenset()) == (230, 60)
     assert recipes.fa3_kernel_files(frozenset({"FP8"})) == (170, 60)  # e4m3: forward only
     assert recipes.fa3_kernel_files(frozenset({"BACKWARD", "SM80"})) == (220, 0)
+
+
+def test_a_build_is_kept_as_a_wheel_that_installs_the_same_files(tmp_path: Path, real: RealPackages) -> None:
+    """scripts/wheel_from_installed.py: FA2 compiled once (~22 min on the H100) is packed from its
+    RECORD into the wheel that `install fa2 --find-links` takes on the next node."""
+    first, second = Venv(tmp_path / "first"), Venv(tmp_path / "second")
+    first.install(real.fa2_wheel)
+    script = REPO / "scripts" / "wheel_from_installed.py"
+    run(real.torch_python, script, "flash-attn", "--site", first.site, "--out", tmp_path / "kept")  # has `wheel`
+    [kept] = (tmp_path / "kept").glob("flash_attn-*.whl")
+    assert kept.name == real.fa2_wheel.name
+    second.install(kept)
+
+    def files(site: Path) -> set[Path]:
+        return {p.relative_to(site) for p in site.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+    installed = files(first.site)
+    assert installed == files(second.site)
+    written_by_pip = {"RECORD", "direct_url.json"}  # the hashes of what it wrote; the wheel's path
+    kept_files = {f for f in installed if f.name not in written_by_pip}
+    assert all((first.site / f).read_bytes() == (second.site / f).read_bytes() for f in kept_files)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
 from attn_doctor.actions.installer import Installer, choose_installer, may_write
 from attn_doctor.actions.plan import Command, MoveAside, Plan, Refusal, Step
 from attn_doctor.actions.runner import carry_out_checked
@@ -278,6 +280,14 @@ def _fa2(context: _Context) -> _Recipe:
             "flash-attn",
             recipes.FA2_WHEEL_VERSION,
         )
+    built = _built_here(context, "flash-attn", recipes.FA2_VERSION)
+    if built is not None and not context.request.sources:
+        notes = [
+            f"{built} in --find-links: FA2 {recipes.FA2_VERSION} built before, installed without compiling; "
+            "the verification undoes it if it was built against another torch"
+        ]
+        step = _pip_step(context, "FA2 as built before, from the wheelhouse", f"flash-attn=={recipes.FA2_VERSION}")
+        return [step], notes, "flash-attn", recipes.FA2_VERSION
     archs = recipes.fa2_cuda_archs(facts.gpus)
     steps, notes, env = _build_setup(context, recipes.FA2_MIN_NVCC)
     jobs = int(env["MAX_JOBS"])
@@ -304,6 +314,26 @@ def _fa2(context: _Context) -> _Recipe:
         )
     )
     return steps, notes, "flash-attn", recipes.FA2_VERSION
+
+
+def _built_here(context: _Context, distribution: str, version: str) -> str | None:
+    """A wheel of exactly this release for the target's Python and machine in --find-links: one
+    built from source once (on this cluster, for this torch) and kept, so that other nodes need
+    not compile it again. Its name cannot say which torch it was built against."""
+    if not context.request.find_links:
+        return None
+    markers = context.facts.python.markers
+    python = "cp" + "".join(context.facts.python.version.split(".")[:2])
+    machine = markers.platform_machine if markers else "x86_64"
+    for wheel in sorted(Path(context.request.find_links).glob("*.whl")):
+        try:
+            name, found, _, tags = parse_wheel_filename(wheel.name)
+        except InvalidWheelFilename:
+            continue
+        ours = any(t.interpreter == python and t.platform.endswith(machine) for t in tags)
+        if name == canonicalize_name(distribution) and str(found) == version and ours:
+            return wheel.name
+    return None
 
 
 def _fa2_rocm(context: _Context) -> _Recipe:
