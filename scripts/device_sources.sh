@@ -5,15 +5,18 @@
 # check --bench, bench_agreement.py against that very bench report, and undo of every install.
 #
 #   scripts/device_sources.sh start [STAGES]  the run in the background (setsid), logs in /tmp/src-run
-#   scripts/device_sources.sh part FILE       one part of the FA4 wheelhouse (.parts/, a part a call:
-#                                             its wheels are larger than one call carries); the last
-#                                             one is joined, checked and unpacked into /tmp/wh
+#   scripts/device_sources.sh part FILE...    parts of a wheelhouse larger than one call carries (made here
+#                                             by scripts/device_parts.sh into .parts/, a part a call); once
+#                                             all of a bundle's parts are there it is joined, checked and
+#                                             unpacked into /tmp/BUNDLE (fa4wh: FA4 and the CuTe DSL;
+#                                             fa2wh: an FA2 wheel kept from an earlier build)
 #   scripts/device_sources.sh poll N          wait up to N seconds for the run, then copy what is done to $OUT
 #   scripts/device_sources.sh fetch N         the Nth 4 parts (15 MiB each) of the FA2 wheel kept from the
 #                                             build (scripts/wheel_from_installed.py), for a later machine:
 #                                             `install fa2 --find-links` takes it instead of compiling
 #
 # STAGES, in order (default "fa2 sage fa3 fa4"); the first run (2026-11-25, morning) was "sage fa3".
+# fa2 compiles from the sdist (~22 min on the H100) unless a kept wheel was carried (bundle fa2wh).
 # The run works from a copy of the tree in /tmp/ad: each later call sends the tree again.
 set -u
 source scripts/device_setup.sh  # the doctor's wheels, PYTHONPATH, $out
@@ -43,16 +46,17 @@ install_stage() {
     local S=/tmp/ad/.srcs
     local -a how
     case "$1" in
-    fa2) how=(--source $S/flash_attn-2.8.3.post2.tar.gz --offline) ;;
+    fa2) how=(--source $S/flash_attn-2.8.3.post2.tar.gz --offline)
+        [ -e /tmp/fa2wh/ready ] && how=(--find-links /tmp/fa2wh --offline) ;;
     sage) how=(--source $S/SageAttention-ff71e1e.tar --offline) ;;
     fa3) how=(--source $S/flash-attention-0251105a.tar.gz --source $S/cutlass-7127592.tar.gz --head-dim 128 --offline) ;;
     fa4)
-        for _ in $(seq 900); do [ -e /tmp/wh/ready ] && break; sleep 1; done
-        how=(--find-links /tmp/wh --offline) ;;
+        for _ in $(seq 900); do [ -e /tmp/fa4wh/ready ] && break; sleep 1; done
+        how=(--find-links /tmp/fa4wh --offline) ;;
     esac
     measured "plan-$1" doctor install "$1" --python "$target" "${how[@]}" --dry-run
     measured "install-$1" doctor install "$1" --python "$target" "${how[@]}" --yes
-    if [ "$1" = fa2 ] && grep -q "^exit 0" "$run/install-fa2.txt"; then  # ~22 min of compile: kept
+    if [ "$1" = fa2 ] && [ ! -e /tmp/fa2wh/ready ] && grep -q "^exit 0" "$run/install-fa2.txt"; then  # kept
         local site
         site=$("$target" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
         "$target" scripts/wheel_from_installed.py flash-attn --site "$site" --out "$run/kept" \
@@ -96,12 +100,17 @@ start)
     collect; tail -c 2000 "$out/run.txt"
     ;;
 part)
-    mkdir -p /tmp/parts && cp "$2" /tmp/parts/ && ls -l /tmp/parts
-    if [ -e /tmp/parts/fa4wh.sha256 ] && [ "$(ls /tmp/parts | grep -c '^fa4wh.tar.')" = 4 ]; then
-        cat /tmp/parts/fa4wh.tar.a? >/tmp/fa4wh.tar && (cd /tmp && sha256sum -c /tmp/parts/fa4wh.sha256) \
-            && mkdir -p /tmp/wh && tar -xf /tmp/fa4wh.tar -C /tmp/wh && (cd /tmp/wh && sha256sum -c --quiet SHA256SUMS) \
-            && touch /tmp/wh/ready && echo "FA4 wheelhouse ready: $(ls /tmp/wh | wc -l) files"
-    fi
+    shift; mkdir -p /tmp/parts && cp "$@" /tmp/parts/
+    for manifest in /tmp/parts/*.parts; do  # NAME.parts: the sha256 of NAME.tar, then its parts
+        bundle=$(basename "$manifest" .parts)
+        [ -e "/tmp/$bundle/ready" ] && continue
+        parts=$(tail -n +2 "$manifest")
+        have=$(cd /tmp/parts && ls $parts 2>/dev/null | wc -l)
+        [ "$have" = "$(echo $parts | wc -w)" ] || { echo "$bundle: $have of $(echo $parts | wc -w) parts"; continue; }
+        (cd /tmp/parts && cat $parts) >"/tmp/$bundle.tar" && echo "$(head -1 "$manifest")  /tmp/$bundle.tar" | sha256sum -c --quiet \
+            && mkdir -p "/tmp/$bundle" && tar -xf "/tmp/$bundle.tar" -C "/tmp/$bundle" \
+            && touch "/tmp/$bundle/ready" && echo "$bundle ready: $(ls "/tmp/$bundle" | wc -l) files"
+    done
     tail -c 600 "$run"/install-*.txt 2>/dev/null | tail -4
     ;;
 poll)
