@@ -24,14 +24,11 @@ from attn_doctor.rules.versions import in_range, release
 from attn_doctor.workload import Workload
 
 TRAINING = ("full", "lora")
-# findings that restate what assess reads off the facts itself
-_SAID_HERE = {
-    "backend-unsupported-gpu",
-    "package-lookalike",
-    "flash-attn-4-placeholder",
-    "sageattention-v1",
-    "sageattention-hopper-no-kernel",
-}
+
+
+def _said_here() -> set[str]:
+    """Findings that restate what assess reads off the facts itself: the registry's bad releases."""
+    return {"backend-unsupported-gpu", "package-lookalike", *(bad.code for b in registered() for bad in b.bad_releases)}
 
 
 @dataclass(frozen=True)
@@ -152,7 +149,8 @@ def _problems(
     for lookalike in backend.lookalikes:
         if version is not None and in_range(version, lookalike.versions):
             problems.append(f"{lookalike.distribution} {version} is {lookalike.what}")
-    problems += [f.title for f in own if f.severity == Severity.ERROR and f.code not in _SAID_HERE]
+    said = _said_here()
+    problems += [f.title for f in own if f.severity == Severity.ERROR and f.code not in said]
     result = next((r for r in facts.imports if r.module == backend.module), None)
     if result is not None and result.outcome != "ok":
         problems.append(f"import {backend.module}: {result.outcome} ({result.detail})".replace(" ()", ""))

@@ -128,6 +128,10 @@ FA3_HDIMDIFF = {(192, 128): "HDIMDIFF192", (64, 256): "HDIMDIFF64", (64, 512): "
 # tests/fixtures/h100-install-fa3.txt): the head-dim-128 build, 4 sm90a files at once, took 2 min
 # 46 s and 21.6 GiB at its peak (about 5 GiB per file).
 FA3_MINUTES_PER_FILE = 3.0
+# SageAttention 2.2.0 @ff71e1e for sm90, its 4 extensions side by side (4 x 8 jobs): 4 min 53 s
+# and 32 GiB at its peak on a 16-core H100 (tests/fixtures/h100-sage2-ff71e1e.txt); one at a time
+# it took 7 min 52 s (h100-install-sage.txt).
+SAGE_BUILD_MINUTES_SM90 = 5
 # SageAttention's extensions (setup.py @ff71e1e): how many files each compiles, and the compute
 # capabilities it is built for (None: always). setup.py builds EXT_PARALLEL of them at once, each
 # with a ninja of MAX_JOBS jobs: one at a time leaves most cores idle (the 8 files of _qattn_sm89
