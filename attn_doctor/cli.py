@@ -271,6 +271,24 @@ def _measured(bench_file: Path | None) -> Measured | None:
         raise Stop(str(error), EXIT_USAGE) from error
 
 
+def _build_head_dims(given: list[str], model: Path | None, config_file: Path | None) -> tuple[tuple[int, int], ...]:
+    """The (q/k, v) head dims a narrow FA3 build keeps: each --head-dim, else the model's or the
+    Axolotl config's local base_model's."""
+    from attn_doctor.workload import WorkloadError, parse_head_dim
+
+    if given:
+        try:
+            return tuple(parse_head_dim(text) for text in given)
+        except WorkloadError as error:
+            raise Stop(str(error), EXIT_USAGE) from error
+    work = _workload(config_file, model, None, None, None, None)
+    if work.head_dim is None and work.base_model and Path(work.base_model).is_dir():
+        work = _workload(None, Path(work.base_model), None, None, None, None)  # the config's local model
+    if (model or config_file) and work.head_dim is None:
+        raise Stop("--config names no local base_model to read head dims from: add --model or --head-dim", EXIT_USAGE)
+    return ((work.head_dim, work.head_dim_v or work.head_dim),) if work.head_dim else ()
+
+
 def _workload(
     config_file: Path | None,
     model: Path | None,
@@ -480,7 +498,8 @@ def install(
         ),
     ] = None,
     head_dim: Annotated[
-        str | None, typer.Option("--head-dim", help="FA3: build only this head dim's kernels (N or Q,V).")
+        list[str] | None,
+        typer.Option("--head-dim", help="FA3: build only this head dim's kernels (N or Q,V); repeat for more."),
     ] = None,
     model: Annotated[
         Path | None, typer.Option("--model", help="FA3: build only the head dims of this config.json (or its folder).")
@@ -507,12 +526,7 @@ def install(
         raise Stop(f"--find-links {find_links} is not a folder", EXIT_USAGE)
     facts = _facts(facts_file, python, False, [], gpu, torch_version, cuda, abi=True)
     wheels = str(find_links.resolve()) if find_links else None
-    work = _workload(config_file, model, head_dim, None, None, None)
-    if work.head_dim is None and work.base_model and Path(work.base_model).is_dir():
-        work = _workload(None, Path(work.base_model), None, None, None, None)  # the config's local model
-    if (head_dim or model or config_file) and work.head_dim is None:
-        raise Stop("--config names no local base_model to read head dims from: add --model or --head-dim", EXIT_USAGE)
-    narrow = (work.head_dim, work.head_dim_v or work.head_dim) if work.head_dim else None
+    narrow = _build_head_dims(head_dim or [], model, config_file)
     request = InstallRequest(
         chosen.name,
         installer.value if installer else None,

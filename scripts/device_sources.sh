@@ -49,7 +49,7 @@ install_stage() {
     fa2) how=(--source $S/flash_attn-2.8.3.post2.tar.gz --offline)
         [ -e /tmp/fa2wh/ready ] && how=(--find-links /tmp/fa2wh --offline) ;;
     sage) how=(--source $S/SageAttention-ff71e1e.tar --offline) ;;
-    fa3) how=(--source $S/flash-attention-0251105a.tar.gz --source $S/cutlass-7127592.tar.gz --head-dim 128 --offline) ;;
+    fa3) how=(--source $S/flash-attention-0251105a.tar.gz --source $S/cutlass-7127592.tar.gz --head-dim 64 --head-dim 128 --offline) ;;
     fa4)
         for _ in $(seq 900); do [ -e /tmp/fa4wh/ready ] && break; sleep 1; done
         how=(--find-links /tmp/fa4wh --offline) ;;

@@ -35,8 +35,8 @@ def facts() -> Facts:
     return load_facts(H100)
 
 
-def plan(backend: str, *sources: Path, head_dim: tuple[int, int] | None = None, on: Facts | None = None) -> Install:
-    request = InstallRequest(backend, sources=tuple(map(str, sources)), head_dim=head_dim)
+def plan(backend: str, *sources: Path, head_dims: tuple[tuple[int, int], ...] = (), on: Facts | None = None) -> Install:
+    request = InstallRequest(backend, sources=tuple(map(str, sources)), head_dims=head_dims)
     return plan_install(on or facts(), request, here=False)
 
 
@@ -261,7 +261,7 @@ def switches(job: Install) -> set[str]:
 
 
 def test_fa3_for_head_dim_128_builds_four_kernel_files_on_hopper() -> None:
-    job = plan("fa3", head_dim=(128, 128))
+    job = plan("fa3", head_dims=((128, 128),))
     assert switches(job) == {
         "SM80",
         "HDIM64",
@@ -304,14 +304,32 @@ def test_fa3_keeps_ampere_kernels_where_an_ampere_gpu_is() -> None:
     ],
 )
 def test_fa3_builds_the_bucket_a_head_dim_rounds_up_to(head_dim: tuple[int, int], kept: set[str]) -> None:
-    off = switches(plan("fa3", head_dim=head_dim))
+    off = switches(plan("fa3", head_dims=(head_dim,)))
     every = {f"HDIM{d}" for d in recipes.FA3_HEAD_DIMS} | {"HDIMDIFF64", "HDIMDIFF192"}
     assert every - off == kept
 
 
 def test_fa3_refuses_a_head_dim_over_256() -> None:
     with pytest.raises(Refusal, match="up to 256"):
-        plan("fa3", head_dim=(512, 512))
+        plan("fa3", head_dims=((64, 64), (512, 512)))
+
+
+def test_fa3_for_the_standard_head_dims_builds_both_and_says_so() -> None:
+    """`--head-dim 64 --head-dim 128`: a bench's standard shapes, each on its own kernel (a build
+    for 128 alone runs head dim 64 on the 128 kernel)."""
+    job = plan("fa3", head_dims=((64, 64), (128, 128)))
+    kept = {f"HDIM{d}" for d in recipes.FA3_HEAD_DIMS} - switches(job)
+    assert kept == {"HDIM64", "HDIM128"}
+    assert any("8 kernel files (8 sm90a, 0 sm80" in n for n in job.plan.notes)
+    assert any("narrow FA3 build for head dim 64/128:" in n for n in job.plan.notes)
+
+
+def test_a_repeated_head_dim_on_the_command_line() -> None:
+    code, out, _ = doctor("install", "fa3", "--facts", H100, "--dry-run", "--head-dim", "64", "--head-dim", "192,128")
+    assert code == 0 and "narrow FA3 build for head dim 64/192 (q,v 192,128)" in out
+    assert "FLASH_ATTENTION_DISABLE_HDIMDIFF192" not in out and "FLASH_ATTENTION_DISABLE_HDIM128=TRUE" in out
+    code, _, err = doctor("install", "fa3", "--facts", H100, "--dry-run", "--head-dim", "64", "--head-dim", "x")
+    assert code == 2 and "--head-dim 'x'" in err
 
 
 def test_head_dims_come_from_a_model_config(tmp_path: Path) -> None:

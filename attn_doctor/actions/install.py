@@ -44,7 +44,7 @@ class InstallRequest:
     force: bool = False  # plan even where the checks say it cannot run here
     allow_system: bool = False  # a PEP 668 system Python
     sources: tuple[str, ...] = ()  # local trees or archives to build from, instead of fetching (fa2, fa3, sage)
-    head_dim: tuple[int, int] | None = None  # (q/k, v): FA3 builds only the kernels this head dim needs
+    head_dims: tuple[tuple[int, int], ...] = ()  # (q/k, v) each: FA3 builds only the kernels these need
 
 
 # What --source can build: the backends compiled from a source tree
@@ -385,7 +385,7 @@ def _fa3(context: _Context) -> _Recipe:
     notes.append(
         f"FA3 compiles {sm90 + sm80} kernel files ({sm90} sm90a, {sm80} sm80; everything is {full90 + full80}): "
         f"roughly {minutes} min with {jobs} jobs"
-        + ("" if context.request.head_dim else "; --head-dim N (or --model) builds only that head dim's kernels")
+        + ("" if context.request.head_dims else "; --head-dim N (or --model) builds only that head dim's kernels")
     )
     steps += _tree_steps(context, recipes.FA3_TREE)
     steps.append(_build_tree(context, recipes.FA3_TREE, "compile FA3 from hopper/ (Hopper kernels)", env))
@@ -401,17 +401,21 @@ def _fa3_switches(context: _Context) -> tuple[set[str], list[str]]:
     if not any((g.compute_capability or "").startswith("8.") for g in context.facts.gpus):
         off.add("SM80")  # setup.py also builds Ampere kernels unless told not to
         notes.append("FA3 for sm90a only (FLASH_ATTENTION_DISABLE_SM80: no Ampere GPU here)")
-    if context.request.head_dim is None:
+    if not context.request.head_dims:
         return off, notes
-    q, v = context.request.head_dim
-    if max(q, v) > recipes.FA3_MAX_HEAD_DIM:
-        raise Refusal(f"FA3 runs head dims up to {recipes.FA3_MAX_HEAD_DIM}; this one is {q},{v}")
-    kept = {recipes.fa3_head_dim_bucket(q), recipes.fa3_head_dim_bucket(max(q, v))}
-    diff = recipes.FA3_HDIMDIFF.get((recipes.fa3_head_dim_bucket(q), v)) if q != v else None
+    kept: set[int] = set()
+    diffs: set[str] = set()
+    for q, v in context.request.head_dims:
+        if max(q, v) > recipes.FA3_MAX_HEAD_DIM:
+            raise Refusal(f"FA3 runs head dims up to {recipes.FA3_MAX_HEAD_DIM}; this one is {q},{v}")
+        kept |= {recipes.fa3_head_dim_bucket(q), recipes.fa3_head_dim_bucket(max(q, v))}
+        diff = recipes.FA3_HDIMDIFF.get((recipes.fa3_head_dim_bucket(q), v)) if q != v else None
+        diffs |= {diff} if diff else set()
     off |= {f"HDIM{d}" for d in recipes.FA3_HEAD_DIMS if d not in kept}
-    off |= {name for name in set(recipes.FA3_HDIMDIFF.values()) if name != diff}
+    off |= set(recipes.FA3_HDIMDIFF.values()) - diffs
     off |= set(recipes.FA3_NARROW_OFF)
-    dims = "/".join(str(d) for d in sorted(kept)) + (f" (v {v})" if diff else "")
+    split = sorted(f"{q},{v}" for q, v in context.request.head_dims if q != v)
+    dims = "/".join(str(d) for d in sorted(kept)) + (f" (q,v {' '.join(split)})" if diffs else "")
     notes.append(
         f"narrow FA3 build for head dim {dims}: bf16 and fp16, forward and backward, causal, varlen and GQA; "
         "left out: other head dims, fp8, sliding-window (local) attention, softcap, and decoding's split/paged/"
