@@ -562,7 +562,8 @@ def _undo_line(python: str) -> str:
 def _action_errors(what: str) -> Iterator[None]:
     """The runner's failures as one line each: Ctrl-C (130) or a failure (1), both put back; a failure
     whose putting back failed too (3); refused before anything changed (2)."""
-    from attn_doctor.actions.runner import Interrupted, RunnerError, UndoFailed, Undone
+    from attn_doctor.actions.journal import RunnerError, UndoFailed
+    from attn_doctor.actions.runner import Interrupted, Undone
 
     try:
         yield
@@ -754,7 +755,8 @@ def undo_last(
     python: PythonOption = None,
 ) -> None:
     """Put back the last repair of the target environment, byte for byte, from its journal."""
-    from attn_doctor.actions.runner import RunnerError, exclusive, latest, undo
+    from attn_doctor.actions.journal import RunnerError, exclusive, latest
+    from attn_doctor.actions.undo import undo
     from attn_doctor.facts.target import target_prefix
 
     try:

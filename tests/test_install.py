@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from attn_doctor.actions.runner import repairs_root
+from attn_doctor.actions.journal import repairs_root
 from tests.conftest import FA4_VERSION, RealPackages, Venv, doctor, interpreter, run, snapshot
 
 
@@ -175,8 +175,10 @@ def test_every_pip_step_of_a_plan_resolves_against_the_index(torch_venv: Venv, b
 def test_undo_takes_back_what_the_install_did_and_nothing_done_after(venv: Venv, fa4_wheelhouse: Path) -> None:
     """An install's undo removes the files it created and restores those it replaced, as recorded
     when it finished: a package someone installed afterwards stays (a shared cluster's venv)."""
+    from attn_doctor.actions.journal import start
     from attn_doctor.actions.plan import Command, Plan
-    from attn_doctor.actions.runner import carry_out, start, undo
+    from attn_doctor.actions.runner import carry_out
+    from attn_doctor.actions.undo import undo
 
     pip = (sys.executable, "-m", "pip", "--python", str(venv.python), "install", "--no-index")
     step = Command((*pip, "--find-links", str(fa4_wheelhouse), "einops==0.8.2"), (str(venv.site),), "einops")
@@ -196,8 +198,10 @@ def test_undo_takes_back_what_the_install_did_and_nothing_done_after(venv: Venv,
 def test_moving_aside_a_file_an_earlier_step_removed_is_no_error(tmp_path: Path) -> None:
     """A reinstall by uv drops a stale .pyc that the plan then meant to move aside (seen when
     fix-shadow ran with uv): the step has nothing left to do, and undo has nothing to put back."""
+    from attn_doctor.actions.journal import start
     from attn_doctor.actions.plan import MoveAside, Plan
-    from attn_doctor.actions.runner import carry_out, start, undo
+    from attn_doctor.actions.runner import carry_out
+    from attn_doctor.actions.undo import undo
 
     kept = tmp_path / "env" / "kept.py"
     kept.parent.mkdir()
@@ -215,7 +219,7 @@ def test_moving_aside_a_file_an_earlier_step_removed_is_no_error(tmp_path: Path)
 def test_a_second_action_on_the_same_environment_waits_for_none(torch_venv: Venv, fa4_wheelhouse: Path) -> None:
     """Two shells on a shared node: while one action holds the environment, another is refused
     in one line and changes nothing."""
-    from attn_doctor.actions.runner import exclusive
+    from attn_doctor.actions.journal import exclusive
 
     before = snapshot(torch_venv)
     with exclusive(str(torch_venv.root)):

@@ -20,17 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from attn_doctor.actions import runner
+from attn_doctor.actions.journal import KEEP, RunnerError, latest, repairs_root, unfinished
 from attn_doctor.actions.plan import MoveAside, Plan, RewriteFile
-from attn_doctor.actions.runner import (
-    RunnerError,
-    Undone,
-    carry_out_checked,
-    latest,
-    repairs_root,
-    undo,
-    unfinished,
-)
+from attn_doctor.actions.runner import Undone, carry_out_checked
+from attn_doctor.actions.undo import AFTER_LAST_BEAT_NS, undo
 from tests.conftest import REPO, SEAM, RealPackages, Venv, doctor, pypi_wheel, run, snapshot
 from tests.test_fix_shadow import WHEELS, fa2_over_fa4, fix
 
@@ -80,7 +73,7 @@ def test_undo_after_a_kill_mid_pip_keeps_what_was_added_afterwards(venv: Venv, r
     assert killed(venv, MID_PIP)[0] == 137
     assert unfinished(str(venv.root)) == [journal_of(venv).parent]
     assert snapshot(venv) != before  # pip was stopped half-way: FA4 partly gone, stashes left
-    time.sleep(runner.AFTER_LAST_BEAT_NS / 1e9 + 0.1)  # a user's later work, after the window
+    time.sleep(AFTER_LAST_BEAT_NS / 1e9 + 0.1)  # a user's later work, after the window
     left = snapshot(venv)
     venv.install(pypi_wheel("six==1.17.0"))
     (venv.root / "bin" / "my-script").write_text("#!/bin/sh\necho mine\n")
@@ -263,7 +256,7 @@ def test_old_backups_are_pruned(tmp_path: Path) -> None:
         plan = Plan("fix-shadow", "python", str(env), (MoveAside(str(env / f"file-{number}"), "test"),), ())
         carry_out_checked(plan, lambda: [], lambda _: None)
     kept = sorted(p.name for p in repairs_root(str(env)).iterdir() if p.is_dir())
-    assert len(kept) == runner.KEEP
+    assert len(kept) == KEEP
     assert all(json.loads((repairs_root(str(env)) / k / "journal.json").read_text())["state"] == "done" for k in kept)
 
 
@@ -364,8 +357,9 @@ def test_a_step_that_creates_its_watched_folder_is_undone(venv: Venv) -> None:
     """A command watching a folder that does not exist yet (a clone, an unpacked source tree):
     nothing to back up, and undo takes the whole folder back (seen failing on the H100 with
     `install --source`)."""
+    from attn_doctor.actions.journal import start
     from attn_doctor.actions.plan import Command
-    from attn_doctor.actions.runner import carry_out, start, undo
+    from attn_doctor.actions.runner import carry_out
 
     tree = venv.root / ".attn-doctor" / "src" / "tree"
     make = f"import os; os.makedirs({str(tree / 'sub')!r}); open({str(tree / 'sub' / 'f')!r}, 'w').write('x')"

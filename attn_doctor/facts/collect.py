@@ -132,6 +132,6 @@ def unfinished_repairs(prefix: str) -> tuple[str, ...]:
     runner's, so the runner reads it; only where there are repairs at all (check stays instant)."""
     if not (Path(prefix) / ".attn-doctor" / "repairs").is_dir():
         return ()
-    from attn_doctor.actions.runner import unfinished
+    from attn_doctor.actions.journal import unfinished
 
     return tuple(str(folder) for folder in unfinished(prefix))

@@ -1,0 +1,239 @@
+"""A repair's journal and where repairs live: `<prefix>/.attn-doctor/repairs/<id>/journal.json`,
+rewritten atomically before and after every step and recording the environment it was written for;
+the lock that lets one repair or undo run at a time per environment; finding journals and pruning
+their backups (runner.py's note says how these fit together).
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attn_doctor.actions.files import make_reserve, write_json
+from attn_doctor.actions.plan import Command, MoveAside, Plan, RewriteFile, Step
+
+JOURNAL_SCHEMA = "attn-doctor/journal-2"
+
+
+KEEP = 3  # completed repairs whose backups are kept
+
+
+class RunnerError(Exception):
+    """A step failed or a journal cannot be used; the message says which and what to do."""
+
+
+class UndoFailed(RunnerError):
+    """An action failed and putting it back failed too; the message says where the journal is."""
+
+
+def said(error: BaseException) -> str:
+    """One line for any failure, a full disk named as such."""
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        if error.errno == errno.ENOSPC:
+            return f"the disk is full{where}: free some space and run `attn-doctor undo`"
+        return f"{error.strerror or error}{where}"
+    return f"{type(error).__name__}: {error}"
+
+
+def repairs_root(prefix: str) -> Path:
+    return Path(prefix) / ".attn-doctor" / "repairs"
+
+
+def _private_folder(path: Path) -> None:
+    """A folder only its owner reads; a symlink (or anything else) planted in its place is refused."""
+    with suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise RunnerError(f"{path} is not a folder (a symlink?): refused, move it away")
+    os.chmod(path, 0o700)
+
+
+def _prepared_root(prefix: str) -> Path:
+    root = repairs_root(prefix)
+    try:
+        _private_folder(root.parent)
+        _private_folder(root)
+    except OSError as error:
+        raise RunnerError(f"cannot keep repairs in {root}: {said(error)}") from error
+    return root
+
+
+def environment_of(prefix: str) -> dict[str, Any]:
+    real = os.path.realpath(prefix)
+    info = os.stat(real)
+    return {"prefix": real, "device": info.st_dev, "inode": info.st_ino}
+
+
+def _inside(path: str, root: str) -> bool:
+    """The path's folder with every symlink resolved, plus its own name: a step moves or removes a
+    symlink it names, and never follows it."""
+    if not os.path.isabs(path) or os.path.normpath(path) != path or os.path.basename(path) in ("", ".", ".."):
+        return False
+    full = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return full.startswith(root + os.sep)
+
+
+def first_outside(paths: list[str], prefix: str) -> str | None:
+    root = os.path.realpath(prefix)
+    return next((p for p in paths if not _inside(p, root)), None)
+
+
+def _plan_paths(plan: Plan) -> list[str]:
+    paths: list[str] = []
+    for step in plan.steps:
+        paths.extend(step.watch if isinstance(step, Command) else (step.path,))
+    return paths
+
+
+def journal_paths(steps: list[dict[str, Any]]) -> list[str]:
+    paths: list[str] = []
+    for step in steps:
+        paths.extend(step["watch"] if step["kind"] == "command" else [step["path"]])
+        paths.extend(entry[0] for entry in step.get("created", []) + step.get("changed", []))
+    return paths
+
+
+@contextmanager
+def exclusive(prefix: str) -> Iterator[None]:
+    """One repair or undo at a time per environment (two shells on a shared node)."""
+    root = _prepared_root(prefix)
+    try:
+        descriptor = os.open(root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise RunnerError(f"cannot open {root / 'lock'} ({said(error)}): refused, move it away") from error
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise RunnerError(f"{root / 'lock'} is not a plain file: refused, move it away")
+        os.fchmod(descriptor, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise RunnerError(f"another attn-doctor repair or undo is running on {prefix}") from error
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _step_data(step: Step) -> dict[str, Any]:
+    if isinstance(step, MoveAside):
+        return {"kind": "move-aside", "path": step.path}
+    if isinstance(step, RewriteFile):
+        return {"kind": "rewrite", "path": step.path}
+    return {"kind": "command", "argv": list(step.argv), "env": dict(step.env), "watch": list(step.watch)}
+
+
+@dataclass
+class Journal:
+    folder: Path
+    data: dict[str, Any]
+
+    def save(self) -> None:
+        write_json(self.folder / "journal.json", self.data)
+
+    def mark(self, index: int, state: str, **extra: Any) -> None:
+        self.data["steps"][index].update(state=state, **extra)
+        self.save()
+
+
+def start(plan: Plan) -> Journal:
+    """The repair's folder and its journal, every step still planned. Refuses a plan that would
+    touch anything outside its environment."""
+    outside = first_outside(_plan_paths(plan), plan.prefix)
+    if outside is not None:
+        raise RunnerError(f"{outside} is outside {plan.prefix}: refused, nothing was changed")
+    root = _prepared_root(plan.prefix)
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    folder = root / f"{stamp:%Y%m%dT%H%M%S%fZ}-{plan.action}"
+    journal = Journal(
+        folder,
+        {
+            "schema": JOURNAL_SCHEMA,
+            "action": plan.action,
+            "python": plan.python,
+            "environment": environment_of(plan.prefix),
+            "created": stamp.isoformat(timespec="seconds"),
+            "state": "running",
+            "steps": [{**_step_data(s), "state": "planned"} for s in plan.steps],
+        },
+    )
+    try:
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)
+        make_reserve(folder)
+        journal.save()
+    except OSError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RunnerError(f"cannot start the repair in {root}: {said(error)}; nothing was changed") from error
+    return journal
+
+
+def backup_path(folder: Path, number: int, path: str) -> Path:
+    """Each step keeps its own backups: two steps may save the same path."""
+    return folder / f"step-{number}" / path.lstrip("/")
+
+
+def _repairs(prefix: str) -> list[Path]:
+    """The repair folders of this environment, newest first (their names begin with the time)."""
+    root = repairs_root(prefix)
+    if not root.is_dir() or root.is_symlink():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.is_symlink()), reverse=True)
+
+
+def _state(folder: Path) -> str | None:
+    """The journal's state; None when it is missing or damaged."""
+    try:
+        return str(load_journal(folder / "journal.json")["state"])
+    except (RunnerError, KeyError):
+        return None
+
+
+def latest(prefix: str) -> Path | None:
+    """The most recent repair of this environment that has not been undone. A damaged journal is
+    returned too: undo then says so in one line, rather than undoing an older repair under it."""
+    for folder in _repairs(prefix):
+        if os.path.lexists(folder / "journal.json") and _state(folder) != "undone":
+            return folder
+    return None
+
+
+def unfinished(prefix: str) -> list[Path]:
+    """Repairs that were interrupted (killed while running, or while being undone): `check`
+    reports them, `attn-doctor undo` puts them back."""
+    return [f for f in _repairs(prefix) if _state(f) in ("running", "undoing")]
+
+
+def load_journal(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="ascii"))
+    except (OSError, ValueError) as error:
+        raise RunnerError(
+            f"journal {path} is damaged ({error.__class__.__name__}): this repair cannot be undone from it;"
+            f" move {path.parent} away to undo older repairs"
+        ) from error
+    if not isinstance(data, dict) or data.get("schema") != JOURNAL_SCHEMA or not isinstance(data.get("steps"), list):
+        raise RunnerError(f"journal {path} is not an {JOURNAL_SCHEMA} journal: move {path.parent} away")
+    return data
+
+
+def prune(prefix: str) -> None:
+    """Backups are snapshots of site-packages: keep the newest KEEP completed repairs, and the
+    newest KEEP folders whatever their state; delete older completed or undone ones."""
+    completed = 0
+    for position, folder in enumerate(_repairs(prefix)):
+        state = _state(folder)
+        completed += state == "done"
+        if (state == "done" and completed > KEEP) or (state == "undone" and position >= KEEP):
+            shutil.rmtree(folder, ignore_errors=True)
