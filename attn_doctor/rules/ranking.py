@@ -6,7 +6,11 @@ The classes follow what was measured or what upstream builds for:
 - Ampere/Ada (8.x) and consumer Blackwell (12.x): FA2, then SDPA (Axolotl uses FA4 on 9-11 only).
 - Turing (7.5): xFormers, then SDPA.
 - AMD: FA2 (its CK targets), then SDPA. Older, CPU, unknown: SDPA.
-For inference, backends ranked for it (SageAttention, which has no backward) go first.
+For inference, backends ranked for it (SageAttention, which has no backward) go first, except on
+Hopper, where it was measured: forward only, SDPA was as fast as FA4 or faster at most standard
+shapes and SageAttention 2 ran at 0.13-0.89x SDPA (README, tests/fixtures/h100-bench.txt and
+h100-bench-sage2.json), so inference there ranks as short sequences do (SDPA first) and
+SageAttention comes last.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def gpu_class(gpu: Gpu | None, work: Workload) -> str:
         return AMD
     if major(gpu) in (9, 10, 11):
         short = work.seq_len is not None and work.seq_len < SHORT_SEQUENCE
-        return HOPPER_UP_SHORT if short else HOPPER_UP
+        return HOPPER_UP_SHORT if short or _hopper_inference(gpu, work) else HOPPER_UP
     if major(gpu) in (8, 12):
         return AMPERE
     if gpu.compute_capability == "7.5":
@@ -65,9 +69,14 @@ def ranking(gpu: Gpu | None, work: Workload) -> list[Backend]:
     ranked = [b for b in registered() if klass in b.ranks and (gpu is None or b.runs_on(gpu))]
     ranked.sort(key=lambda b: b.ranks[klass])
     if work.training == "inference" and gpu is not None:
-        first = [b for b in registered() if INFERENCE in b.ranks and b.runs_on(gpu) and b not in ranked]
-        ranked = sorted(first, key=lambda b: b.ranks[INFERENCE]) + ranked
+        chosen = [b for b in registered() if INFERENCE in b.ranks and b.runs_on(gpu) and b not in ranked]
+        chosen.sort(key=lambda b: b.ranks[INFERENCE])
+        ranked = ranked + chosen if _hopper_inference(gpu, work) else chosen + ranked
     return ranked
+
+
+def _hopper_inference(gpu: Gpu, work: Workload) -> bool:
+    return work.training == "inference" and major(gpu) == 9
 
 
 def first_choice(gpu: Gpu | None, excluding: str | None = None) -> Backend:
