@@ -101,3 +101,15 @@ def test_report_schema_doc_lists_every_field() -> None:
     missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if f"`{f.name}`" not in doc]
     assert not missing, f"docs/report-schema.md does not describe {missing}"
     assert f'`"{model.SCHEMA}"`' in doc
+
+
+def test_explain_says_which_builds_a_file_tells_apart() -> None:
+    """SageAttention 2.2.0 is broken on Hopper only as built from its tag: explain must not call
+    every 2.2.0 'not the backend'."""
+    from attn_doctor.render.catalog import render_backend
+    from attn_doctor.rules.backends import by_name
+
+    text = render_backend(by_name()["sage"])
+    assert "not the backend: releases <2 (sageattention-v1)" in text
+    assert "not the backend: builds of ==2.2.0 whose sageattention/sm90_compile.py matches" in text
+    assert "on compute capability 9.0 (sageattention-hopper-no-kernel)" in text

@@ -59,7 +59,12 @@ def render_backend(backend: Backend) -> str:
     if backend.head_dim_rule is not None:
         lines.append(f"    head dims: its own rule, as of {backend.head_dim_rule_version}")
     for bad in backend.bad_releases:
-        lines.append(f"    not the backend: releases {bad.versions} ({bad.code}): {bad.source}")
+        mark = bad.mark
+        which = f"releases {bad.versions}"
+        if mark is not None:  # a broken build, told by one of its files, where it bites
+            where = f" on compute capability {', '.join(mark.capabilities)}" if mark.capabilities else ""
+            which = f"builds of {bad.versions} whose {mark.path} matches /{mark.pattern}/{where}"
+        lines.append(f"    not the backend: {which} ({bad.code}): {bad.source}")
     for lookalike in backend.lookalikes:
         lines.append(f"    lookalike: {lookalike.distribution} {lookalike.versions} is {lookalike.what}")
     lines += [f"    caveat: {c}" for c in backend.caveats]
