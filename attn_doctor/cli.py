@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from attn_doctor.actions.install import Install
     from attn_doctor.facts.measured import Measured
     from attn_doctor.report import Gate, Report
+    from attn_doctor.rules.assess import Assessment
     from attn_doctor.rules.backends import Backend
     from attn_doctor.workload import Workload
 
@@ -678,7 +679,7 @@ def verify(
             facts.python.executable,
             named or installed(verdicts),
             bool(facts.gpus),
-            lambda backend: verdicts[backend.name].usable,
+            lambda backend: _check_says(verdicts[backend.name]),
             tuple(d for d in (work.head_dim,) if d),
             lambda o: status.update(f"{o.backend}: {o.case}: {o.status}"),
             timeout,
@@ -694,6 +695,13 @@ def verify(
     else:
         render_verdicts(results, place, console, verbose)
     raise typer.Exit(code)
+
+
+def _check_says(verdict: Assessment) -> tuple[tuple[str, ...], str | None]:
+    """Why `check` calls a backend unusable here, and the fix of its first error: what verify
+    prints under a backend it ran anyway."""
+    fixes = [f.fix[0] for f in sorted(verdict.findings, key=lambda f: f.severity is not Severity.ERROR) if f.fix]
+    return (() if verdict.usable else verdict.reasons), (fixes[0] if fixes and not verdict.usable else None)
 
 
 @app.command(epilog=EXIT_CODES)

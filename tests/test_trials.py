@@ -20,7 +20,7 @@ from attn_doctor.rules.backends import by_name
 from attn_doctor.trials.bench import STANDARD, Shape, parse_shape
 from attn_doctor.trials.verify import cases
 from attn_doctor.workload import Workload
-from tests.conftest import FIXTURES, RealPackages, Venv, doctor
+from tests.conftest import FIXTURES, RealPackages, Venv, doctor, pypi_wheel
 
 # An FA3-shaped module (`flash_attn_interface`, as FA3's hopper/ build installs it) written in
 # plain torch. BODY is the attention itself; each stand-in breaks it in its own way.
@@ -155,6 +155,19 @@ def test_the_text_report_names_the_failure(torch_venv: Venv, tmp_path: Path) -> 
     code, out, _ = doctor("verify", "fa3", "--python", with_fa3(torch_venv, tmp_path, "unscaled").python)
     assert code == 1
     assert "fa3      0/6 passed   FAILED" in out and "WRONG" in out and "relative error" in out
+
+
+def test_a_backend_check_calls_unusable_is_run_and_says_why(torch_venv: Venv) -> None:
+    """PyPI's sageattention 1.0.6 (SageAttention 1): verify runs what is installed, and under its
+    failure says what `check` says of it and the fix, without failing the command for it."""
+    torch_venv.install(pypi_wheel("sageattention==1.0.6"))
+    code, out, _ = doctor("verify", "sage", "--python", torch_venv.python)
+    assert code == 0, out
+    assert "check calls it unusable: sageattention 1.0.6 is SageAttention 1 (Triton only), not 2.x" in out
+    assert "fix: attn-doctor install sage" in out
+    code, found = verify_json(torch_venv, "sage", "sdpa")
+    assert found["sage"]["usable_per_check"] is False and found["sdpa"]["check_reasons"] == []
+    assert "SageAttention 1" in found["sage"]["check_reasons"][0]  # type: ignore[index]
 
 
 def test_flex_on_a_cpu_has_no_backward_kernel(torch_venv: Venv) -> None:

@@ -45,6 +45,11 @@ def render_verdicts(verdicts: list[Verdict], where: str, console: Console, verbo
             console.print(f"      {outcome.case:<30} {mark:<15} {detail}", highlight=False, markup=False)
         if not verdict.backend.trains and verdict.passed:
             console.print("      forward only: it has no backward pass", highlight=False)
+        if verdict.check_reasons:  # not counted against the command: check already says why
+            said = f"      check calls it unusable: {verdict.check_reasons[0]}"
+            console.print(said, highlight=False, markup=False, soft_wrap=True)
+            if verdict.check_fix:  # a command is never wrapped: it is copied
+                console.print(f"      fix: {verdict.check_fix}", highlight=False, markup=False, soft_wrap=True)
 
 
 def verdicts_json(verdicts: list[Verdict], where: str, code: int) -> str:
@@ -57,6 +62,8 @@ def verdicts_json(verdicts: list[Verdict], where: str, code: int) -> str:
                 "backend": v.backend.name,
                 "passed": v.passed,
                 "usable_per_check": v.usable_per_check,
+                "check_reasons": list(v.check_reasons),
+                "check_fix": v.check_fix,
                 "cases": [
                     {"case": o.case, "status": o.status, "message": o.message, "errors": dict(o.errors)}
                     for o in v.outcomes

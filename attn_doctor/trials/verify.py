@@ -67,18 +67,24 @@ def smoke(python: str, backend: Backend, gpu: bool, timeout: float = VERIFY_TIME
 class Verdict:
     backend: Backend
     outcomes: tuple[Outcome, ...]
-    usable_per_check: bool  # `check` calls it usable: a failure here then fails the command
+    # why `check` calls it unusable here (none: a failure here fails the command), and its fix
+    check_reasons: tuple[str, ...] = ()
+    check_fix: str | None = None
 
     @property
     def passed(self) -> bool:
         return all(o.status == "passed" for o in self.outcomes)
+
+    @property
+    def usable_per_check(self) -> bool:
+        return not self.check_reasons
 
 
 def verify(
     python: str,
     backends: list[Backend],
     gpu: bool,
-    usable: Callable[[Backend], bool],
+    judged: Callable[[Backend], tuple[tuple[str, ...], str | None]],
     head_dims: tuple[int, ...] = (),
     on_outcome: Callable[[Outcome], None] | None = None,
     timeout: float = VERIFY_TIMEOUT_S,
@@ -86,5 +92,5 @@ def verify(
     verdicts = []
     for backend in backends:
         outcomes = run_kernels(python, backend.name, "verify", cases(backend, gpu, head_dims), timeout, on_outcome)
-        verdicts.append(Verdict(backend, tuple(outcomes), usable(backend)))
+        verdicts.append(Verdict(backend, tuple(outcomes), *judged(backend)))
     return verdicts
