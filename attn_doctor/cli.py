@@ -697,11 +697,13 @@ def verify(
     raise typer.Exit(code)
 
 
-def _check_says(verdict: Assessment) -> tuple[tuple[str, ...], str | None]:
-    """Why `check` calls a backend unusable here, and the fix of its first error: what verify
-    prints under a backend it ran anyway."""
-    fixes = [f.fix[0] for f in sorted(verdict.findings, key=lambda f: f.severity is not Severity.ERROR) if f.fix]
-    return (() if verdict.usable else verdict.reasons), (fixes[0] if fixes and not verdict.usable else None)
+def _check_says(assessment: Assessment) -> tuple[tuple[str, ...], str | None]:
+    """Why `check` calls a backend unusable here, and the first fix of its findings (errors
+    first): what verify prints under a backend it ran anyway. Nothing for a usable one."""
+    if assessment.usable:
+        return (), None
+    ordered = sorted(assessment.findings, key=lambda f: f.severity is not Severity.ERROR)
+    return assessment.reasons, next((f.fix[0] for f in ordered if f.fix), None)
 
 
 @app.command(epilog=EXIT_CODES)
