@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import FIXTURES, run
 
 ROOT = Path(__file__).resolve().parent.parent
+H100 = str(FIXTURES / "h100-check.json")
 CONFIG = "base_model: m\nattn_implementation: flash_attention_2\nsample_packing: true\n"
 
 
@@ -33,6 +34,10 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["explain", "fa4"], {0}),
         (["explain", "--markdown"], {0}),
         (["install", "fa4", "--facts", str(FIXTURES / "h100-check.json"), "--dry-run"], {0}),
+        (["explain", "sage"], {0}),  # a bad release told by a file
+        (["install", "fa3", "--facts", H100, "--dry-run", "--head-dim", "64", "--head-dim", "128"], {0}),
+        # a wheel kept from an earlier build: read with packaging's wheel-name parser
+        (["install", "fa2", "--facts", H100, "--dry-run", "--find-links", "WHEELS", "--offline"], {0}),
         (["check", "--no-gpu-ok"], {0, 1}),
         (["fleet", "--ray"], {2}),  # Ray is an optional extra: one line saying how to install it
     ],
@@ -42,6 +47,10 @@ def test_readme_commands_run_without_the_test_extras(
 ) -> None:
     config = tmp_path / "axolotl.yml"
     config.write_text(CONFIG)
-    done = run(plain, *[str(config) if a == "CONFIG" else a for a in args], check=False, cwd=tmp_path)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "flash_attn-2.8.3.post2-cp312-cp312-linux_x86_64.whl").write_bytes(b"")  # only its name is read
+    given = {"CONFIG": str(config), "WHEELS": str(wheels)}
+    done = run(plain, *[given.get(a, a) for a in args], check=False, cwd=tmp_path)
     assert done.returncode in codes, done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
