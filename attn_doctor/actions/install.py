@@ -31,7 +31,7 @@ from attn_doctor.rules.backends import Backend, by_name
 from attn_doctor.rules.diagnose import FA2, diagnose
 from attn_doctor.rules.ranking import first_choice, weakest
 from attn_doctor.rules.versions import release
-from attn_doctor.rules.wheels import fa2_wheel_for, fa2_wheel_url
+from attn_doctor.rules.wheels import cpython_tag, fa2_wheel_for, fa2_wheel_url, machine_of
 from attn_doctor.workload import Workload
 
 
@@ -322,9 +322,7 @@ def _built_here(context: _Context, distribution: str, version: str) -> str | Non
     not compile it again. Its name cannot say which torch it was built against."""
     if not context.request.find_links:
         return None
-    markers = context.facts.python.markers
-    python = "cp" + "".join(context.facts.python.version.split(".")[:2])
-    machine = markers.platform_machine if markers else "x86_64"
+    python, machine = cpython_tag(context.facts.python.version), machine_of(context.facts.python)
     for wheel in sorted(Path(context.request.find_links).glob("*.whl")):
         try:
             name, found, _, tags = parse_wheel_filename(wheel.name)

@@ -106,7 +106,7 @@ NVCC_THREADS = 4  # FA2's default; FA3's is 2
 FA2_BUILD_CORE_MINUTES_PER_ARCH = 73 / 3.3 * 16
 FA2_DEFAULT_ARCHS = ("80", "90", "100", "120")  # FLASH_ATTN_CUDA_ARCHS default at 2.8.3 (setup.py)
 FA2_MIN_NVCC = "11.7"  # setup.py raises below it (the README says 12.0)
-FA3_MIN_NVCC = "12.3"
+FA3_MIN_NVCC = "12.3"  # hopper/setup.py raises below it
 FA2_VERSION_FILE = "flash_attn/__init__.py"  # __version__ in a checkout; an sdist also has PKG-INFO
 
 # FA3's narrow build. hopper/setup.py @0251105a
@@ -142,7 +142,7 @@ SAGE_EXTENSIONS: tuple[tuple[str, int, frozenset[str] | None], ...] = (
     ("_qattn_sm89", 8, frozenset({"8.9", "9.0", "10.0", "12.0", "12.1"})),
     ("_qattn_sm90", 2, frozenset({"9.0"})),
     ("_fused", 2, None),
-)  # hopper/setup.py raises below it
+)
 FA3_VERSION = "3.0.0"
 # hopper/setup.py @0251105a downloads nvcc 12.6 + ptxas 12.8 from NVIDIA when 12.3 <= nvcc < 13.0
 # and nvcc != 12.8, unless FLASH_ATTENTION_OFFLINE_BUILD is set.

@@ -88,7 +88,7 @@ def fa2_wheel_name(
     except (InvalidVersion, ValueError, IndexError):
         return None
     torch_minor = ".".join(str(n) for n in torch_release[:2])
-    python = f"cp3{python_minor}"
+    python = cpython_tag(python_version)
     if (
         cuda_major not in matrix.cuda
         or torch_minor not in matrix.torch
@@ -107,8 +107,17 @@ def fa2_wheel_for(fa2_version: str, torch: Torch, python: Interpreter) -> str | 
     off its libc10, else the default of its release (cxx11 since 2.7); the machine from the
     interpreter's platform (linux-x86_64)."""
     cxx11 = torch.cxx11_abi if torch.cxx11_abi is not None else release(torch.version) >= (2, 7)
-    machine = python.platform.rsplit("-", 1)[-1]
-    return fa2_wheel_name(fa2_version, torch.version, torch.cuda, cxx11, python.version, machine)
+    return fa2_wheel_name(fa2_version, torch.version, torch.cuda, cxx11, python.version, machine_of(python))
+
+
+def cpython_tag(python_version: str) -> str:
+    """A CPython wheel's interpreter tag: cp312 for 3.12.x."""
+    return "cp" + "".join(python_version.split(".")[:2])
+
+
+def machine_of(python: Interpreter) -> str:
+    """The machine a wheel's platform tag ends with, from the interpreter's platform (linux-x86_64)."""
+    return python.platform.rsplit("-", 1)[-1]
 
 
 def fa2_wheel_url(fa2_version: str, wheel: str) -> str:
