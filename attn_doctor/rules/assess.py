@@ -20,7 +20,7 @@ from attn_doctor.facts.model import Facts, Gpu
 from attn_doctor.rules.backends import Backend, registered
 from attn_doctor.rules.findings import Finding, Kind, Severity
 from attn_doctor.rules.ranking import major
-from attn_doctor.rules.versions import in_range, release
+from attn_doctor.rules.versions import release
 from attn_doctor.workload import Workload
 
 TRAINING = ("full", "lora")
@@ -142,13 +142,8 @@ def _problems(
         if backend.distribution is not None:
             return [f"{backend.distribution} is not installed"]
         return ["torch is not installed" if version is None else f"torch {version} has no {backend.label}"]
-    problems = []
-    for bad in backend.bad_releases:
-        if backend.distribution and bad.found(backend.distribution, version, facts):
-            problems.append(bad.title.format(version=version))
-    for lookalike in backend.lookalikes:
-        if version is not None and in_range(version, lookalike.versions):
-            problems.append(f"{lookalike.distribution} {version} is {lookalike.what}")
+    problems = [bad.title.format(version=version) for bad in backend.bad_releases_found(version, facts)]
+    problems += [lookalike.title(version or "") for lookalike in backend.lookalikes_found(version)]
     said = _said_here()
     problems += [f.title for f in own if f.severity == Severity.ERROR and f.code not in said]
     result = next((r for r in facts.imports if r.module == backend.module), None)

@@ -108,6 +108,9 @@ class Lookalike:
     what: str
     instead: str  # the backend it really is
 
+    def title(self, version: str) -> str:
+        return f"{self.distribution} {version} is {self.what}"
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -152,6 +155,14 @@ class Backend:
 
     def runs_on(self, gpu: Gpu, version: str | None = None) -> bool:
         return self.support_for(version).runs_on(gpu)
+
+    def bad_releases_found(self, version: str | None, facts: Facts) -> list[BadRelease]:
+        """The bad releases (or builds) the installed version is, here: one reading for the
+        findings and the assessment."""
+        return [b for b in self.bad_releases if self.distribution and b.found(self.distribution, version, facts)]
+
+    def lookalikes_found(self, version: str | None) -> list[Lookalike]:
+        return [like for like in self.lookalikes if version is not None and in_range(version, like.versions)]
 
     def needs_newer_torch(self, torch_version: str) -> bool:
         return self.min_torch is not None and release(torch_version) < release(self.min_torch)

@@ -298,20 +298,18 @@ def _release_findings(facts: Facts, package: Package) -> list[Finding]:
     fix = _instead(refused[0]) if refused else backend.install
     found = [
         finding(bad.code, bad.title.format(version=version), [fix], subject=distribution(package.name))
-        for bad in backend.bad_releases
-        if bad.found(package.name, version, facts)
+        for bad in backend.bad_releases_found(version, facts)
     ]
-    for lookalike in backend.lookalikes:
-        if in_range(version, lookalike.versions):
-            found.append(
-                finding(
-                    "package-lookalike",
-                    f"{package.name} {version} is {lookalike.what}",
-                    [f"{backend.install}", f"# or, for what it is: {by_name()[lookalike.instead].install}"],
-                    [package.dist_info],
-                    subject=distribution(package.name),
-                )
-            )
+    found += [
+        finding(
+            "package-lookalike",
+            lookalike.title(version),
+            [f"{backend.install}", f"# or, for what it is: {by_name()[lookalike.instead].install}"],
+            [package.dist_info],
+            subject=distribution(package.name),
+        )
+        for lookalike in backend.lookalikes_found(version)
+    ]
     return found
 
 
