@@ -7,10 +7,12 @@ with tarfile exactly as git writes them (a pax global header whose comment is th
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -125,6 +127,19 @@ def test_a_submodule_checkout_is_read_through_its_gitdir_file(tmp_path: Path) ->
 def test_a_plain_folder_records_no_commit(tmp_path: Path) -> None:
     (tmp_path / "setup.py").write_text(SAGE_FILES["setup.py"])
     assert read_source(str(tmp_path)).commit is None
+
+
+def test_a_fifo_in_a_source_folder_is_refused_not_read(tmp_path: Path) -> None:
+    """A FIFO where the version file or the git HEAD should be would block a reader forever:
+    --source reads its files as every user-given file is read (attn_doctor.inputs)."""
+    (tmp_path / "hopper").mkdir()
+    os.mkfifo(tmp_path / "hopper" / "__init__.py")
+    (tmp_path / ".git").mkdir()
+    os.mkfifo(tmp_path / ".git" / "HEAD")
+    started = time.monotonic()
+    source = read_source(str(tmp_path))
+    assert declared_version(source, "hopper/__init__.py") is None and source.commit is None
+    assert time.monotonic() - started < 5
 
 
 # --- plans from a source ---

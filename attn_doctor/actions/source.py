@@ -25,11 +25,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from attn_doctor.inputs import InputError, read_bytes
+
 COMMIT = re.compile(r"[0-9a-f]{40}")
 # `__version__ = "3.0.0"` (hopper/__init__.py), `version='2.2.0',` (SageAttention's setup.py)
 VERSION = re.compile(r"""(?:^|[\s(,])(?:__version__|version)\s*=\s*['"]([^'"]+)['"]""")
 PKG_INFO_VERSION = re.compile(r"^Version:\s*(\S+)\s*$", re.MULTILINE)
 MAX_TEXT = 1024 * 1024  # a version file or PKG-INFO is kilobytes
+MAX_PACKED_REFS = 64 * 1024 * 1024  # a line per tag and branch: large repositories have many
 
 
 class SourceError(ValueError):
@@ -112,11 +115,19 @@ def read_text(source: Source, name: str) -> str | None:
                     handle = archive.extractfile(member)
                     return handle.read().decode("utf-8", "replace") if handle else None
         return None
-    file = Path(source.path) / name
     try:
-        return file.read_text(encoding="utf-8", errors="replace") if file.stat().st_size <= MAX_TEXT else None
+        return _small_text(Path(source.path) / name)
     except OSError:
         return None
+
+
+def _small_text(path: Path, limit: int = MAX_TEXT) -> str:
+    """A small regular file's text, read as every user-given file is (attn_doctor.inputs: a FIFO is
+    never opened, nothing over `limit` is read); OSError for anything else."""
+    try:
+        return read_bytes(path, "", limit).decode("utf-8", "replace")
+    except InputError as error:
+        raise OSError(str(error)) from error
 
 
 def declared_version(source: Source, version_file: str) -> str | None:
@@ -135,7 +146,7 @@ def git_head(folder: Path) -> str | None:
     dot = folder / ".git"
     try:
         if dot.is_file():  # a submodule or a worktree: "gitdir: ../../.git/modules/csrc/cutlass"
-            text = dot.read_text(encoding="utf-8").strip()
+            text = _small_text(dot).strip()
             if not text.startswith("gitdir:"):
                 return None
             gitdir = (folder / text.removeprefix("gitdir:").strip()).resolve()
@@ -143,7 +154,7 @@ def git_head(folder: Path) -> str | None:
             gitdir = dot
         else:
             return None
-        head = (gitdir / "HEAD").read_text(encoding="utf-8").strip()
+        head = _small_text(gitdir / "HEAD").strip()
         if COMMIT.fullmatch(head):
             return head  # detached, as a pinned checkout is
         if not head.startswith("ref: "):
@@ -151,15 +162,15 @@ def git_head(folder: Path) -> str | None:
         ref = head.removeprefix("ref: ").strip()
         common = gitdir
         if (gitdir / "commondir").is_file():  # a worktree keeps its refs in the main git folder
-            common = (gitdir / (gitdir / "commondir").read_text(encoding="utf-8").strip()).resolve()
+            common = (gitdir / _small_text(gitdir / "commondir").strip()).resolve()
         for where in (gitdir, common):
             loose = where / ref
             if loose.is_file():
-                value = loose.read_text(encoding="utf-8").strip()
+                value = _small_text(loose).strip()
                 return value if COMMIT.fullmatch(value) else None
         packed = common / "packed-refs"
         if packed.is_file():
-            for line in packed.read_text(encoding="utf-8").splitlines():
+            for line in _small_text(packed, MAX_PACKED_REFS).splitlines():
                 value, _, name = line.partition(" ")
                 if name.strip() == ref and COMMIT.fullmatch(value):
                     return value
