@@ -384,6 +384,15 @@ def test_an_fa4_without_the_hopper_backward_fails_verification_on_hopper() -> No
     assert "no Hopper backward kernel" in problem and "pip install -e flash_attn/cute" in problem
 
 
+def test_an_install_that_left_a_requirement_missing_fails_verification() -> None:
+    """FA4 without its CuTe DSL, as `--no-deps` left it on the H100 (`No module named 'cutlass'`):
+    the unmet requirement's problem ends in "is not installed", and is not the package's own."""
+    before = load_facts(FIXTURES / "h100-check.json")
+    after = load_facts(FIXTURES / "h100-fa2-over-fa4-requirements.json")  # the real one, read there
+    problems = verify_install(plan(before, "fa4"), before, after, torch_record_digest(before))
+    assert any("nvidia-cutlass-dsl>=4.6.2 is not installed" in p for p in problems), problems
+
+
 def test_a_reinstalled_torch_of_the_same_version_fails_verification(tmp_path: Path) -> None:
     job, after = installed_fa4()
     before = load_facts(FIXTURES / "h100-check.json")

@@ -138,7 +138,8 @@ def verify_install(install: Install, before: Facts, after: Facts, torch_record: 
     # collision is fix-shadow's to repair next, not a reason to undo
     findings = [f for f in diagnose(after) if f.code not in COLLISIONS]
     verdict = assess(install.backend, after, Workload(), findings)
-    problems += [p for p in verdict.problems if not p.endswith("is not installed")]
+    if verdict.installed:  # else its one problem is the missing package, said above
+        problems += verdict.problems
     hopper = any((g.compute_capability or "").startswith("9.") for g in after.gpus)
     if install.backend.name == "fa4" and hopper and after.fa4_sm90_backward is False:
         problems.append(
