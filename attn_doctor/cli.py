@@ -698,12 +698,9 @@ def verify(
 
 
 def _check_says(assessment: Assessment) -> tuple[tuple[str, ...], str | None]:
-    """Why `check` calls a backend unusable here, and the first fix of its findings (errors
-    first): what verify prints under a backend it ran anyway. Nothing for a usable one."""
-    if assessment.usable:
-        return (), None
-    ordered = sorted(assessment.findings, key=lambda f: f.severity is not Severity.ERROR)
-    return assessment.reasons, next((f.fix[0] for f in ordered if f.fix), None)
+    """Why `check` calls a backend unusable here, and what makes it usable: what verify prints
+    under a backend it ran anyway. Nothing for a usable one."""
+    return ((), None) if assessment.usable else (assessment.reasons, assessment.fix)
 
 
 @app.command(epilog=EXIT_CODES)

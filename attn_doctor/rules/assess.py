@@ -61,6 +61,12 @@ class Assessment:
         return self.problems + self.unfit
 
     @property
+    def fix(self) -> str:
+        """What makes it usable: the fix of what is wrong with it as installed, else its install."""
+        fixes = [f.fix[0] for f in self.findings if f.severity == Severity.ERROR and f.fix]
+        return fixes[0] if self.installed and fixes else self.backend.install
+
+    @property
     def broken(self) -> bool:
         """Installed, and not as it should be (the package line's ✗)."""
         return self.installed and bool(self.problems)

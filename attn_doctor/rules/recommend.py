@@ -12,7 +12,7 @@ from attn_doctor.facts.measured import Measured
 from attn_doctor.facts.model import Facts
 from attn_doctor.rules.assess import Assessment
 from attn_doctor.rules.backends import Backend, backend_of_implementation, by_name, fa4_accepts
-from attn_doctor.rules.findings import Finding, Kind, Severity, Subject, finding
+from attn_doctor.rules.findings import Finding, Kind, Subject, finding
 from attn_doctor.rules.ranking import major, ranking, weakest
 from attn_doctor.workload import CANONICAL, Workload
 
@@ -76,14 +76,8 @@ def recommend(
         reasons=tuple(reasons),
         runner_up=runner_up,
         better=best.name if best is not chosen else None,
-        better_how=_how(verdicts[best.name]) if best is not chosen else "",
+        better_how=verdicts[best.name].fix if best is not chosen else "",
     )
-
-
-def _how(verdict: Assessment) -> str:
-    """What makes a backend usable: the fix of what is wrong with it as installed, else its install."""
-    fixes = [f.fix[0] for f in verdict.findings if f.severity == Severity.ERROR and f.fix]
-    return fixes[0] if verdict.installed and fixes else verdict.backend.install
 
 
 def _as_measured(
