@@ -170,11 +170,6 @@ def group_nodes(nodes: list[Node], allowed: frozenset[str] = frozenset()) -> Fle
     return Fleet(tuple(nodes), tuple(groups), allowed)
 
 
-def drift_fields(fleet: Fleet) -> list[str]:
-    """Every field a fingerprint of this fleet has: what --allow-drift may name."""
-    return list(dict.fromkeys(t.field for g in fleet.groups for t in g.traits))
-
-
 def _complete(traits: tuple[Trait, ...], every: list[tuple[Trait, ...]]) -> tuple[Trait, ...]:
     """The traits with a `not installed` one for each package some other node has."""
     have = {t.field for t in traits}

@@ -68,11 +68,6 @@ def _more_than_a_version(requirement: Requirement) -> str | None:
     return None
 
 
-def import_modules(required: list[Required]) -> list[str]:
-    """What the collector must import in a child process to judge these requirements."""
-    return sorted({r.backend.module for r in required})
-
-
 def judge_requirement(required: Required, verdict: Assessment, has_gpu: bool, no_gpu_ok: bool) -> RequirementResult:
     """Met when the backend's assessment says usable (installed as it should be, requirements
     met, import fine, runs on every GPU, fits the workload) and the version is allowed."""

@@ -116,7 +116,7 @@ FA2_VERSION_FILE = "flash_attn/__init__.py"  # __version__ in a checkout; an sdi
 # exact string). The kernels round a head dim up to the next one built (flash_api_stable.cpp
 # round_up_headdim), so a workload's head dim needs the bucket it rounds up to.
 FA3_HEAD_DIMS = (64, 96, 128, 192, 256)
-FA3_MAX_HEAD_DIM = 256
+FA3_MAX_HEAD_DIM = FA3_HEAD_DIMS[-1]
 # Switched off in a narrow build, for training: fp8 (forward only, e4m3), and what serves only
 # inference decoding (split KV, paged KV, append KV, pack-GQA for short queries). Local
 # (sliding-window) attention and softcap are off too: a model that uses them gets FA3's own
