@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from attn_doctor.actions.files import make_reserve, write_json
-from attn_doctor.actions.plan import Command, MoveAside, Plan, RewriteFile, Step
+from attn_doctor.actions.plan import MoveAside, Plan, RewriteFile, Step
 
 JOURNAL_SCHEMA = "attn-doctor/journal-2"
 
@@ -90,13 +90,6 @@ def first_outside(paths: list[str], prefix: str) -> str | None:
     return next((p for p in paths if not _inside(p, root)), None)
 
 
-def _plan_paths(plan: Plan) -> list[str]:
-    paths: list[str] = []
-    for step in plan.steps:
-        paths.extend(step.watch if isinstance(step, Command) else (step.path,))
-    return paths
-
-
 def journal_paths(steps: list[dict[str, Any]]) -> list[str]:
     paths: list[str] = []
     for step in steps:
@@ -150,7 +143,8 @@ class Journal:
 def start(plan: Plan) -> Journal:
     """The repair's folder and its journal, every step still planned. Refuses a plan that would
     touch anything outside its environment."""
-    outside = first_outside(_plan_paths(plan), plan.prefix)
+    steps = [{**_step_data(s), "state": "planned"} for s in plan.steps]
+    outside = first_outside(journal_paths(steps), plan.prefix)  # what undo will check it by, too
     if outside is not None:
         raise RunnerError(f"{outside} is outside {plan.prefix}: refused, nothing was changed")
     root = _prepared_root(plan.prefix)
@@ -165,7 +159,7 @@ def start(plan: Plan) -> Journal:
             "environment": environment_of(plan.prefix),
             "created": stamp.isoformat(timespec="seconds"),
             "state": "running",
-            "steps": [{**_step_data(s), "state": "planned"} for s in plan.steps],
+            "steps": steps,
         },
     )
     try:

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from attn_doctor.actions.installer import choose_installer, may_write
+from attn_doctor.actions.journal import first_outside
 from attn_doctor.actions.plan import Command, MoveAside, Plan, Refusal, RewriteFile, Step
 from attn_doctor.facts.model import Package, Resolution
 from attn_doctor.report import Report
@@ -73,12 +74,11 @@ def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: 
 def _refuse_escapes(package: Package, rows: list[str]) -> None:
     """A RECORD row under flash_attn/cute/ that leaves it (`..`, an absolute path, a symlinked
     folder) is not FA2's file to move: pip itself refuses such rows, and so does the repair."""
-    cute = os.path.realpath(os.path.join(package.location, CUTE))
-    for row in rows:
-        parts = Path(row).parts
-        target = os.path.join(os.path.realpath(os.path.dirname(os.path.join(package.location, row))), Path(row).name)
-        if os.path.isabs(row) or ".." in parts or not target.startswith(cute + os.sep):
-            raise Refusal(f"{package.name}'s RECORD lists {row!r}, outside {CUTE}: refused, nothing was changed")
+    by_path = {os.path.join(package.location, row): row for row in rows}
+    outside = first_outside(list(by_path), os.path.join(package.location, CUTE))  # as undo checks a journal
+    if outside is not None:
+        row = by_path[outside]
+        raise Refusal(f"{package.name}'s RECORD lists {row!r}, outside {CUTE}: refused, nothing was changed")
 
 
 def record_paths(package: Package) -> list[str]:
