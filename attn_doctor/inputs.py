@@ -67,16 +67,21 @@ def read_bytes(path: Path, what: str, limit: int) -> bytes:
 def read_json(path: Path, what: str, limit: int) -> Any:
     """The file as JSON, refused before json.loads when it nests deeper than MAX_JSON_DEPTH (the
     parser recurses once per level) and while parsing at a number it would be slow to convert."""
-    text = read_text(path, what, limit)
+    return parse_json(read_text(path, what, limit), _name(what, path))
+
+
+def parse_json(text: str, name: str) -> Any:
+    """JSON text from anywhere (a file, another node's output), checked as read_json checks a
+    file; InputError names it as `name`."""
     depth = nesting(text, MAX_JSON_DEPTH)
     if depth > MAX_JSON_DEPTH:
-        raise InputError(f"{_name(what, path)} nests over {MAX_JSON_DEPTH} levels deep: refused")
+        raise InputError(f"{name} nests over {MAX_JSON_DEPTH} levels deep: refused")
     try:
         return json.loads(text, parse_int=_integer, parse_float=_real, parse_constant=_constant)
     except json.JSONDecodeError as error:
-        raise InputError(f"{_name(what, path)} is not JSON text: {error.msg} at line {error.lineno}") from error
+        raise InputError(f"{name} is not JSON text: {error.msg} at line {error.lineno}") from error
     except _NumberRefused as error:
-        raise InputError(f"{_name(what, path)}: {error}") from error
+        raise InputError(f"{name}: {error}") from error
 
 
 def nesting(text: str, stop_above: int) -> int:

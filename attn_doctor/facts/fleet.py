@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import logging
 import os
 import socket
@@ -22,7 +21,7 @@ from typing import Any
 from attn_doctor.facts.child import ChildTimeout, run_child
 from attn_doctor.facts.model import Facts, FactsError
 from attn_doctor.facts.saved import MAX_REPORT_BYTES, facts_of_report
-from attn_doctor.inputs import MAX_JSON_DEPTH, InputError, nesting, read_bytes, read_json
+from attn_doctor.inputs import InputError, parse_json, read_bytes, read_json
 from attn_doctor.rules.findings import Finding
 from attn_doctor.rules.fleet import node_problem
 
@@ -266,12 +265,12 @@ def _answer(ray: Any, ref: Any, name: str, node_id: str, timeout: float) -> Answ
 
 
 def _json(text: str) -> Any:
-    if len(text) > MAX_REPORT_BYTES or nesting(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise FleetInputError("the check's output is over the size or depth of a report")
+    if len(text) > MAX_REPORT_BYTES:
+        raise FleetInputError("the check's output is over the size of a report")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise FleetInputError(f"the check's output is not JSON: {error.msg}") from error
+        return parse_json(text, "the check's output")
+    except InputError as error:
+        raise FleetInputError(str(error)) from error
 
 
 def _line(error: object) -> str:
