@@ -42,8 +42,8 @@ measured() {
     echo "wall $(awk "BEGIN{printf \"%.0f\", $(date +%s.%N) - $began}") s; peak memory above the start $(( (peak - before) / 1024 )) MiB (machine: $(( peak / 1024 )) MiB in use at the peak)" >>"$run/$name.txt"
 }
 
-install_stage() {
-    local S=/tmp/ad/.srcs
+install_stage() {  # STAGE [SUFFIX]: the logs are plan-STAGE[SUFFIX].txt and install-STAGE[SUFFIX].txt
+    local S=/tmp/ad/.srcs name=$1${2:-}
     local -a how
     case "$1" in
     fa2) how=(--source $S/flash_attn-2.8.3.post2.tar.gz --offline)
@@ -54,14 +54,43 @@ install_stage() {
         for _ in $(seq 900); do [ -e /tmp/fa4wh/ready ] && break; sleep 1; done
         how=(--find-links /tmp/fa4wh --offline) ;;
     esac
-    measured "plan-$1" doctor install "$1" --python "$target" "${how[@]}" --dry-run
-    measured "install-$1" doctor install "$1" --python "$target" "${how[@]}" --yes
-    if [ "$1" = fa2 ] && [ ! -e /tmp/fa2wh/ready ] && grep -q "^exit 0" "$run/install-fa2.txt"; then  # kept
-        local site
-        site=$("$target" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-        "$target" scripts/wheel_from_installed.py flash-attn --site "$site" --out "$run/kept" \
-            && (cd "$run/kept" && sha256sum ./*.whl >fa2.sha256 && split -b 15M -d ./*.whl fa2.part.)
+    measured "plan-$name" doctor install "$1" --python "$target" "${how[@]}" --dry-run
+    measured "install-$name" doctor install "$1" --python "$target" "${how[@]}" --yes
+    if [ "$name" = fa2 ] && [ ! -e /tmp/fa2wh/ready ] && grep -q "^exit 0" "$run/install-fa2.txt"; then keep_fa2; fi
+}
+
+# the FA2 just compiled, packed back into a wheel for a later machine (`install fa2 --find-links`);
+# kept/ready once its parts are all written, for poll to send them back
+keep_fa2() {
+    local site py
+    site=$("$target" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    mkdir -p "$run/kept"
+    for py in "$target" python3; do  # `wheel pack` needs the wheel package: whichever has it
+        "$py" scripts/wheel_from_installed.py flash-attn --site "$site" --out "$run/kept" >>"$run/kept.log" 2>&1 && break
+    done
+    if ! ls "$run"/kept/*.whl >/dev/null 2>&1; then  # no wheel: the installed files as they are
+        (cd "$site" && tar -czf "$run/kept/fa2-installed.tgz" flash_attn flash_attn_2_cuda*.so flash_attn-*.dist-info) >>"$run/kept.log" 2>&1
     fi
+    local kept
+    kept=$(cd "$run/kept" && ls ./*.whl ./*.tgz 2>/dev/null | head -1)
+    [ -n "$kept" ] && (cd "$run/kept" && sha256sum "$kept" >fa2.sha256 && split -b 15M -d "$kept" fa2.part.) \
+        && touch "$run/kept/ready"
+}
+
+# FA2 compiled here is verified and undone on its own at once (its proof does not wait for the other
+# builds), then installed again from the wheel kept of it, for the bench
+fa2_alone() {
+    [ -e /tmp/fa2wh/ready ] || ! grep -q "^exit 0" "$run/install-fa2.txt" && return
+    measured verify-fa2 doctor verify fa2 --python "$target" -v --timeout 500 --output "$run/verify-fa2.json"
+    ls "$run"/kept/*.whl >/dev/null 2>&1 || return  # nothing to install again from: it stays for the bench
+    measured undo-fa2 doctor undo --python "$target"
+    mkdir -p /tmp/fa2wh && cp "$run"/kept/*.whl /tmp/fa2wh/ && touch /tmp/fa2wh/ready
+    install_stage fa2 -kept
+}
+
+unsent() {  # parts of the kept FA2 wheel not yet sent back
+    [ -e "$run/kept/ready" ] || return 0
+    ls "$run/kept" | grep -E '^fa2\.part\.[0-9]+$' | while read -r f; do [ -e "$run/kept/$f.sent" ] || echo "$f"; done
 }
 
 pipeline() {
@@ -69,11 +98,15 @@ pipeline() {
     cd /tmp/ad
     { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc; free -g
       nvcc --version | tail -2; echo "stages: $stages"; } >"$run/gpu.txt"
-    for stage in $stages; do install_stage "$stage"; done
-    measured verify doctor verify --python "$target" -v --timeout 500 --output "$run/verify.json"
+    for stage in $stages; do
+        install_stage "$stage"
+        [ "$stage" = fa2 ] && fa2_alone
+    done
+    # the bench and its check first: verify of the others has run in earlier rounds
     measured bench doctor bench sdpa $stages --python "$target" --timeout 500 --output "$run/bench.json"
     measured check-bench doctor check --python "$target" --bench "$run/bench.json" -v
     measured agreement "$target" scripts/bench_agreement.py sdpa $stages --bench "$run/bench.json" --json "$run/agreement.json"
+    measured verify doctor verify --python "$target" -v --timeout 500 --output "$run/verify.json"
     for n in 1 2 3 4 5 6; do  # the latest first, until nothing is left to undo
         measured "undo-$n" doctor undo --python "$target"
         grep -q "^exit 0" "$run/undo-$n.txt" && ! grep -q "^Nothing to undo" "$run/undo-$n.txt" || break
@@ -86,8 +119,10 @@ collect() {
     # at most 8 files come back: the texts joined, the JSONs as they are
     ( cd "$run" && for f in gpu.txt $(ls -tr | grep -E '^(plan|install|verify|bench|check|agreement|undo)' | grep '\.txt$') left.txt; do
         [ -e "$f" ] && { echo "######## ${f%.txt}"; cat "$f"; }
-      done ) >"$out/run.txt"
-    for f in agreement.json verify.json bench.json; do [ -e "$run/$f" ] && cp "$run/$f" "$out/"; done
+      done
+      [ -e kept/ready ] && { echo "######## kept"; cat kept.log; cat kept/fa2.sha256; ls -l kept; } ) >"$out/run.txt"
+    # run.txt, 4 JSONs and 3 parts of the kept wheel: the 8 files a call brings back
+    for f in agreement.json verify.json verify-fa2.json bench.json; do [ -e "$run/$f" ] && cp "$run/$f" "$out/"; done
     tail -5 "$run/pipeline.log" 2>/dev/null
 }
 
@@ -113,9 +148,11 @@ part)
     done
     tail -c 600 "$run"/install-*.txt 2>/dev/null | tail -4
     ;;
-poll)
-    for _ in $(seq "${2:-500}"); do [ -e "$run/done" ] && break; sleep 1; done
-    collect; tail -c 5000 "$out/run.txt"; ls "$run"
+poll)  # returns early when parts of the kept FA2 wheel are there to send (3 a call: 45 MiB)
+    for _ in $(seq "${2:-500}"); do [ -e "$run/done" ] || [ -n "$(unsent)" ] && break; sleep 1; done
+    collect
+    for f in $(unsent | head -3); do cp "$run/kept/$f" "$out/" && touch "$run/kept/$f.sent"; done
+    tail -c 5000 "$out/run.txt"; ls "$run" "$out"
     ;;
 fetch)
     cp "$run/kept/fa2.sha256" "$out/"
