@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from attn_doctor.actions.journal import KEEP, RunnerError, latest, repairs_root, unfinished
-from attn_doctor.actions.plan import MoveAside, Plan, RewriteFile
+from attn_doctor.actions.plan import Command, MoveAside, Plan, RewriteFile
 from attn_doctor.actions.runner import Undone, carry_out_checked
 from attn_doctor.actions.undo import AFTER_LAST_BEAT_NS, undo
 from tests.conftest import REPO, SEAM, RealPackages, Venv, doctor, pypi_wheel, run, snapshot
@@ -248,16 +248,56 @@ def test_a_missing_backup_refuses_before_anything_changes(venv: Venv, real: Real
     assert snapshot(venv) == after and json.loads(journal.read_text())["state"] == "done"
 
 
-def test_old_backups_are_pruned(tmp_path: Path) -> None:
+def test_every_install_can_be_undone_after_older_backups_are_shrunk(venv: Venv, real: RealPackages) -> None:
+    """Seen on the H100: after six repairs (FA2, FA2 again, Sage, FA3, FA4, fix-shadow), undo took
+    back four and then said "Nothing to undo" with FA2 and Sage still installed: pruning had
+    deleted the older repairs. Now older repairs keep only what undo reads (the files a command
+    replaced, the folders above what it made), and all of them are undone, latest first, to the
+    environment as it was, an upgrade's replaced files included."""
+    venv.install(pypi_wheel("six==1.17.0"), pypi_wheel("sageattention==1.0.6"))  # the user's, before
+    pip = (sys.executable, "-m", "pip", "--python", str(venv.python), "install", "--no-index", "--no-deps")
+    watch = (str(venv.site), str(venv.root / "bin"))
+    installs = [
+        (pypi_wheel("flash-attn-4==4.0.0b35"),),
+        (real.fa4_wheel,),  # an upgrade: it replaces b35's files, which undo must give back
+        (real.fa2_wheel,),
+        (pypi_wheel("flash-attn-4==0.0.1"),),
+        ("--force-reinstall", pypi_wheel("sageattention==1.0.6")),
+    ]
+    before = snapshot(venv)
+    for number, args in enumerate(installs):
+        step = Command((*pip, *map(str, args)), watch, "install")
+        carry_out_checked(
+            Plan(f"install-{number}", str(venv.python), str(venv.root), (step,), ()), list, lambda _: None
+        )
+    folders = sorted(p for p in repairs_root(str(venv.root)).iterdir() if p.is_dir())
+    shrunk = [json.loads((f / "journal.json").read_text()).get("shrunk", False) for f in folders]
+    assert shrunk == [True] * (len(installs) - KEEP) + [False] * KEEP
+    kept = [{p.relative_to(f).parts[-2] for p in f.rglob("*") if p.is_file() and "step-1" in p.parts} for f in folders]
+    assert "cute" in kept[1] and "sageattention" not in kept[0] | kept[1]  # b35's replaced files, not the rest
+    assert "sageattention" in kept[-1]  # the newest keep their whole snapshot
+
+    for _ in installs:
+        code, out, err = doctor("undo", "--python", str(venv.python))
+        assert code == 0 and "Undone:" in out, err
+    code, out, _ = doctor("undo", "--python", str(venv.python))
+    assert code == 0 and "Nothing to undo" in out
+    assert snapshot(venv) == before
+
+
+def test_undone_repairs_beyond_the_newest_few_are_deleted(tmp_path: Path) -> None:
     env = tmp_path / "env"
     env.mkdir()
-    for number in range(5):
+    for number in range(KEEP + 2):
         (env / f"file-{number}").write_text("x\n")
         plan = Plan("fix-shadow", "python", str(env), (MoveAside(str(env / f"file-{number}"), "test"),), ())
-        carry_out_checked(plan, lambda: [], lambda _: None)
-    kept = sorted(p.name for p in repairs_root(str(env)).iterdir() if p.is_dir())
-    assert len(kept) == KEEP
-    assert all(json.loads((repairs_root(str(env)) / k / "journal.json").read_text())["state"] == "done" for k in kept)
+        undo(carry_out_checked(plan, lambda: [], lambda _: None), lambda _: None)
+    (env / "last").write_text("x\n")
+    carry_out_checked(
+        Plan("fix-shadow", "python", str(env), (MoveAside(str(env / "last"), "test"),), ()), lambda: [], lambda _: None
+    )
+    states = [json.loads((p / "journal.json").read_text())["state"] for p in sorted(repairs_root(str(env)).glob("*/"))]
+    assert states == ["undone"] * (KEEP - 1) + ["done"]
 
 
 # ---- reaching outside the environment ----------------------------------------------------------

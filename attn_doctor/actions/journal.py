@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attn_doctor.actions.files import make_reserve, write_json
+from attn_doctor.actions.files import folder_entries, make_reserve, write_json
 from attn_doctor.actions.plan import MoveAside, Plan, RewriteFile, Step
 
 JOURNAL_SCHEMA = "attn-doctor/journal-2"
 
 
-KEEP = 3  # completed repairs whose backups are kept
+KEEP = 3  # completed repairs whose backups are kept whole
 
 
 class RunnerError(Exception):
@@ -223,11 +223,52 @@ def load_journal(path: Path) -> dict[str, Any]:
 
 
 def prune(prefix: str) -> None:
-    """Backups are snapshots of site-packages: keep the newest KEEP completed repairs, and the
-    newest KEEP folders whatever their state; delete older completed or undone ones."""
+    """Backups are snapshots of site-packages, and a snapshot keeps every file it links alive once
+    the environment replaces it (a torch upgrade). The newest KEEP completed repairs keep theirs
+    whole; older completed ones are shrunk to what their undo reads, so that every repair can
+    still be undone, latest first; undone ones beyond the newest KEEP folders are deleted.
+    Unfinished or damaged ones are never touched."""
     completed = 0
     for position, folder in enumerate(_repairs(prefix)):
         state = _state(folder)
         completed += state == "done"
-        if (state == "done" and completed > KEEP) or (state == "undone" and position >= KEEP):
+        if state == "done" and completed > KEEP:
+            with suppress(OSError, RunnerError):  # what is left is still what undo needs, and more
+                _shrink(folder)
+        elif state == "undone" and position >= KEEP:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _shrink(folder: Path) -> None:
+    """Of a finished command's snapshot, keep what undo reads: the backups of the files it replaced
+    or removed, and the folders above the files it made or replaced (undo removes a new folder
+    only when the snapshot has no such folder). A move-aside's or a rewrite's one backup stays."""
+    journal = Journal(folder, load_journal(folder / "journal.json"))
+    if journal.data.get("shrunk"):
+        return
+    for number, step in enumerate(journal.data["steps"], start=1):
+        if "created" not in step:
+            continue
+        for watched in step["watch"]:
+            mirror = backup_path(folder, number, watched)
+            under = watched.rstrip("/") + os.sep
+            keep_files = {os.path.relpath(p, watched) for p, _ in step["changed"] if p.startswith(under)}
+            keep_folders = {
+                os.path.dirname(os.path.relpath(p, watched))
+                for p, _ in (*step["created"], *step["changed"])
+                if p.startswith(under)
+            }
+            needed: set[str] = set()
+            for kept in keep_folders:
+                while kept and kept not in needed:  # the folder and the ones above it
+                    needed.add(kept)
+                    kept = os.path.dirname(kept)
+            folders, files = folder_entries(mirror)
+            for relative in files:
+                if relative not in keep_files:
+                    os.remove(mirror / relative)
+            for relative in reversed(folders):  # children first
+                if relative not in needed:
+                    os.rmdir(mirror / relative)
+    journal.data["shrunk"] = True
+    journal.save()

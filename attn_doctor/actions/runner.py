@@ -41,9 +41,10 @@ and a file changed after the window is left as it is and named. Clocks are the f
 A command that fails or is interrupted in-process (Ctrl-C, an error) is stopped and waited for,
 and what it did is recorded exactly, as for one that finished.
 
-Backups are pruned after each successful action: the newest KEEP completed repairs and the newest
-KEEP folders overall are kept; older repairs that are completed or undone are deleted, so they
-can no longer be undone. Unfinished or damaged ones are never deleted.
+Backups are pruned after each successful action: the newest KEEP completed repairs keep their
+whole snapshot; older completed ones keep only what their undo reads (the files a command replaced
+or removed, the folders above what it made), so every repair can still be undone, latest first.
+Undone repairs beyond the newest KEEP folders are deleted; unfinished or damaged ones never are.
 """
 
 from __future__ import annotations
