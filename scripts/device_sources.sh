@@ -16,7 +16,7 @@
 #                                             `install fa2 --find-links` takes it instead of compiling
 #
 # STAGES, in order (default "fa2 sage fa3 fa4"); the first run (2026-11-25, morning) was "sage fa3".
-# fa2 compiles from the sdist (~22 min on the H100) unless a kept wheel was carried (bundle fa2wh).
+# fa2 compiles from the sdist (19 min on the H100) unless a kept wheel was carried (bundle fa2wh).
 # The run works from a copy of the tree in /tmp/ad: each later call sends the tree again.
 set -u
 source scripts/device_setup.sh  # the doctor's wheels, PYTHONPATH, $out

@@ -1,11 +1,11 @@
 """Pack an installed distribution back into a wheel, from its RECORD: a source build done once on a
-GPU machine (FA2's ~22 min compile on the H100) kept, carried and installed elsewhere with
+GPU machine (FA2's 19 min compile on the H100) kept, carried and installed elsewhere with
 `attn-doctor install fa2 --find-links DIR` instead of compiled again.
 
     python3 scripts/wheel_from_installed.py DISTRIBUTION --site SITE_PACKAGES --out DIR
 
 Run by the target interpreter or any other; `wheel pack` (the `wheel` package) writes the wheel and
-its RECORD. What only an installer writes (INSTALLER, REQUESTED, direct_url.json) and files outside
+its RECORD. What only an installer writes (INSTALLER, REQUESTED, direct_url.json, uv's uv_cache.json) and files outside
 site-packages (scripts) are left out.
 """
 
@@ -19,7 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-INSTALLER_ONLY = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
+# uv_cache.json: uv writes it for a local source and rewrites it when it installs the packed wheel
+# from a local file, so a copy in the wheel no longer matches its RECORD hash (seen on the H100:
+# check's package-files-modified after `install fa2 --find-links`)
+INSTALLER_ONLY = {"INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json", "RECORD"}
 
 
 def dist_info(site: Path, distribution: str) -> Path:

@@ -296,7 +296,7 @@ def _fa2(context: _Context) -> _Recipe:
     notes = [
         f"no prebuilt FA2 wheel for torch {torch.version} ({torch.build}), Python {facts.python.version}: "
         f"it compiles, roughly {minutes} min with {jobs} jobs for sm {';'.join(archs)} "
-        "(scaled from ~22 min measured for sm 90 with 16 jobs on an H100)",
+        "(scaled from 19 min measured for sm 90 with 16 jobs on an H100)",
         *notes,
     ]
     env.update(FLASH_ATTN_CUDA_ARCHS=";".join(archs), FLASH_ATTENTION_FORCE_BUILD="TRUE")

@@ -98,12 +98,12 @@ GIB_PER_NVCC_THREAD = 5.0
 RAM_SHARE = 0.9
 NVCC_THREADS = 4  # FA2's default; FA3's is 2
 
-# FA2's compile time, measured: on the H100 (16 cores, nvcc 13.0, torch 2.11) the 2.8.3.post2 sdist
-# built for sm 90 with 16 jobs compiled about 3.3 of its 73 files a minute (31 after 9.1 min, 61
-# after 18.3 min: tests/fixtures/h100-install-fa2-unfinished.txt), ~22 min for one arch. The FA2
-# README's "3-5 minutes on a 64-core machine" (@v2.8.3, for 80;90;100;120) is 4x too short there.
-# The estimate scales the measurement by jobs and archs.
-FA2_BUILD_CORE_MINUTES_PER_ARCH = 73 / 3.3 * 16
+# FA2's compile time, measured: on the H100 (16 cores, nvcc 13.0, torch 2.11) `install fa2 --source`
+# of the 2.8.3.post2 sdist for sm 90 with 16 jobs compiled in 18 min 47 s (uv's "Prepared 1 package
+# in 18m 47s"; 19.3 min for the whole install, 72.7 GiB at the peak:
+# tests/fixtures/h100-fa2-sage-fa3-fa4.txt). The FA2 README's "3-5 minutes on a 64-core machine"
+# (@v2.8.3, for 80;90;100;120) is 4x too short there. The estimate scales it by jobs and archs.
+FA2_BUILD_CORE_MINUTES_PER_ARCH = 18.8 * 16
 FA2_DEFAULT_ARCHS = ("80", "90", "100", "120")  # FLASH_ATTN_CUDA_ARCHS default at 2.8.3 (setup.py)
 FA2_MIN_NVCC = "11.7"  # setup.py raises below it (the README says 12.0)
 FA3_MIN_NVCC = "12.3"  # hopper/setup.py raises below it

@@ -316,13 +316,16 @@ FLUSH_BYTES = 256 * 1024 * 1024
 
 
 def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
-    """The median of one call's time. On a GPU the calls are queued back to back, each between
-    two CUDA events, and the host synchronises once at the end: a synchronise after every call
-    (as this did before) made each timed call start on an idle GPU, so the host's own launch work
-    (FA4's Python dispatch, autograd) was timed with the kernels: FA4's fwd+bwd at 4x1024x16x128
-    read 72 TFLOP/s where do_bench read 151. The first call compiles (flex, FA4's JIT) and is
-    never timed; at least `warmup` calls and 25 ms warm up, at least `repeats` and 100 ms are
-    timed."""
+    """The median of one call's time on the GPU. Each call is timed between two CUDA events after
+    an L2 flush, as do_bench times it. Where the host takes as long to issue a call as the GPU to
+    run it (1k tokens: Python dispatch, autograd), the events around a call time the host, do_bench's
+    too: FA2 fwd+bwd at 4x1024x16x64 read 39-52 TFLOP/s that way and 158 from a CUDA graph
+    (tests/fixtures/h100-bench-regimes.txt). There the calls are queued in batches behind a GPU spin
+    as long as the host needs to issue a batch, so that the events time the GPU's work: 152 (h100-
+    bench-regimes-ahead.txt). Only there: a spin is idle time, and after it the clocks run a short
+    batch faster than a busy GPU runs it (SDPA's fwd at 4k-8k, d128, read 5-13% above do_bench and
+    the graph with a spin before every batch). The first call compiles (flex, FA4's JIT) and is
+    never timed; at least `warmup` calls and 25 ms warm up, at least `repeats` and 100 ms are timed."""
     step()  # compiles, per shape: outside any timing
     if device != "cuda":
         for _ in range(max(0, warmup - 1)):
@@ -337,8 +340,7 @@ def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, rep
     torch.cuda.synchronize()
     # Warm up by the clock before estimating: the first calls of a new shape after its compile can
     # still be slow (per-shape plans, the allocator growing), and an estimate taken from them
-    # sizes a short warm-up and a short timed run that they then dominate. do_bench, run after
-    # `bench` on the same shape in scripts/bench_agreement.py, never met them.
+    # sizes a short warm-up and a short timed run that they then dominate.
     began, calls = time.perf_counter(), 0
     while calls < warmup or ((time.perf_counter() - began) * 1000 < WARMUP_MS and calls < 1000):
         step()
@@ -353,20 +355,63 @@ def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, rep
     end.record()
     torch.cuda.synchronize()
     estimate = max(start.elapsed_time(end) / 5, 1e-3)
-    for _ in range(max(warmup, int(WARMUP_MS / estimate))):
+    host = _host_ms(torch, lambda: (flush.zero_(), step()))
+    for _ in range(max(warmup, int(WARMUP_MS / estimate))):  # after _host_ms's idle spin: clocks settle
         step()
     count = max(repeats, int(TIMED_MS / estimate))
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
-    for index in range(count):  # (no zip(strict=): this runs on the target's Python, maybe 3.9)
-        flush.zero_()  # each call starts with a cold L2, as do_bench's
-        starts[index].record()
-        step()
-        ends[index].record()
-    torch.cuda.synchronize()
-    times = sorted(starts[i].elapsed_time(ends[i]) for i in range(count))
+    times = []
+    while len(times) < count:
+        batch = min(QUEUED_CALLS, count - len(times))
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(batch)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(batch)]
+        if host > HOST_BOUND * estimate:
+            _spin(torch, host * batch * 1.5)
+        for index in range(batch):  # (no zip(strict=): this runs on the target's Python, maybe 3.9)
+            flush.zero_()  # each call starts with a cold L2, as do_bench's
+            starts[index].record()
+            step()
+            ends[index].record()
+        torch.cuda.synchronize()
+        times.extend(starts[i].elapsed_time(ends[i]) for i in range(batch))
+    times.sort()
     middle = len(times) // 2
     return times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
+
+
+# Calls queued behind one spin: with a flush, two events and a fwd+bwd's ~20 kernels each, few
+# enough to stay under CUDA's queue of ~1024 pending launches (beyond it the host waits, and the
+# gaps come back).
+QUEUED_CALLS = 30
+# Host-bound: the host's time to issue a call is at least this share of the call's time measured
+# with events (which, host-bound, is the host's time itself).
+HOST_BOUND = 0.5
+_SPIN_CYCLES_PER_MS: List[float] = []
+
+
+def _spin(torch: Any, ms: float) -> None:
+    """Keep the GPU busy for about `ms` (torch.cuda._sleep spins for a number of clock cycles:
+    measured once how many make a millisecond here)."""
+    if not _SPIN_CYCLES_PER_MS:
+        torch.cuda._sleep(1000)  # its first launch loads the kernel: never inside the events
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(10_000_000)
+        end.record()
+        torch.cuda.synchronize()
+        _SPIN_CYCLES_PER_MS.append(10_000_000 / max(start.elapsed_time(end), 1e-3))
+    torch.cuda._sleep(int(ms * _SPIN_CYCLES_PER_MS[0]) + 1)
+
+
+def _host_ms(torch: Any, call: Callable[[], Any]) -> float:
+    """The host's own time to issue one call, issued behind a spin so that it never waits on the GPU."""
+    _spin(torch, 50.0)
+    began = time.perf_counter()
+    for _ in range(5):
+        call()
+    took = (time.perf_counter() - began) * 1000 / 5
+    torch.cuda.synchronize()
+    return took
 
 
 def matmul_ceiling(torch: Any) -> Dict[str, Any]:
