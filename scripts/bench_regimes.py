@@ -20,7 +20,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 from triton.testing import do_bench, do_bench_cudagraph
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_agreement import SHAPES, load_kernel, own_api, tflops
+from bench_agreement import SHAPES, case_steps, host_ms, load_kernel, tflops
 
 AHEAD_CALLS = 40  # few enough that their launches fit the launch queue behind the spin
 SPIN_CYCLES_PER_MS = 1_800_000  # an H100's SM clock is ~1.8 GHz at most: a spin of at least that long
@@ -37,16 +36,6 @@ SPIN_CYCLES_PER_MS = 1_800_000  # an H100's SM clock is ~1.8 GHz at most: a spin
 
 def spin(ms: float) -> None:
     torch.cuda._sleep(int(ms * SPIN_CYCLES_PER_MS))
-
-
-def host_ms(step: Callable[[], Any]) -> float:
-    spin(200)
-    began = time.perf_counter()
-    for _ in range(AHEAD_CALLS):
-        step()
-    took = (time.perf_counter() - began) * 1000 / AHEAD_CALLS
-    torch.cuda.synchronize()
-    return took
 
 
 def ahead_ms(step: Callable[[], Any], flush: Any) -> float:
@@ -60,23 +49,6 @@ def ahead_ms(step: Callable[[], Any], flush: Any) -> float:
         ends[index].record()
     torch.cuda.synchronize()
     return float(statistics.median(starts[i].elapsed_time(ends[i]) for i in range(AHEAD_CALLS)))
-
-
-def steps(name: str, shape: tuple[int, int, int, int]) -> dict[str, Callable[[], Any]]:
-    b, s, h, d = shape
-    call, heads_first = own_api(name)
-    size = (b, h, s, d) if heads_first else (b, s, h, d)
-    q, k, v = (torch.randn(size, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    grad = torch.randn(size, device="cuda", dtype=torch.bfloat16)
-
-    def forward() -> None:
-        with torch.no_grad():
-            call(q, k, v)
-
-    def forward_backward() -> None:
-        torch.autograd.grad(call(q, k, v), (q, k, v), grad)
-
-    return {"fwd": forward} if name == "sage" else {"fwd": forward, "fwd+bwd": forward_backward}
 
 
 def timers_of(kernel: Any, step: Callable[[], Any], flush: Any) -> dict[str, Callable[[], float]]:
@@ -105,7 +77,7 @@ def main() -> int:
     for name in options.backends:
         for shape in SHAPES:
             label = "x".join(map(str, shape))
-            for mode, step in steps(name, shape).items():
+            for mode, step in case_steps(name, shape, name != "sage").items():
                 step()
                 torch.cuda.synchronize()
                 timers = timers_of(kernel, step, flush)
