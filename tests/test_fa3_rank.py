@@ -35,3 +35,25 @@ def test_axolotl_selects_fa3_only_by_its_own_line() -> None:
     fa3 = by_name()["fa3"]
     assert fa3.axolotl == "attn_implementation: flash_attention_3"
     assert any("never picks FA3 by itself" in c for c in fa3.caveats)
+
+
+def test_the_hopper_order_follows_the_five_backend_bench() -> None:
+    """h100-bench-five.json, one run: from 4k tokens FA3 and FA4 at 1.14-1.22x SDPA, within 1-3%
+    of each other; FA2 behind SDPA at every shape. Without a bench of its own, a Hopper machine
+    gets that order (FA4 first of the two level ones: Axolotl picks it by itself)."""
+    measured = json.loads((FIXTURES / "h100-bench-five.json").read_text())
+    rate = {(t["backend"], t["shape"]): t["tflops"] for t in measured["timings"] if t["mode"] == "fwd+bwd"}
+    shapes = {shape for _, shape in rate}
+    for shape in shapes:
+        assert rate[("fa2", shape)] < rate[("sdpa", shape)]
+        if not shape.startswith("4x1024x"):
+            assert (
+                rate[("fa3", shape)] > 1.1 * rate[("sdpa", shape)]
+                and rate[("fa4", shape)] > 1.1 * rate[("sdpa", shape)]
+            )
+            assert abs(rate[("fa3", shape)] / rate[("fa4", shape)] - 1) < 0.04
+    long = [name for name in order(8192) if name in ("fa2", "fa3", "fa4", "sdpa")]
+    assert long == ["fa4", "fa3", "sdpa", "fa2"]
+    b200 = load_facts(FIXTURES / "machines" / "b200.json").gpus[0]  # not measured: FA2 stays ahead of SDPA
+    on_b200 = [b.name for b in ranking(b200, Workload())]
+    assert on_b200.index("fa2") < on_b200.index("sdpa")

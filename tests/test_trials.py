@@ -6,10 +6,12 @@ must pass the stand-in that computes it right (packed sequences included)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -229,7 +231,8 @@ def measured(gpu: str, fa2: float, sdpa: float) -> Measured:
 
 def test_check_ranks_by_the_measurement_of_this_machine() -> None:
     facts = load_facts(WITH_FA2)
-    assert judge(facts).recommendation.backend == "fa2"  # type: ignore[union-attr]  # as expected without one
+    # as expected without one: on Hopper FA2 ranks after SDPA (h100-bench-five.json)
+    assert judge(facts).recommendation.backend == "sdpa"  # type: ignore[union-attr]
     gpu = facts.gpus[0].name
     faster_sdpa = judge(facts, Gate(workload=Workload(), measured=measured(gpu, 400.0, 500.0))).recommendation
     assert faster_sdpa is not None and faster_sdpa.backend == "sdpa"
@@ -237,7 +240,7 @@ def test_check_ranks_by_the_measurement_of_this_machine() -> None:
     faster_fa2 = judge(facts, Gate(measured=measured(gpu, 600.0, 500.0))).recommendation
     assert faster_fa2 is not None and faster_fa2.backend == "fa2"
     elsewhere = judge(facts, Gate(measured=measured("NVIDIA A100-SXM4-80GB", 400.0, 500.0))).recommendation
-    assert elsewhere is not None and elsewhere.backend == "fa2"
+    assert elsewhere is not None and elsewhere.backend == "sdpa"
     assert any("not this machine's GPU: not used" in r for r in elsewhere.reasons)
 
 
@@ -260,8 +263,44 @@ def test_the_h100_measurement_picks_fa4_for_long_and_sdpa_for_short_sequences() 
     _, out, _ = doctor("check", "--facts", facts, "--bench", bench, "--format", "json")
     recommendation = json.loads(out)["recommendation"]
     assert recommendation["backend"] == "fa4"
-    assert any("measured here" in r and "fa4 336, sdpa 324" in r for r in recommendation["reasons"])
+    assert any("measured here from 2048 tokens" in r and "fa4 477, sdpa 436" in r for r in recommendation["reasons"])
     _, out, _ = doctor("check", "--facts", facts, "--bench", bench, "--seq-len", "1024", "--format", "json")
     recommendation = json.loads(out)["recommendation"]
     assert recommendation["backend"] == "sdpa"
     assert any("near 1024 tokens" in r and "sdpa 101, fa4 52" in r for r in recommendation["reasons"])
+
+
+def test_the_five_backend_h100_bench_names_each_shapes_fastest_trainer() -> None:
+    """One bench of FA2, FA3, FA4, SageAttention 2 and SDPA on the H100 (h100-bench-five.json, all
+    five installed by attn-doctor and usable by `check` there: h100-fa2-sage-fa3-fa4.txt). The
+    recommendation names the fastest trainer of each standard shape, ranks by the shapes of the
+    workload's length (from 2k tokens without one), and says how Axolotl selects FA3."""
+    from attn_doctor.rules.assess import assess_all
+    from attn_doctor.rules.recommend import recommend
+
+    facts = load_facts(FIXTURES / "h100-fa4-check.json")
+    measured = load(FIXTURES / "h100-bench-five.json")
+    assert measured.gpu == facts.gpus[0].name
+
+    def chosen(work: Workload) -> Any:
+        # the packages this fixture lacks (FA2, FA3, Sage) were installed and usable on that H100
+        verdicts = {
+            name: dataclasses.replace(v, problems=()) if name in ("fa2", "fa3", "sage") else v
+            for name, v in assess_all(facts, work, ()).items()
+        }
+        return recommend(facts, work, verdicts, measured)
+
+    long = chosen(Workload())
+    assert long.backend == "fa3" and long.config == "attn_implementation: flash_attention_3"
+    assert any(
+        r.startswith("measured here from 2048 tokens") and "fa3 529, fa4 521, sdpa 445, fa2 294" in r
+        for r in long.reasons
+    )
+    per_shape = next(r for r in long.reasons if r.startswith("fastest per shape here"))
+    assert "4x1024x16x64 sdpa 200 (fa2 154)" in per_shape and "4x8192x16x128 fa3 614 (fa4 607)" in per_shape
+    assert per_shape.index("4x1024x16x64") < per_shape.index("4x1024x16x128") < per_shape.index("4x4096x16x64")
+    assert any("FA4 patch replaces FA3" in r and "flash_attn_4.py" in r for r in long.reasons)  # FA4 is installed
+    assert long.runner_up == "fa4"
+    short = chosen(Workload(seq_len=1024))
+    assert short.backend == "sdpa"
+    assert any("near 1024 tokens" in r and r.endswith("sdpa 231, fa2 164, fa4 141, fa3 101") for r in short.reasons)

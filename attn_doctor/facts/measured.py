@@ -49,19 +49,40 @@ class Measured:
         timing = self.timing(backend, shape, mode)
         return timing.tflops if timing else None
 
-    def fastest(self, mode: str = "fwd+bwd", seqlen: int | None = None) -> list[tuple[str, float]]:
-        """Backends by their mean TFLOP/s over the shapes (those closest to `seqlen` when given),
-        fastest first."""
+    def fastest(
+        self, mode: str = "fwd+bwd", seqlen: int | None = None, from_seqlen: int | None = None
+    ) -> list[tuple[str, float]]:
+        """Backends by their mean TFLOP/s over the shapes, fastest first: the shapes closest to
+        `seqlen` when given, else those of at least `from_seqlen` tokens where there are any."""
         shapes = sorted({t.shape for t in self.timings if t.mode == mode})
         if seqlen is not None and shapes:
-            distance = {s: abs(int(s.split("x")[1]) - seqlen) for s in shapes}
+            distance = {s: abs(_tokens(s) - seqlen) for s in shapes}
             shapes = [s for s in shapes if distance[s] == min(distance.values())]
+        elif from_seqlen is not None:
+            shapes = [s for s in shapes if _tokens(s) >= from_seqlen] or shapes
         scores = {}
         for backend in {t.backend for t in self.timings}:
             values = [self.tflops(backend, s, mode) for s in shapes]
             if values and all(v is not None for v in values):
                 scores[backend] = sum(v for v in values if v is not None) / len(values)
         return sorted(scores.items(), key=lambda item: -item[1])
+
+    def winners(self, backends: set[str], mode: str = "fwd+bwd") -> list[tuple[str, list[tuple[str, float]]]]:
+        """Per shape (fewest tokens first, then the smaller head dim), those of `backends` timed
+        there, fastest first."""
+        shapes = sorted({t.shape for t in self.timings if t.mode == mode}, key=lambda s: (_tokens(s), int(s.split("x")[3])))
+        ranked = []
+        for shape in shapes:
+            timed = [(t.backend, t.tflops) for t in self.timings if (t.shape, t.mode) == (shape, mode)]
+            timed = sorted(((b, v) for b, v in timed if b in backends), key=lambda item: -item[1])
+            if timed:
+                ranked.append((shape, timed))
+        return ranked
+
+
+def _tokens(shape: str) -> int:
+    """S of a B x S x H x D label."""
+    return int(shape.split("x")[1])
 
 
 def dumps(measured: Measured) -> str:

@@ -1,8 +1,10 @@
 """Which backends to prefer on a GPU, in order: the registry's ranks per GPU class.
 
 The classes follow what was measured or what upstream builds for:
-- Hopper/Blackwell datacentre (majors 9-11): FA4, then FA2, then SDPA; below 2k tokens SDPA first
-  (on the real H100 SDPA's cuDNN backend matched FA4 at 1k tokens, FA4 led from 4k).
+- Hopper/Blackwell datacentre (majors 9-11): FA4, FA3 (level with it), SDPA, then FA2; below 2k
+  tokens SDPA first. Measured on the H100 in one bench of all five (tests/fixtures/
+  h100-bench-five.json): fwd+bwd from 4k tokens FA3 and FA4 ran 1.14-1.22x SDPA, within 1-3% of
+  each other, FA2 0.63-0.69x; at 1k SDPA led.
 - Ampere/Ada (8.x) and consumer Blackwell (12.x): FA2, then SDPA (Axolotl uses FA4 on 9-11 only).
 - Turing (7.5): xFormers, then SDPA.
 - AMD: FA2 (its CK targets), then SDPA. Older, CPU, unknown: SDPA.
@@ -19,7 +21,8 @@ from attn_doctor.facts.model import Gpu
 from attn_doctor.rules.backends import (
     AMD,
     AMPERE,
-    HOPPER_UP,
+    BLACKWELL,
+    HOPPER,
     HOPPER_UP_SHORT,
     INFERENCE,
     OTHER,
@@ -55,7 +58,9 @@ def gpu_class(gpu: Gpu | None, work: Workload) -> str:
         return AMD
     if major(gpu) in (9, 10, 11):
         short = work.seq_len is not None and work.seq_len < SHORT_SEQUENCE
-        return HOPPER_UP_SHORT if short or _hopper_inference(gpu, work) else HOPPER_UP
+        if short or _hopper_inference(gpu, work):
+            return HOPPER_UP_SHORT
+        return HOPPER if major(gpu) == 9 else BLACKWELL
     if major(gpu) in (8, 12):
         return AMPERE
     if gpu.compute_capability == "7.5":

@@ -100,7 +100,7 @@ NVCC_THREADS = 4  # FA2's default; FA3's is 2
 
 # FA2's compile time, measured: on the H100 (16 cores, nvcc 13.0, torch 2.11) `install fa2 --source`
 # of the 2.8.3.post2 sdist for sm 90 with 16 jobs compiled in 18 min 47 s (uv's "Prepared 1 package
-# in 18m 47s"; 19.3 min for the whole install, 72.7 GiB at the peak:
+# in 18m 47s"; 19.3 min for the whole install, 71.0 GiB at the peak:
 # tests/fixtures/h100-fa2-sage-fa3-fa4.txt). The FA2 README's "3-5 minutes on a 64-core machine"
 # (@v2.8.3, for 80;90;100;120) is 4x too short there. The estimate scales it by jobs and archs.
 FA2_BUILD_CORE_MINUTES_PER_ARCH = 18.8 * 16

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from attn_doctor.facts.measured import Measured
 from attn_doctor.facts.model import Facts
 from attn_doctor.rules.assess import Assessment
-from attn_doctor.rules.backends import Backend, backend_of_implementation, by_name, fa4_accepts
+from attn_doctor.rules.backends import AXOLOTL, Backend, backend_of_implementation, by_name, fa4_accepts
 from attn_doctor.rules.findings import Finding, Kind, Subject, finding
-from attn_doctor.rules.ranking import major, ranking, weakest
+from attn_doctor.rules.ranking import SHORT_SEQUENCE, major, ranking, weakest
 from attn_doctor.workload import CANONICAL, Workload
 
 
@@ -59,14 +59,20 @@ def recommend(
             reasons.append(f"{backend.label} would be first: {verdict.problems[0]}")
     if work.seq_len is not None and gpu is not None and major(gpu) in (9, 10, 11):
         reasons.append(
-            f"sequence length {work.seq_len}: on the H100, SDPA's cuDNN backend matched FA4 at 1k tokens and FA4 "
-            "led from 4k (measured): the choice is close below 2k"
+            f"sequence length {work.seq_len}: on the H100, SDPA (cuDNN) led fwd+bwd at 1k tokens and FA3/FA4 "
+            "from 4k, 1.14-1.22x SDPA (measured): the choice changes near 2k"
         )
     if measured is not None:
         now = _as_measured(now, facts, work, measured, reasons)
     chosen = now[0] if now else sdpa
     if work.sample_packing and chosen.name == "sdpa" and gpu is not None and gpu.compute_capability != "9.0":
         reasons.append("Axolotl warns that sample packing with SDPA in bf16 off sm_90 may give a 0.0 loss")
+    if chosen.name == "fa3" and any(b.name == "fa4" for b in now) and gpu is not None and major(gpu) in (9, 10, 11):
+        reasons.append(
+            "Axolotl: with flash-attn-4 importable, its FA4 patch replaces FA3 on sm90+ whatever "
+            "attn_implementation says: FA3 trains there only without flash-attn-4 "
+            f"({AXOLOTL}/src/axolotl/monkeypatch/attention/flash_attn_4.py)"
+        )
     best = fit[0] if fit else chosen
     runner_up = next((b.name for b in now[1:]), None)
     reasons.insert(1, f"{chosen.label}: {chosen.why or chosen.source}")
@@ -83,18 +89,27 @@ def recommend(
 def _as_measured(
     now: list[Backend], facts: Facts, work: Workload, measured: Measured, reasons: list[str]
 ) -> list[Backend]:
-    """The usable backends in the order they ran in `measured` (those it did not time after)."""
+    """The usable backends in the order they ran in `measured` (those it did not time after): near
+    the workload's sequence length, else from SHORT_SEQUENCE tokens (what the expected ranking
+    assumes without one). Each shape's fastest is said too: the choice for one length is not the
+    choice for all."""
     names = {g.name for g in facts.gpus}
     if measured.gpu not in names:
         reasons.append(f"the bench file was measured on {measured.gpu}, not this machine's GPU: not used")
         return now
-    speeds = dict(measured.fastest(seqlen=work.seq_len))
+    speeds = dict(measured.fastest(seqlen=work.seq_len, from_seqlen=SHORT_SEQUENCE))
     timed = sorted((b for b in now if b.name in speeds), key=lambda b: -speeds[b.name])
     if not timed:
         return now
-    where = f" near {work.seq_len} tokens" if work.seq_len else ""
+    where = f" near {work.seq_len} tokens" if work.seq_len else f" from {SHORT_SEQUENCE} tokens"
     figures = ", ".join(f"{b.name} {speeds[b.name]:.0f}" for b in timed)
     reasons.append(f"measured here{where} (bench, fwd+bwd TFLOP/s, bf16 causal): {figures}")
+    per_shape = [
+        f"{shape} {ranked[0][0]} {ranked[0][1]:.0f}"
+        + (f" ({ranked[1][0]} {ranked[1][1]:.0f})" if len(ranked) > 1 else "")
+        for shape, ranked in measured.winners({b.name for b in now})
+    ]
+    reasons.append("fastest per shape here (B×S×H×D, fwd+bwd TFLOP/s, next): " + "; ".join(per_shape))
     return timed + [b for b in now if b.name not in speeds]
 
 
