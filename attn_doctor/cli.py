@@ -282,9 +282,7 @@ def _build_head_dims(given: list[str], model: Path | None, config_file: Path | N
             return tuple(parse_head_dim(text) for text in given)
         except WorkloadError as error:
             raise Stop(str(error), EXIT_USAGE) from error
-    work = _workload(config_file, model, None, None, None, None)
-    if work.head_dim is None and work.base_model and Path(work.base_model).is_dir():
-        work = _workload(None, Path(work.base_model), None, None, None, None)  # the config's local model
+    work = _workload(config_file, model, None, None, None, None)  # a config's local base_model included
     if (model or config_file) and work.head_dim is None:
         raise Stop("--config names no local base_model to read head dims from: add --model or --head-dim", EXIT_USAGE)
     return ((work.head_dim, work.head_dim_v or work.head_dim),) if work.head_dim else ()
@@ -305,6 +303,14 @@ def _workload(
         dims = parse_head_dim(head_dim) if head_dim else model_head_dims(model) if model else (None, None)
     except WorkloadError as error:
         raise Stop(str(error), EXIT_USAGE) from error
+    local = Path(work.base_model) if work.base_model and dims[0] is None and work.head_dim is None else None
+    if (
+        local is not None and local.is_dir()
+    ):  # the config's own model, on this disk: its head dims, as Axolotl reads them
+        try:
+            dims = model_head_dims(local)
+        except WorkloadError as error:
+            raise Stop(f"base_model of {config_file}: {error}", EXIT_USAGE) from error
     return combine(
         work,
         head_dim=dims[0],

@@ -8,15 +8,17 @@
 #   scripts/device_sources.sh part FILE...    parts of a wheelhouse larger than one call carries (made here
 #                                             by scripts/device_parts.sh into .parts/, a part a call); once
 #                                             all of a bundle's parts are there it is joined, checked and
-#                                             unpacked into /tmp/BUNDLE (fa4wh: FA4 and the CuTe DSL;
-#                                             fa2wh: an FA2 wheel kept from an earlier build)
-#   scripts/device_sources.sh poll N          wait up to N seconds for the run, then copy what is done to $OUT
-#   scripts/device_sources.sh fetch N         the Nth 4 parts (15 MiB each) of the FA2 wheel kept from the
-#                                             build (scripts/wheel_from_installed.py), for a later machine:
-#                                             `install fa2 --find-links` takes it instead of compiling
+#                                             unpacked into /tmp/BUNDLE (fa4wh: FA4 and the CuTe DSL)
+#   scripts/device_sources.sh kept DIR        a wheel kept from an earlier FA2 build, for stage fa2kept
+#   scripts/device_sources.sh poll N          wait up to N seconds for the run, then copy what is done to $OUT,
+#                                             and 3 parts (15 MiB each) of the FA2 wheel kept from a build
+#                                             here (scripts/wheel_from_installed.py) not sent yet: it returns
+#                                             early for them. Joined here, that wheel is what `kept` carries
 #
 # STAGES, in order (default "fa2 sage fa3 fa4"); the first run (2026-11-25, morning) was "sage fa3".
-# fa2 compiles from the sdist (19 min on the H100) unless a kept wheel was carried (bundle fa2wh).
+# fa2 compiles from the sdist (19 min on the H100), verifies and undoes it, keeps it as a wheel and
+# installs that; fa2kept installs a wheel kept before, carried by `kept DIR` (.fa2wh/ is 60 MiB: a
+# call of its own), e.g. "sage fa3 fa2kept fa4" while the builds run.
 # The run works from a copy of the tree in /tmp/ad: each later call sends the tree again.
 set -u
 source scripts/device_setup.sh  # the doctor's wheels, PYTHONPATH, $out
@@ -48,14 +50,17 @@ install_stage() {  # STAGE [SUFFIX]: the logs are plan-STAGE[SUFFIX].txt and ins
     case "$1" in
     fa2) how=(--source $S/flash_attn-2.8.3.post2.tar.gz --offline)
         [ -e /tmp/fa2wh/ready ] && how=(--find-links /tmp/fa2wh --offline) ;;
+    fa2kept)  # the wheel kept from an earlier build, carried by a later call (`kept`)
+        for _ in $(seq 900); do [ -e /tmp/fa2wh/ready ] && break; sleep 1; done
+        how=(--find-links /tmp/fa2wh --offline) ;;
     sage) how=(--source $S/SageAttention-ff71e1e.tar --offline) ;;
     fa3) how=(--source $S/flash-attention-0251105a.tar.gz --source $S/cutlass-7127592.tar.gz --head-dim 64 --head-dim 128 --offline) ;;
     fa4)
         for _ in $(seq 900); do [ -e /tmp/fa4wh/ready ] && break; sleep 1; done
         how=(--find-links /tmp/fa4wh --offline) ;;
     esac
-    measured "plan-$name" doctor install "$1" --python "$target" "${how[@]}" --dry-run
-    measured "install-$name" doctor install "$1" --python "$target" "${how[@]}" --yes
+    measured "plan-$name" doctor install "${1%kept}" --python "$target" "${how[@]}" --dry-run
+    measured "install-$name" doctor install "${1%kept}" --python "$target" "${how[@]}" --yes
     if [ "$name" = fa2 ] && [ ! -e /tmp/fa2wh/ready ] && grep -q "^exit 0" "$run/install-fa2.txt"; then keep_fa2; fi
 }
 
@@ -103,9 +108,10 @@ pipeline() {
         [ "$stage" = fa2 ] && fa2_alone
     done
     # the bench and its check first: verify of the others has run in earlier rounds
-    measured bench doctor bench sdpa $stages --python "$target" --timeout 500 --output "$run/bench.json"
+    local backends=${stages//fa2kept/fa2}
+    measured bench doctor bench sdpa $backends --python "$target" --timeout 500 --output "$run/bench.json"
     measured check-bench doctor check --python "$target" --bench "$run/bench.json" -v
-    measured agreement "$target" scripts/bench_agreement.py sdpa $stages --bench "$run/bench.json" --json "$run/agreement.json"
+    measured agreement "$target" scripts/bench_agreement.py sdpa $backends --bench "$run/bench.json" --json "$run/agreement.json"
     measured verify doctor verify --python "$target" -v --timeout 500 --output "$run/verify.json"
     for n in 1 2 3 4 5 6; do  # the latest first, until nothing is left to undo
         measured "undo-$n" doctor undo --python "$target"
@@ -154,9 +160,7 @@ poll)  # returns early when parts of the kept FA2 wheel are there to send (3 a c
     for f in $(unsent | head -3); do cp "$run/kept/$f" "$out/" && touch "$run/kept/$f.sent"; done
     tail -c 5000 "$out/run.txt"; ls "$run" "$out"
     ;;
-fetch)
-    cp "$run/kept/fa2.sha256" "$out/"
-    ls "$run/kept" | grep '^fa2.part.' | sed -n "$(( ${2:-0} * 4 + 1 )),$(( ${2:-0} * 4 + 4 ))p" | while read -r f; do cp "$run/kept/$f" "$out/"; done
-    ls -l "$run/kept" "$out"
+kept)  # kept DIR: the FA2 wheel kept from an earlier build (the 60 MiB .fa2wh/ here), for stage fa2kept
+    mkdir -p /tmp/fa2wh && cp "$2"/*.whl /tmp/fa2wh/ && touch /tmp/fa2wh/ready && ls -l /tmp/fa2wh
     ;;
 esac

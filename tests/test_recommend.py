@@ -291,3 +291,29 @@ def test_the_real_fa4_wheel_has_the_hopper_backward(venv: Venv, real: RealPackag
     assert collect(str(venv.python), nvml=RecordedNvml(h100_recording())).fa4_sm90_backward is True
     venv.uninstall("flash-attn-4")
     assert collect(str(venv.python), nvml=RecordedNvml(h100_recording())).fa4_sm90_backward is None
+
+
+def test_check_reads_head_dims_from_the_configs_local_base_model(tmp_path: Path) -> None:
+    """`install fa3 --config` read the head dims of a config's local base_model and `check --config`
+    did not: a model with head dim 512 was told FA4 would be better on the H100, though FA4 takes
+    8-256 there. One workload now, for both; a base_model that is a hub id is not read, and a local
+    one with a broken config.json is one line, exit 2."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"hidden_size": 8192, "num_attention_heads": 16, "head_dim": 512}))
+    local, hub = tmp_path / "local.yml", tmp_path / "hub.yml"
+    local.write_text(f"base_model: {model}\nattn_implementation: flash_attention_2\n")
+    hub.write_text("base_model: meta-llama/Llama-3.1-8B\nattn_implementation: flash_attention_2\n")
+
+    def better(config: Path) -> str | None:
+        code, out, err = doctor(
+            "check", "--facts", FIXTURES / "h100-check.json", "--config", config, "--format", "json"
+        )
+        assert code in (0, 1), err
+        return json.loads(out)["recommendation"]["better"]  # type: ignore[no-any-return]
+
+    assert better(hub) == "fa4"
+    assert better(local) is None  # 512 is over what FA4 (and FA2) take on the H100
+    (model / "config.json").write_text("{broken")
+    code, _, err = doctor("check", "--facts", FIXTURES / "h100-check.json", "--config", local)
+    assert code == 2 and err.count("\n") == 1 and f"base_model of {local}" in err

@@ -70,7 +70,7 @@ class Measured:
     def winners(self, backends: set[str], mode: str = "fwd+bwd") -> list[tuple[str, list[tuple[str, float]]]]:
         """Per shape (fewest tokens first, then the smaller head dim), those of `backends` timed
         there, fastest first."""
-        shapes = sorted({t.shape for t in self.timings if t.mode == mode}, key=lambda s: (_tokens(s), int(s.split("x")[3])))
+        shapes = sorted({t.shape for t in self.timings if t.mode == mode}, key=lambda s: (_tokens(s), _head_dim(s)))
         ranked = []
         for shape in shapes:
             timed = [(t.backend, t.tflops) for t in self.timings if (t.shape, t.mode) == (shape, mode)]
@@ -83,6 +83,11 @@ class Measured:
 def _tokens(shape: str) -> int:
     """S of a B x S x H x D label."""
     return int(shape.split("x")[1])
+
+
+def _head_dim(shape: str) -> int:
+    """D of a B x S x H x D label."""
+    return int(shape.split("x")[3])
 
 
 def dumps(measured: Measured) -> str:

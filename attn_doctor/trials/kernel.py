@@ -390,7 +390,10 @@ _SPIN_CYCLES_PER_MS: List[float] = []
 
 def _spin(torch: Any, ms: float) -> None:
     """Keep the GPU busy for about `ms` (torch.cuda._sleep spins for a number of clock cycles:
-    measured once how many make a millisecond here)."""
+    measured once how many make a millisecond here). Without it (a torch that lacks the private
+    call) nothing is queued, and a host-bound call is timed as do_bench times it."""
+    if not hasattr(torch.cuda, "_sleep"):
+        return
     if not _SPIN_CYCLES_PER_MS:
         torch.cuda._sleep(1000)  # its first launch loads the kernel: never inside the events
         torch.cuda.synchronize()
