@@ -430,3 +430,13 @@ def test_sage_is_built_past_its_v2_2_0_tag() -> None:
     assert SAGE_TREE.commit.startswith("ff71e1e")  # PR #307's merge
     seen = (FIXTURES / "h100-sage2-layouts.txt").read_text()
     assert "NHD as is 13.8 HND views 13.8 HND contiguous 13.8" in seen
+
+
+def test_the_plan_says_when_the_backend_ranks_after_sdpa_here() -> None:
+    """On the H100 FA2 trained at 0.63-0.77x SDPA (h100-bench-five.json): installing it there buys
+    no speed over what torch has, and the plan says so; on an A100, where FA2 ranks first, it does not."""
+    h100 = load_facts(FIXTURES / "h100-check.json")
+    notes = " ".join(plan(h100, "fa2").plan.notes)
+    assert "ranks FlashAttention 2 after PyTorch SDPA" in notes and "0.63-0.77x SDPA" in notes
+    assert "after PyTorch SDPA" not in " ".join(plan(machine("a100"), "fa2").plan.notes)
+    assert "after PyTorch SDPA" not in " ".join(plan(h100, "fa4").plan.notes)

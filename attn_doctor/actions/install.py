@@ -29,7 +29,7 @@ from attn_doctor.rules import recipes
 from attn_doctor.rules.assess import assess
 from attn_doctor.rules.backends import Backend, by_name
 from attn_doctor.rules.diagnose import FA2, diagnose
-from attn_doctor.rules.ranking import first_choice, weakest
+from attn_doctor.rules.ranking import first_choice, ranking, weakest
 from attn_doctor.rules.versions import release
 from attn_doctor.rules.wheels import cpython_tag, fa2_wheel_for, fa2_wheel_url, machine_of
 from attn_doctor.workload import Workload
@@ -103,6 +103,7 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
     context = _Context(facts, facts.torch, installer, watch, request)
     steps, notes, distribution, version = _RECIPES[backend.name](context)
     forced = tuple(f"--force: planned although {p}" for p in problems)
+    notes += _behind_sdpa(facts, backend)
     # pip resolves the backend's own requirements too: say so before, list them after (cli)
     notes = [
         *notes,
@@ -118,6 +119,22 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
         forced + tuple(notes),
     )
     return Install(plan, backend, distribution, version)
+
+
+def _behind_sdpa(facts: Facts, backend: Backend) -> list[str]:
+    """Installing a backend that the ranking puts after SDPA (built into torch) for training on
+    this GPU buys no speed: the plan says so, with the measurement behind it where there is one."""
+    gpu = weakest(facts.gpus)
+    if gpu is None:
+        return []
+    ranked = [b.name for b in ranking(gpu, Workload())]
+    if backend.name not in ranked or "sdpa" not in ranked or ranked.index(backend.name) < ranked.index("sdpa"):
+        return []
+    measured = [c for c in backend.caveats if c.startswith("on the H100")]
+    return [
+        f"for training on this GPU ({gpu.architecture} {gpu.sm}) the doctor ranks {backend.label} after PyTorch SDPA, "
+        "which torch already has" + (f": {measured[0]}" if measured else "")
+    ]
 
 
 def verify_install(install: Install, before: Facts, after: Facts, torch_record: str | None) -> list[str]:
