@@ -22,7 +22,7 @@ from attn_doctor.facts.model import Facts, Toolchain
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.rules.backends import backend_names
 from attn_doctor.rules.recipes import FA3_TREE, SAGE_TREE, build_jobs, build_peak_gib, sage_parallelism
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, doctor
 
 MACHINES = FIXTURES / "machines"
 INSTALLABLE = backend_names(installable=True)
@@ -437,6 +437,7 @@ def test_the_plan_says_when_the_backend_ranks_after_sdpa_here() -> None:
     no speed over what torch has, and the plan says so; on an A100, where FA2 ranks first, it does not."""
     h100 = load_facts(FIXTURES / "h100-check.json")
     notes = " ".join(plan(h100, "fa2").plan.notes)
-    assert "ranks FlashAttention 2 after PyTorch SDPA" in notes and "0.63-0.77x SDPA" in notes
+    assert "ranks FlashAttention 2 after PyTorch SDPA" in notes and "attn-doctor explain fa2" in notes
+    assert "0.63-0.77x SDPA" in doctor("explain", "fa2")[1]  # the measurement behind it
     assert "after PyTorch SDPA" not in " ".join(plan(machine("a100"), "fa2").plan.notes)
     assert "after PyTorch SDPA" not in " ".join(plan(h100, "fa4").plan.notes)

@@ -123,17 +123,16 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
 
 def _behind_sdpa(facts: Facts, backend: Backend) -> list[str]:
     """Installing a backend that the ranking puts after SDPA (built into torch) for training on
-    this GPU buys no speed: the plan says so, with the measurement behind it where there is one."""
+    this GPU buys no speed: the plan says so."""
     gpu = weakest(facts.gpus)
     if gpu is None:
         return []
     ranked = [b.name for b in ranking(gpu, Workload())]
     if backend.name not in ranked or "sdpa" not in ranked or ranked.index(backend.name) < ranked.index("sdpa"):
         return []
-    measured = [c for c in backend.caveats if c.startswith("on the H100")]
     return [
         f"for training on this GPU ({gpu.architecture} {gpu.sm}) the doctor ranks {backend.label} after PyTorch SDPA, "
-        "which torch already has" + (f": {measured[0]}" if measured else "")
+        f"which torch already has (`attn-doctor explain {backend.name}` says why)"
     ]
 
 
