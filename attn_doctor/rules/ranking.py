@@ -1,10 +1,11 @@
 """Which backends to prefer on a GPU, in order: the registry's ranks per GPU class.
 
 The classes follow what was measured or what upstream builds for:
-- Hopper/Blackwell datacentre (majors 9-11): FA4, FA3 (level with it), SDPA, then FA2; below 2k
-  tokens SDPA first. Measured on the H100 in one bench of all five (tests/fixtures/
-  h100-bench-five.json): fwd+bwd from 4k tokens FA3 and FA4 ran 1.14-1.22x SDPA, within 1-3% of
-  each other, FA2 0.63-0.69x; at 1k SDPA led.
+- Hopper (major 9): FA4, FA3 (level with it), SDPA, then FA2; below 2k tokens SDPA first.
+  Measured on the H100 in one bench of all five (tests/fixtures/h100-bench-five.json): fwd+bwd
+  from 4k tokens FA3 and FA4 ran 1.14-1.22x SDPA, within 1-3% of each other, FA2 0.63-0.69x; at
+  1k SDPA led. Blackwell datacentre (majors 10-11): FA4, then FA2, then SDPA (not measured; FA3
+  does not run there); below 2k tokens SDPA first.
 - Ampere/Ada (8.x) and consumer Blackwell (12.x): FA2, then SDPA (Axolotl uses FA4 on 9-11 only).
 - Turing (7.5): xFormers, then SDPA.
 - AMD: FA2 (its CK targets), then SDPA. Older, CPU, unknown: SDPA.
