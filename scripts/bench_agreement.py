@@ -7,14 +7,16 @@ For each backend that imports (default: sdpa fa2 fa3 fa4 sage) and each standard
 causal): triton.testing.do_bench (median) of the backend's own API called on tensors in its own
 layout, against `bench`'s figure: the one in BENCH_JSON (an `attn-doctor bench --output` report,
 the run a table is made from), else `bench`'s own timing (kernel.py's bench_case) in this process.
-do_bench runs `--rounds` times (3) per case, and so does do_bench_cudagraph (the calls replayed
-from a CUDA graph: the GPU's time with no host work between kernels). Where the host's own time
+do_bench runs `--rounds` times (3) per case, and so does a timer of the GPU's own time:
+do_bench_cudagraph (the calls replayed from a CUDA graph, no host work between kernels), or where
+a graph cannot capture the backend, the profiler's sum of its kernels. Where the host's own time
 to issue a call is at least half of do_bench's figure, do_bench's events time the host
 (forward+backward at 1k tokens: tests/fixtures/h100-bench-regimes.txt), and `bench` times the
-GPU there (kernel.py's median_ms): the reference is then the graph's figure, else do_bench's.
-Prints TFLOP/s, both timers' medians, do_bench's range, the host's rate, and bench/reference per
-case; a case agrees when bench is within 10% of the reference, or inside the range that timer
-itself produced (said so: "its own spread"); exit 1 when one does neither. (The timing `bench`
+GPU there (kernel.py's median_ms): the reference is then the GPU's time (column gpu; "graph" or
+"kernels" under reference), else do_bench's. Prints TFLOP/s, do_bench's median and range, the
+GPU's time, the host's rate, and bench/reference per case; a case agrees when bench is within
+10% of the reference, or inside the range that timer itself produced (said so: "its own
+spread"); exit 1 when one does neither. (The timing `bench`
 did before it agreed at 4k-8k is in tests/fixtures/h100-bench-agreement.txt, column "before".)
 """
 
@@ -95,18 +97,37 @@ def case_steps(name: str, shape: tuple[int, int, int, int], backward: bool) -> d
     return {"fwd": forward, "fwd+bwd": forward_backward} if backward else {"fwd": forward}
 
 
+def kernels_ms(step: Callable[[], Any], calls: int = 20) -> float:
+    """The GPU's own time of one call by the profiler (CUPTI): its kernels' durations summed, no
+    gaps between them; where a graph cannot capture the backend (FA4's CuTe DSL copies during
+    capture: https://github.com/sgl-project/sglang/pull/25121)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as trace:
+        for _ in range(calls):
+            step()
+        torch.cuda.synchronize()
+    # the device's own events only: a CPU op's device time is its kernels again
+    kernels = [e for e in trace.events() if e.device_type == DeviceType.CUDA]
+    total_us = sum(getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0)) for e in kernels)
+    return float(total_us) / 1000 / calls
+
+
 def independent_ms(step: Callable[[], Any], rounds: int) -> dict[str, Any]:
-    """do_bench's and do_bench_cudagraph's medians, `rounds` runs each (sorted), and the host's time."""
+    """do_bench's median and the GPU's own time (do_bench_cudagraph's median, else the profiler's
+    kernel sum), `rounds` runs each (sorted), and the host's time."""
     step()
     torch.cuda.synchronize()
-    graph: list[float] | str
+    gpu: list[float]
     try:
-        graph = sorted(float(do_bench_cudagraph(step, return_mode="median")) for _ in range(rounds))
-    except Exception as error:  # a backend a graph cannot capture: said, and do_bench is the reference
-        graph = f"{type(error).__name__}: {error}"[:160]
+        gpu, how = sorted(float(do_bench_cudagraph(step, return_mode="median")) for _ in range(rounds)), "graph"
+    except Exception as error:  # a backend a graph cannot capture: its kernels by the profiler
+        gpu, how = sorted(kernels_ms(step) for _ in range(rounds)), f"kernels ({type(error).__name__})"
     return dict(
         do_bench=sorted(float(do_bench(step, return_mode="median")) for _ in range(rounds)),
-        graph=graph,
+        gpu=gpu,
+        gpu_by=how,
         host=host_ms(step),
     )
 
@@ -141,7 +162,7 @@ def main() -> int:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; TFLOP/s (bf16, causal)")
     print(f"bench: {options.bench or 'timed here by kernel.bench_case'}")
     print(
-        f"{'backend':8} {'B×S×H×D':14} {'mode':8} {'bench':>7} {'do_bench':>8} {'its range':>11} {'graph':>6}"
+        f"{'backend':8} {'B×S×H×D':14} {'mode':8} {'bench':>7} {'do_bench':>8} {'its range':>11} {'gpu':>6}"
         f" {'host':>6} {'reference':>9} {'bench/it':>7}"
     )
     worst, failed = 0.0, 0
@@ -168,7 +189,7 @@ def main() -> int:
             for mode, step in case_steps(name, shape, backward and "fwd+bwd" in ours).items():
                 found = independent_ms(step, options.rounds)
                 host_bound = found["host"] >= HOST_BOUND * statistics.median(found["do_bench"])
-                by = "graph" if host_bound and not isinstance(found["graph"], str) else "do_bench"
+                by = "gpu" if host_bound else "do_bench"
                 runs = found[by]
                 theirs = statistics.median(runs)
                 ratio = theirs / ours[mode]  # TFLOP/s ratio bench/reference
@@ -179,17 +200,15 @@ def main() -> int:
                 tf = {
                     "bench": tflops(shape, mode, ours[mode]),
                     "do_bench": tflops(shape, mode, statistics.median(found["do_bench"])),
-                    "graph": None
-                    if isinstance(found["graph"], str)
-                    else tflops(shape, mode, statistics.median(found["graph"])),
+                    "gpu": tflops(shape, mode, statistics.median(found["gpu"])),
                     "host": tflops(shape, mode, found["host"]),
                 }
                 low, high = tflops(shape, mode, found["do_bench"][-1]), tflops(shape, mode, found["do_bench"][0])
                 verdict = "" if agrees else "  its own spread" if in_spread else "  OFF"
-                graph_tf = "failed" if tf["graph"] is None else f"{tf['graph']:.0f}"
+                reference = found["gpu_by"].split()[0] if host_bound else "do_bench"
                 print(
                     f"{name:8} {label:14} {mode:8} {tf['bench']:7.0f} {tf['do_bench']:8.0f} {low:5.0f}-{high:<5.0f} "
-                    f"{graph_tf:>6} {tf['host']:6.0f} {by:>9} {ratio:7.3f}{verdict}"
+                    f"{tf['gpu']:6.0f} {tf['host']:6.0f} {reference:>9} {ratio:7.3f}{verdict}"
                 )
                 rows.append(
                     dict(
@@ -199,7 +218,7 @@ def main() -> int:
                         ms_bench=ours[mode],
                         ms=found,
                         host_bound=host_bound,
-                        reference=by,
+                        reference=reference,
                         tflops=tf,
                         ratio=ratio,
                         agrees=agrees,
