@@ -303,10 +303,9 @@ def _workload(
         dims = parse_head_dim(head_dim) if head_dim else model_head_dims(model) if model else (None, None)
     except WorkloadError as error:
         raise Stop(str(error), EXIT_USAGE) from error
+    # the config's own model, on this disk: its head dims, as Axolotl reads them
     local = Path(work.base_model) if work.base_model and dims[0] is None and work.head_dim is None else None
-    if (
-        local is not None and local.is_dir()
-    ):  # the config's own model, on this disk: its head dims, as Axolotl reads them
+    if local is not None and local.is_dir():
         try:
             dims = model_head_dims(local)
         except WorkloadError as error:
