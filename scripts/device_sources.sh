@@ -4,7 +4,9 @@
 # each install's wall time and peak memory measured; then verify, ONE bench of everything installed,
 # check --bench, bench_agreement.py against that very bench report, and undo of every install.
 #
-#   scripts/device_sources.sh start [STAGES]  the run in the background (setsid), logs in /tmp/src-run
+#   scripts/device_sources.sh start [STAGES] [all|bench]  the run in the background (setsid), logs in
+#                                             /tmp/src-run; "bench" ends it after bench_agreement.py
+#                                             (verify and undo proven in an earlier run)
 #   scripts/device_sources.sh part FILE...    parts of a wheelhouse larger than one call carries (made here
 #                                             by scripts/device_parts.sh into .parts/, a part a call); once
 #                                             all of a bundle's parts are there it is joined, checked and
@@ -19,7 +21,8 @@
 # fa2 compiles from the sdist (19 min on the H100), verifies and undoes it, keeps it as a wheel and
 # installs that; fa2kept installs a wheel kept before, carried by `kept DIR` (.fa2wh/ is 60 MiB: a
 # call of its own), e.g. "sage fa3 fa2kept fa4" while the builds run.
-# The run works from a copy of the tree in /tmp/ad: each later call sends the tree again.
+# The run works from a copy of the tree in /tmp/ad; each later call sends the tree again, and its
+# attn_doctor/ and scripts/ replace those in /tmp/ad when the builds are done, before the bench.
 set -u
 source scripts/device_setup.sh  # the doctor's wheels, PYTHONPATH, $out
 run=/tmp/src-run
@@ -99,7 +102,7 @@ unsent() {  # parts of the kept FA2 wheel not yet sent back
 }
 
 pipeline() {
-    local stages=$1
+    local stages=$1 tail=${2:-all}
     cd /tmp/ad
     { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc; free -g
       nvcc --version | tail -2; echo "stages: $stages"; } >"$run/gpu.txt"
@@ -109,9 +112,11 @@ pipeline() {
     done
     # the bench and its check first: verify of the others has run in earlier rounds
     local backends=${stages//fa2kept/fa2}
+    [ -d /tmp/next ] && cp -r /tmp/next/. /tmp/ad/ && echo "code of a later call: $(cat /tmp/next/.sent)" >>"$run/gpu.txt"
     measured bench doctor bench sdpa $backends --python "$target" --timeout 500 --output "$run/bench.json"
     measured check-bench doctor check --python "$target" --bench "$run/bench.json" -v
     measured agreement "$target" scripts/bench_agreement.py sdpa $backends --bench "$run/bench.json" --json "$run/agreement.json"
+    [ "$tail" = bench ] && { touch "$run/done"; return; }
     measured verify doctor verify --python "$target" -v --timeout 500 --output "$run/verify.json"
     for n in 1 2 3 4 5 6; do  # the latest first, until nothing is left to undo
         measured "undo-$n" doctor undo --python "$target"
@@ -132,11 +137,17 @@ collect() {
     tail -5 "$run/pipeline.log" 2>/dev/null
 }
 
+next_code() {  # this call's attn_doctor/ and scripts/, for the pipeline's bench
+    rm -rf /tmp/next.new && mkdir -p /tmp/next.new && cp -r attn_doctor scripts /tmp/next.new/ \
+        && date -u +%H:%M:%S >/tmp/next.new/.sent && rm -rf /tmp/next && mv /tmp/next.new /tmp/next
+}
+
+[ "${1:-}" != start ] && next_code
 case "${1:-}" in
 start)
     rm -rf "$run" /tmp/ad; mkdir -p "$run" /tmp/ad
     cp -r attn_doctor scripts .srcs /tmp/ad/
-    setsid bash -c "source scripts/device_sources.sh; pipeline '${2:-fa2 sage fa3 fa4}'" >"$run/pipeline.log" 2>&1 < /dev/null &
+    setsid bash -c "source scripts/device_sources.sh; pipeline '${2:-fa2 sage fa3 fa4}' '${3:-all}'" >"$run/pipeline.log" 2>&1 < /dev/null &
     sleep 20
     collect; tail -c 2000 "$out/run.txt"
     ;;

@@ -313,19 +313,31 @@ def wake(torch: Any, seconds: float = 0.5) -> None:
 WARMUP_MS = 25.0
 TIMED_MS = 100.0
 FLUSH_BYTES = 256 * 1024 * 1024
+# Calls timed in a batch: with a flush, two events and a fwd+bwd's ~20 kernels each, few enough to
+# stay under CUDA's queue of ~1024 pending launches behind a spin (beyond it the host waits, and
+# the gaps come back).
+QUEUED_CALLS = 30
+# Host-bound: the host took at least this share of a call's measured time to queue it (flush,
+# events and call), i.e. the GPU waited for the host and the events timed the host.
+HOST_BOUND = 0.9
+# A spin the GPU got through before the host had queued the batch is doubled, at most this often:
+# a call that waits on the GPU itself is never ahead, and is then timed as do_bench times it.
+SPIN_RETRIES = 4
 
 
 def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
-    """The median of one call's time on the GPU. Each call is timed between two CUDA events after
-    an L2 flush, as do_bench times it. Where the host takes as long to issue a call as the GPU to
-    run it (1k tokens: Python dispatch, autograd), the events around a call time the host, do_bench's
-    too: FA2 fwd+bwd at 4x1024x16x64 read 39-52 TFLOP/s that way and 158 from a CUDA graph
-    (tests/fixtures/h100-bench-regimes.txt). There the calls are queued in batches behind a GPU spin
-    as long as the host needs to issue a batch, so that the events time the GPU's work: 152 (h100-
-    bench-regimes-ahead.txt). Only there: a spin is idle time, and after it the clocks run a short
-    batch faster than a busy GPU runs it (SDPA's fwd at 4k-8k, d128, read 5-13% above do_bench and
-    the graph with a spin before every batch). The first call compiles (flex, FA4's JIT) and is
-    never timed; at least `warmup` calls and 25 ms warm up, at least `repeats` and 100 ms are timed."""
+    """The median of one call's time on the GPU, each call between two CUDA events after an L2
+    flush, as do_bench times it. Where the host takes as long to issue a call as the GPU to run it
+    (1k tokens: Python dispatch, autograd), events around each call time the host, do_bench's too:
+    FA2 fwd+bwd at 4x1024x16x64 read 39-52 TFLOP/s that way and 158 from a CUDA graph
+    (tests/fixtures/h100-bench-regimes.txt). Such a batch is timed again, queued behind a GPU spin
+    that outlasts the host's queueing of it, so that the events time the GPU's work: 152 (h100-
+    bench-regimes-ahead.txt). Only there, as the batch itself shows it, not by a separate guess: a
+    spin is idle time, after which the clocks run a short batch fast (FA3's fwd at 4x4096x16x128,
+    half host-bound by an estimate, was spun and read 14% above do_bench:
+    h100-bench-agreement-five-ahead.json), and matmuls ahead of it instead slowed the GPU's clocks
+    as much the other way. The first call compiles (flex, FA4's JIT) and is never timed; at least
+    `warmup` calls and 25 ms warm up, at least `repeats` and 100 ms are timed."""
     step()  # compiles, per shape: outside any timing
     if device != "cuda":
         for _ in range(max(0, warmup - 1)):
@@ -355,45 +367,45 @@ def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, rep
     end.record()
     torch.cuda.synchronize()
     estimate = max(start.elapsed_time(end) / 5, 1e-3)
-    host = _host_ms(torch, lambda: (flush.zero_(), step()))
-    for _ in range(max(warmup, int(WARMUP_MS / estimate))):  # after _host_ms's idle spin: clocks settle
+    for _ in range(max(warmup, int(WARMUP_MS / estimate))):
         step()
+    torch.cuda.synchronize()
     count = max(repeats, int(TIMED_MS / estimate))
+    spin_ms, retries = 0.0, 0
     times = []
     while len(times) < count:
         batch = min(QUEUED_CALLS, count - len(times))
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(batch)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(batch)]
-        if host > HOST_BOUND * estimate:
-            _spin(torch, host * batch * 1.5)
+        ahead = _spin(torch, spin_ms) if spin_ms else None
+        queued = time.perf_counter()
         for index in range(batch):  # (no zip(strict=): this runs on the target's Python, maybe 3.9)
             flush.zero_()  # each call starts with a cold L2, as do_bench's
             starts[index].record()
             step()
             ends[index].record()
+        caught_up = ahead is not None and ahead.query()  # the spin ended before the last call was queued
+        host_ms = (time.perf_counter() - queued) * 1000
         torch.cuda.synchronize()
-        times.extend(starts[i].elapsed_time(ends[i]) for i in range(batch))
+        measured = sorted(starts[i].elapsed_time(ends[i]) for i in range(batch))
+        if ahead is None and host_ms / batch >= HOST_BOUND * measured[batch // 2] and hasattr(torch.cuda, "_sleep"):
+            spin_ms = 1.5 * host_ms  # host-bound: timed again, behind a spin
+            continue
+        if caught_up and retries < SPIN_RETRIES:
+            spin_ms, retries = max(2 * spin_ms, 2 * host_ms), retries + 1
+            continue
+        times.extend(measured)
     times.sort()
     middle = len(times) // 2
     return times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
 
 
-# Calls queued behind one spin: with a flush, two events and a fwd+bwd's ~20 kernels each, few
-# enough to stay under CUDA's queue of ~1024 pending launches (beyond it the host waits, and the
-# gaps come back).
-QUEUED_CALLS = 30
-# Host-bound: the host's time to issue a call is at least this share of the call's time measured
-# with events (which, host-bound, is the host's time itself).
-HOST_BOUND = 0.5
 _SPIN_CYCLES_PER_MS: List[float] = []
 
 
-def _spin(torch: Any, ms: float) -> None:
+def _spin(torch: Any, ms: float) -> Any:
     """Keep the GPU busy for about `ms` (torch.cuda._sleep spins for a number of clock cycles:
-    measured once how many make a millisecond here). Without it (a torch that lacks the private
-    call) nothing is queued, and a host-bound call is timed as do_bench times it."""
-    if not hasattr(torch.cuda, "_sleep"):
-        return
+    measured once how many make a millisecond here); returns an event the GPU reaches after it."""
     if not _SPIN_CYCLES_PER_MS:
         torch.cuda._sleep(1000)  # its first launch loads the kernel: never inside the events
         torch.cuda.synchronize()
@@ -404,17 +416,9 @@ def _spin(torch: Any, ms: float) -> None:
         torch.cuda.synchronize()
         _SPIN_CYCLES_PER_MS.append(10_000_000 / max(start.elapsed_time(end), 1e-3))
     torch.cuda._sleep(int(ms * _SPIN_CYCLES_PER_MS[0]) + 1)
-
-
-def _host_ms(torch: Any, call: Callable[[], Any]) -> float:
-    """The host's own time to issue one call, issued behind a spin so that it never waits on the GPU."""
-    _spin(torch, 50.0)
-    began = time.perf_counter()
-    for _ in range(5):
-        call()
-    took = (time.perf_counter() - began) * 1000 / 5
-    torch.cuda.synchronize()
-    return took
+    done = torch.cuda.Event()
+    done.record()
+    return done
 
 
 def matmul_ceiling(torch: Any) -> Dict[str, Any]:
