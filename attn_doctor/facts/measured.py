@@ -49,17 +49,13 @@ class Measured:
         timing = self.timing(backend, shape, mode)
         return timing.tflops if timing else None
 
-    def fastest(
-        self, mode: str = "fwd+bwd", seqlen: int | None = None, from_seqlen: int | None = None
-    ) -> list[tuple[str, float]]:
+    def fastest(self, mode: str = "fwd+bwd", seqlen: int | None = None) -> list[tuple[str, float]]:
         """Backends by their mean TFLOP/s over the shapes, fastest first: the shapes closest to
-        `seqlen` when given, else those of at least `from_seqlen` tokens where there are any."""
+        `seqlen` when given, else all of them."""
         shapes = sorted({t.shape for t in self.timings if t.mode == mode})
         if seqlen is not None and shapes:
             distance = {s: abs(_tokens(s) - seqlen) for s in shapes}
             shapes = [s for s in shapes if distance[s] == min(distance.values())]
-        elif from_seqlen is not None:
-            shapes = [s for s in shapes if _tokens(s) >= from_seqlen] or shapes
         scores = {}
         for backend in {t.backend for t in self.timings}:
             values = [self.tflops(backend, s, mode) for s in shapes]

@@ -203,10 +203,9 @@ _EVERYWHERE = (Support("", None, None, "torch's math backend runs on any device"
 # The GPU classes that ranks are given for (recommend.gpu_class decides which one a GPU is in).
 # Blackwell datacentre (sm100-sm110) ranks as Hopper unless a backend says otherwise: what was
 # measured there is Hopper's.
-HOPPER, BLACKWELL, HOPPER_UP_SHORT, AMPERE, TURING, AMD, OTHER, INFERENCE = (
+HOPPER, BLACKWELL, AMPERE, TURING, AMD, OTHER, INFERENCE = (
     "sm90",
     "sm100-sm110",
-    "sm90-sm110-short",
     "sm80-sm120",
     "sm75",
     "amd",
@@ -219,7 +218,6 @@ def _ranks(**positions: int) -> Mapping[str, int]:
     names = {
         "hopper": HOPPER,
         "blackwell": BLACKWELL,
-        "hopper_short": HOPPER_UP_SHORT,
         "ampere": AMPERE,
         "turing": TURING,
         "amd": AMD,
@@ -245,7 +243,7 @@ BACKENDS: tuple[Backend, ...] = (
         varlen=False,
         axolotl="attn_implementation: sdpa",
         axolotl_names=("sdpa",),
-        ranks=_ranks(hopper=3, hopper_short=1, ampere=2, turing=2, amd=2, other=1),
+        ranks=_ranks(hopper=3, ampere=2, turing=2, amd=2, other=1),
         why="built into torch, always there; the fallback",
         caveats=("cuDNN SDPA is preferred on sm90/sm100/sm103 with cuDNN > 9.15 (torch >= 2.10)",),
         verifiable=True,
@@ -326,13 +324,13 @@ BACKENDS: tuple[Backend, ...] = (
         axolotl="attn_implementation: flash_attention_2",
         axolotl_names=("flash_attention_2",),
         # On Hopper, after SDPA: on the H100 FA2 2.8.3.post2 (built by `install fa2 --source`) ran
-        # fwd+bwd at 0.63-0.77x SDPA at every standard shape, in one bench with FA3, FA4 and
-        # Sage (tests/fixtures/h100-bench-five.json). Not measured on Blackwell: ahead of SDPA
-        # there, as before.
-        ranks=_ranks(hopper=4, blackwell=2, hopper_short=3, ampere=1, amd=1),
+        # fwd+bwd at 0.64-0.77x SDPA at every standard shape, in one bench with FA3, FA4 and
+        # Sage (tests/fixtures/h100-bench-five-gpu.json; 0.63-0.77x in h100-bench-five.json).
+        # Not measured on Blackwell: ahead of SDPA there, as before.
+        ranks=_ranks(hopper=4, blackwell=2, ampere=1, amd=1),
         why="FlashAttention's stable build for this GPU, with varlen for sample packing",
         caveats=(
-            "on the H100 it trained at 0.63-0.77x SDPA (fwd+bwd, every standard shape, one bench of all five): "
+            "on the H100 it trained at 0.64-0.77x SDPA (fwd+bwd, every standard shape, one bench of all five): "
             "on Hopper SDPA, FA3 and FA4 are faster",
         ),
         lookalikes=(
@@ -369,20 +367,20 @@ BACKENDS: tuple[Backend, ...] = (
         axolotl="attn_implementation: flash_attention_3",
         axolotl_names=("flash_attention_3",),
         # Measured on the H100 in one bench with FA2, FA4, Sage and SDPA (tests/fixtures/
-        # h100-bench-five.json, 2026-11-25, bf16 causal, FA3 3.0.0 built by `install fa3 --head-dim 64
-        # --head-dim 128`): fwd+bwd at 4k and 8k tokens 1.15-1.22x SDPA and 1-3% ahead of FA4 at
-        # all four (do_bench in the same run agreed: h100-bench-agreement-five.json); at 1k tokens
-        # behind SDPA (0.68x at d128; 0.12x at d64, whose backward there was slow by both timers).
-        # Ranked second to FA4, level with it within the bench's own agreement: FA4 installs from a
-        # wheel and Axolotl picks it by itself, FA3 is a source build Axolotl never picks; `check
-        # --bench` puts FA3 first where it measured faster.
-        ranks=_ranks(hopper=2, hopper_short=4),
-        why="the fastest trainer measured on the H100 from 4k tokens, 1-3% ahead of FA4 "
-        "(fwd+bwd 614 TFLOP/s at 8k, d128)",
+        # h100-bench-five-gpu.json, 2026-11-25, bf16 causal, FA3 3.0.0 built by `install fa3
+        # --head-dim 64 --head-dim 128`, every figure the GPU's time, checked in the same run:
+        # h100-bench-agreement-five-gpu.json): fwd+bwd 1.15-1.29x SDPA at every standard shape,
+        # 1k tokens included, and ahead of FA4 at five of six (by 2-10%; FA4 by 0.5% at 8k d128).
+        # (An earlier bench put SDPA first at 1k: there it timed the host, h100-bench-five.json.)
+        # Ranked second to FA4 all the same: FA4 installs from a wheel and Axolotl picks it by
+        # itself, FA3 is a source build Axolotl never picks; `check --bench` puts FA3 first where
+        # it measured faster.
+        ranks=_ranks(hopper=2),
+        why="the fastest trainer measured on the H100, 1.15-1.29x SDPA at every standard shape and "
+        "2-10% ahead of FA4 at five of six (fwd+bwd 588 TFLOP/s at 8k, d128)",
         caveats=(
             "Axolotl never picks FA3 by itself: set attn_implementation: flash_attention_3 (with FA4 importable "
             "on sm90+ FA4 overrides it)",
-            "below 2k tokens SDPA is faster on the H100 (0.68x SDPA at 1k, head dim 128; 0.12x at head dim 64)",
         ),
         installable=True,
         verifiable=True,
@@ -416,11 +414,11 @@ BACKENDS: tuple[Backend, ...] = (
         install="attn-doctor install fa4  # pip install 'flash-attn-4==4.0.0b36': plain flash-attn-4 finds nothing",
         source="https://pypi.org/project/flash-attn-4/4.0.0b36/",
         axolotl="attn_implementation: flash_attention_2  # Axolotl switches to FA4 when flash_attn.cute imports",
-        ranks=_ranks(hopper=1, hopper_short=2),
-        # tests/fixtures/h100-bench-five.json: fwd+bwd 1.14-1.19x SDPA at 4k and 8k tokens, within
-        # 1-3% of FA3; at 1k behind SDPA (0.55-0.66x).
-        why="level with FA3 as the fastest trainer measured on the H100 from 4k tokens (fwd+bwd 607 TFLOP/s at 8k, "
-        "d128), and the one Axolotl picks by itself",
+        ranks=_ranks(hopper=1),
+        # tests/fixtures/h100-bench-five-gpu.json: fwd+bwd 1.12-1.22x SDPA at every standard shape,
+        # 1k tokens included, 0.5% ahead of FA3 at 8k d128, 2-10% behind it elsewhere.
+        why="next to FA3 as the fastest trainer measured on the H100 (1.12-1.22x SDPA at every standard shape; "
+        "fwd+bwd 591 TFLOP/s at 8k, d128), and the one Axolotl picks by itself",
         caveats=("no backward on sm80 (forward only)", "head dims per FA4's _validate_head_dims"),
         hopper_backward_from_files=True,
         bad_releases=(

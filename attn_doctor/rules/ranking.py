@@ -1,19 +1,19 @@
 """Which backends to prefer on a GPU, in order: the registry's ranks per GPU class.
 
 The classes follow what was measured or what upstream builds for:
-- Hopper (major 9): FA4, FA3 (level with it), SDPA, then FA2; below 2k tokens SDPA first.
-  Measured on the H100 in one bench of all five (tests/fixtures/h100-bench-five.json): fwd+bwd
-  from 4k tokens FA3 and FA4 ran 1.14-1.22x SDPA, within 1-3% of each other, FA2 0.63-0.69x; at
-  1k SDPA led. Blackwell datacentre (majors 10-11): FA4, then FA2, then SDPA (not measured; FA3
-  does not run there); below 2k tokens SDPA first.
+- Hopper (major 9): FA4, FA3 (next to it), SDPA, then FA2, at every sequence length. Measured
+  on the H100 in one bench of all five, every figure the GPU's time (tests/fixtures/
+  h100-bench-five-gpu.json): fwd+bwd at every standard shape, 1k tokens included, FA3 ran
+  1.15-1.29x SDPA, FA4 1.12-1.22x, FA2 0.64-0.77x. (SDPA first below 2k tokens came from a bench
+  that timed the host there: h100-bench-five.json.) Blackwell datacentre (majors 10-11): FA4,
+  then FA2, then SDPA (not measured; FA3 does not run there).
 - Ampere/Ada (8.x) and consumer Blackwell (12.x): FA2, then SDPA (Axolotl uses FA4 on 9-11 only).
 - Turing (7.5): xFormers, then SDPA.
 - AMD: FA2 (its CK targets), then SDPA. Older, CPU, unknown: SDPA.
 For inference, backends ranked for it (SageAttention, which has no backward) go first, except on
-Hopper, where it was measured: forward only, SDPA was as fast as FA4 or faster at most standard
-shapes and SageAttention 2 ran at 0.13-0.89x SDPA (README, tests/fixtures/h100-bench.txt and
-h100-bench-sage2.json), so inference there ranks as short sequences do (SDPA first) and
-SageAttention comes last.
+Hopper, where it was measured: forward only, FA3 and FA4 ran 1.02-1.15x SDPA from 4k tokens and
+0.92-1.06x at 1k, SageAttention 2 0.27-0.88x SDPA (h100-bench-five-gpu.json), so inference there
+ranks as training does and SageAttention comes last.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from attn_doctor.rules.backends import (
     AMPERE,
     BLACKWELL,
     HOPPER,
-    HOPPER_UP_SHORT,
     INFERENCE,
     OTHER,
     TURING,
@@ -32,8 +31,6 @@ from attn_doctor.rules.backends import (
     registered,
 )
 from attn_doctor.workload import Workload
-
-SHORT_SEQUENCE = 2048  # below it SDPA (cuDNN) matched FA4 on the H100 (README, measured 2026-11-25)
 
 
 def major(gpu: Gpu) -> int:
@@ -58,9 +55,6 @@ def gpu_class(gpu: Gpu | None, work: Workload) -> str:
     if gpu.vendor == "amd":
         return AMD
     if major(gpu) in (9, 10, 11):
-        short = work.seq_len is not None and work.seq_len < SHORT_SEQUENCE
-        if short or _hopper_inference(gpu, work):
-            return HOPPER_UP_SHORT
         return HOPPER if major(gpu) == 9 else BLACKWELL
     if major(gpu) in (8, 12):
         return AMPERE

@@ -13,7 +13,7 @@ from attn_doctor.facts.model import Facts
 from attn_doctor.rules.assess import Assessment
 from attn_doctor.rules.backends import AXOLOTL, Backend, backend_of_implementation, by_name, fa4_accepts
 from attn_doctor.rules.findings import Finding, Kind, Subject, finding
-from attn_doctor.rules.ranking import SHORT_SEQUENCE, major, ranking, weakest
+from attn_doctor.rules.ranking import major, ranking, weakest
 from attn_doctor.workload import CANONICAL, Workload
 
 
@@ -57,11 +57,6 @@ def recommend(
             now.append(backend)
         elif len(fit) == 1:
             reasons.append(f"{backend.label} would be first: {verdict.problems[0]}")
-    if work.seq_len is not None and gpu is not None and major(gpu) in (9, 10, 11):
-        reasons.append(
-            f"sequence length {work.seq_len}: on the H100, SDPA (cuDNN) led fwd+bwd at 1k tokens and FA3/FA4 "
-            "from 4k, 1.14-1.22x SDPA (measured): the choice changes near 2k"
-        )
     if measured is not None:
         now = _as_measured(now, facts, work, measured, reasons)
     chosen = now[0] if now else sdpa
@@ -73,7 +68,10 @@ def recommend(
             "attn_implementation says: FA3 trains there only without flash-attn-4 "
             f"({AXOLOTL}/src/axolotl/monkeypatch/attention/flash_attn_4.py)"
         )
-    best = fit[0] if fit else chosen
+    # a faster backend not usable yet: one ranked ahead of the choice that cannot run now (one
+    # that can, and is behind it, is behind it by this machine's own measurement)
+    ahead = fit[: fit.index(chosen)] if chosen in fit else fit
+    best = next((b for b in ahead if b not in now), chosen)
     runner_up = next((b.name for b in now[1:]), None)
     reasons.insert(1, f"{chosen.label}: {chosen.why or chosen.source}")
     return Recommendation(
@@ -90,18 +88,17 @@ def _as_measured(
     now: list[Backend], facts: Facts, work: Workload, measured: Measured, reasons: list[str]
 ) -> list[Backend]:
     """The usable backends in the order they ran in `measured` (those it did not time after): near
-    the workload's sequence length, else from SHORT_SEQUENCE tokens (what the expected ranking
-    assumes without one). Each shape's fastest is said too: the choice for one length is not the
-    choice for all."""
+    the workload's sequence length, else over all its shapes. Each shape's fastest is said too:
+    the choice for one length is not the choice for all."""
     names = {g.name for g in facts.gpus}
     if measured.gpu not in names:
         reasons.append(f"the bench file was measured on {measured.gpu}, not this machine's GPU: not used")
         return now
-    speeds = dict(measured.fastest(seqlen=work.seq_len, from_seqlen=SHORT_SEQUENCE))
+    speeds = dict(measured.fastest(seqlen=work.seq_len))
     timed = sorted((b for b in now if b.name in speeds), key=lambda b: -speeds[b.name])
     if not timed:
         return now
-    where = f" near {work.seq_len} tokens" if work.seq_len else f" from {SHORT_SEQUENCE} tokens"
+    where = f" near {work.seq_len} tokens" if work.seq_len else " over the standard shapes"
     figures = ", ".join(f"{b.name} {speeds[b.name]:.0f}" for b in timed)
     reasons.append(f"measured here{where} (bench, fwd+bwd TFLOP/s, bf16 causal): {figures}")
     per_shape = [
