@@ -120,7 +120,8 @@ def kernels_ms(step: Callable[[], Any], kernel: Any, calls: int = 20) -> float:
     """The GPU's own time of one call by the profiler (CUPTI): the durations of its kernels, summed,
     no gaps between them; each call after an L2 flush, as do_bench's and bench's, all of them queued
     behind a spin as bench queues a host-bound call (matmuls there instead slowed the clocks: SDPA's
-    kernels read 188 TFLOP/s at 4x1024x16x64 fwd where do_bench read 225). The flush is made of
+    kernels read 188 TFLOP/s at 4x1024x16x64 fwd where do_bench read 225,
+    tests/fixtures/h100-bench-agreement-sdpa-matmul-filler.json). The flush is made of
     bytes, so that its kernel is not one a backend launches (they zero float and int32 buffers)."""
     flush = torch.empty(kernel.FLUSH_BYTES, dtype=torch.uint8, device="cuda")
 

@@ -335,9 +335,10 @@ def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, rep
     bench-regimes-ahead.txt). Only there, as the batch itself shows it, not by a separate guess: a
     spin is idle time, after which the clocks run a short batch fast (FA3's fwd at 4x4096x16x128,
     half host-bound by an estimate, was spun and read 14% above do_bench:
-    h100-bench-agreement-five-ahead.json), and matmuls ahead of it instead slowed the GPU's clocks
-    as much the other way. The first call compiles (flex, FA4's JIT) and is never timed; at least
-    `warmup` calls and 25 ms warm up, at least `repeats` and 100 ms are timed."""
+    h100-bench-agreement-five-ahead.json), and matmuls ahead of every batch instead slowed the
+    GPU's clocks (SDPA 1-9% under do_bench at 4k-8k: h100-bench-agreement-sdpa-matmul-filler.json).
+    The first call compiles (flex, FA4's JIT) and is never timed; at least `warmup` calls and 25 ms
+    warm up, at least `repeats` and 100 ms are timed."""
     step()  # compiles, per shape: outside any timing
     if device != "cuda":
         for _ in range(max(0, warmup - 1)):
