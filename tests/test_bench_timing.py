@@ -127,8 +127,8 @@ def busy_throughout(batch: list[tuple[str, float]]) -> bool:
 def test_a_host_bound_call_is_timed_on_the_gpu(simulated: Any) -> None:
     host_ms, gpu_ms = FA2_1K_FLOPS / 41e9, FA2_1K_FLOPS / 157e9  # 0.92 ms to issue, 0.24 ms to run
     gpu = simulated(host_ms, gpu_ms)
-    measured = kernel.median_ms(gpu, gpu.step, "cuda", 3, 10)
-    assert measured == pytest.approx(gpu_ms, rel=0.05)  # events around each call would read ~0.93 ms
+    measured, host_bound = kernel.timed_ms(gpu, gpu.step, "cuda", 3, 10)
+    assert measured == pytest.approx(gpu_ms, rel=0.05) and host_bound  # events around each call would read ~0.93 ms
     batches = gpu.batches()  # the first batch, unspun, timed the host: timed again behind spins
     assert len(batches) > 3 and all(busy_throughout(batch) for batch in batches)
 
@@ -156,7 +156,8 @@ def test_a_spin_the_host_outruns_is_lengthened(simulated: Any) -> None:
 )
 def test_a_gpu_bound_call_is_timed_without_a_spin(simulated: Any, host_ms: float, gpu_ms: float) -> None:
     gpu = simulated(host_ms, gpu_ms)
-    assert kernel.median_ms(gpu, gpu.step, "cuda", 3, 10) == pytest.approx(gpu_ms, rel=0.01)
+    measured, host_bound = kernel.timed_ms(gpu, gpu.step, "cuda", 3, 10)
+    assert measured == pytest.approx(gpu_ms, rel=0.01) and not host_bound
     assert gpu.spins() == []
 
 

@@ -208,8 +208,38 @@ def test_bench_times_the_working_backends_and_saves_them(torch_venv: Venv, tmp_p
         ("sdpa", shape, mode) for shape in ("1x128x2x32", "1x256x2x32") for mode in ("fwd", "fwd+bwd")
     }
     assert all(t.ms > 0 and t.tflops > 0 for t in measured.timings)
+    assert not any(t.host_bound for t in measured.timings)  # a CPU has no queue to run ahead of the host
     assert [b for b, _ in measured.failed] == ["fa3"]  # wrong results are not worth timing
     assert "not timed: fa3: not working here (wrong" in out
+
+
+def test_a_host_bound_figure_is_marked_and_explained(tmp_path: Path) -> None:
+    """The kernel says which modes it timed queued behind a spin (trials/kernel.py timed_ms); the
+    figure is the GPU's, and the table marks it and says what it means for a training step. FA3's
+    fwd+bwd at 4x1024x16x128 on the H100: 303 TFLOP/s by its kernels, the host issued it at ~79."""
+    from rich.console import Console
+
+    from attn_doctor.facts.measured import dumps
+    from attn_doctor.render.trials import render_measured
+    from attn_doctor.trials.run import _parse
+
+    line = json.dumps({"case": "4x1024x16x128", "status": "timed", "ms": {"fwd": 0.049, "fwd+bwd": 0.198},
+                       "host_bound": ["fwd+bwd"]})  # fmt: skip
+    outcome = _parse("fa3", line)
+    assert outcome is not None and outcome.host_bound == ("fwd+bwd",)
+
+    def shown(*timings: Timing) -> str:
+        saved = tmp_path / "bench.json"  # through the file `check --bench` reads
+        saved.write_text(dumps(Measured("NVIDIA H100 80GB HBM3", "9.0", "2.11.0+cu130", "bfloat16", True, timings)))
+        console = Console(record=True, width=200)
+        render_measured(load(saved), console)
+        return console.export_text()
+
+    shape = "4x1024x16x128"
+    marked = shown(Timing("fa3", shape, "fwd", 0.049, 350.0), Timing("fa3", shape, "fwd+bwd", 0.198, 303.0, True))
+    assert "303*" in marked and "350*" not in marked and "host-bound: the host issued these calls" in marked
+    plain = shown(Timing("fa3", shape, "fwd+bwd", 0.198, 303.0))
+    assert "303*" not in plain and "host-bound" not in plain
 
 
 def test_flops_are_counted_as_flashattention_counts_them() -> None:

@@ -24,6 +24,9 @@ class Timing:
     mode: str  # "fwd" | "fwd+bwd"
     ms: float
     tflops: float
+    # the host issued these calls no faster than the GPU ran them: `ms` is the GPU's time, taken with
+    # the calls queued ahead; a training step made of such calls runs at the host's pace
+    host_bound: bool = False
 
 
 @dataclass(frozen=True)

@@ -97,9 +97,17 @@ def render_measured(measured: Measured, console: Console) -> None:
                     cells += ["-", "-", "-"]
                 else:
                     ratio = f"{timing.tflops / base:.2f}" if base else "-"
-                    cells += [f"{timing.ms:.3f}", f"{timing.tflops:.3g}", ratio]
+                    cells += [f"{timing.ms:.3f}", f"{timing.tflops:.3g}" + ("*" if timing.host_bound else ""), ratio]
             table.add_row(shape, backend, *cells)
     console.print(table)
+    if any(t.host_bound for t in measured.timings):
+        console.print(
+            "  * host-bound: the host issued these calls no faster than the GPU ran them; timed with the calls "
+            "queued ahead, so the figure is the GPU's. A training step made of such calls (a small model at "
+            "short sequences) runs at the host's pace.",
+            highlight=False,
+            markup=False,
+        )
     for backend, why in measured.failed:
         console.print(f"  not timed: {backend}: {why}", highlight=False, markup=False)
     ranking = measured.fastest()

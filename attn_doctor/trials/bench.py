@@ -95,7 +95,8 @@ def bench(
             else:
                 shape = by_label[outcome.case]
                 for mode, ms in outcome.ms:
-                    timings.append(Timing(backend.name, shape.label, mode, ms, shape.flops(mode) / (ms / 1000) / 1e12))
+                    tflops = shape.flops(mode) / (ms / 1000) / 1e12
+                    timings.append(Timing(backend.name, shape.label, mode, ms, tflops, mode in outcome.host_bound))
     return Measured(
         gpu.name if gpu else "no GPU",
         gpu.compute_capability if gpu else None,

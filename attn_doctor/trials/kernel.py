@@ -286,11 +286,14 @@ def bench_case(torch: Any, call: Call, case: Dict[str, Any], device: str, backen
         torch.autograd.grad(run(), (q, k, v), grad)
 
     timings: Dict[str, float] = {}
+    host_bound: List[str] = []  # the modes whose calls the host issued no faster than the GPU ran them
     for mode, step in (("fwd", forward), ("fwd+bwd", forward_backward)):
         if mode == "fwd+bwd" and not case.get("backward", True):
             continue
-        timings[mode] = median_ms(torch, step, device, case["warmup"], case["repeats"])
-    return dict(status="timed", ms=timings)
+        timings[mode], spun = timed_ms(torch, step, device, case["warmup"], case["repeats"])
+        if spun:
+            host_bound.append(mode)
+    return dict(status="timed", ms=timings, host_bound=host_bound)
 
 
 def wake(torch: Any, seconds: float = 0.5) -> None:
@@ -326,7 +329,13 @@ SPIN_RETRIES = 4
 
 
 def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
-    """The median of one call's time on the GPU, each call between two CUDA events after an L2
+    """timed_ms's median alone (the matmul ceiling, the scripts)."""
+    return timed_ms(torch, step, device, warmup, repeats)[0]
+
+
+def timed_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, repeats: int) -> Tuple[float, bool]:
+    """The median of one call's time on the GPU, and whether the host was the bound (the calls
+    were timed queued behind a spin). Each call is timed between two CUDA events after an L2
     flush, as do_bench times it. Where the host takes as long to issue a call as the GPU to run it
     (1k tokens: Python dispatch, autograd), events around each call time the host, do_bench's too:
     FA2 fwd+bwd at 4x1024x16x64 read 39-52 TFLOP/s that way and 158 from a CUDA graph
@@ -349,7 +358,7 @@ def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, rep
             step()
             times.append((time.perf_counter() - began) * 1000)
         times.sort()
-        return times[len(times) // 2]
+        return times[len(times) // 2], False
     torch.cuda.synchronize()
     # Warm up by the clock before estimating: the first calls of a new shape after its compile can
     # still be slow (per-shape plans, the allocator growing), and an estimate taken from them
@@ -398,7 +407,7 @@ def median_ms(torch: Any, step: Callable[[], Any], device: str, warmup: int, rep
         times.extend(measured)
     times.sort()
     middle = len(times) // 2
-    return times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
+    return (times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2), spin_ms > 0
 
 
 _SPIN_CYCLES_PER_MS: List[float] = []

@@ -49,6 +49,7 @@ class Outcome:
     message: str = ""
     errors: tuple[tuple[str, float], ...] = ()  # verify: relative error of out, dq, dk, dv
     ms: tuple[tuple[str, float], ...] = ()  # bench: median milliseconds per mode
+    host_bound: tuple[str, ...] = ()  # bench: the modes whose calls the host issued no faster than the GPU ran them
 
 
 def run_kernels(
@@ -126,4 +127,5 @@ def _parse(backend: str, line: str) -> Outcome | None:
         str(data.get("message", "")),
         tuple((str(k), float(v)) for k, v in (data.get("errors") or {}).items()),
         tuple((str(k), float(v)) for k, v in (data.get("ms") or {}).items()),
+        tuple(str(mode) for mode in (data.get("host_bound") or ())),
     )
