@@ -133,7 +133,7 @@ class Backend:
     head_dim_rule_version: str = ""  # the release whose rule head_dim_rule encodes
     axolotl: str = ""  # the config line that selects it
     axolotl_names: tuple[str, ...] = ()  # its attn_implementation values
-    # position in the recommendation per GPU class (recommend.gpu_class); lower goes first
+    # position in the recommendation per GPU class (ranking.gpu_class); lower goes first
     ranks: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     why: str = ""  # why it is chosen, when it is
     caveats: tuple[str, ...] = ()
@@ -200,7 +200,7 @@ def fa4_accepts(cc_major: int, head_dim: int, head_dim_v: int, alignment: int = 
 
 _EVERYWHERE = (Support("", None, None, "torch's math backend runs on any device"),)
 
-# The GPU classes that ranks are given for (recommend.gpu_class decides which one a GPU is in).
+# The GPU classes that ranks are given for (ranking.gpu_class decides which one a GPU is in).
 # Blackwell datacentre (sm100-sm110) ranks as Hopper unless a backend says otherwise: what was
 # measured there is Hopper's.
 HOPPER, BLACKWELL, AMPERE, TURING, AMD, OTHER, INFERENCE = (

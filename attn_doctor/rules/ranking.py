@@ -49,13 +49,15 @@ def weakest(gpus: tuple[Gpu, ...]) -> Gpu | None:
     return gpus[0] if gpus else None
 
 
-def gpu_class(gpu: Gpu | None, work: Workload) -> str:
+def gpu_class(gpu: Gpu | None) -> str:
     if gpu is None:
         return OTHER
     if gpu.vendor == "amd":
         return AMD
-    if major(gpu) in (9, 10, 11):
-        return HOPPER if major(gpu) == 9 else BLACKWELL
+    if major(gpu) == 9:
+        return HOPPER
+    if major(gpu) in (10, 11):
+        return BLACKWELL
     if major(gpu) in (8, 12):
         return AMPERE
     if gpu.compute_capability == "7.5":
@@ -65,18 +67,14 @@ def gpu_class(gpu: Gpu | None, work: Workload) -> str:
 
 def ranking(gpu: Gpu | None, work: Workload) -> list[Backend]:
     """The backends ranked for this GPU, best first, those whose newest release cannot run on it left out."""
-    klass = gpu_class(gpu, work)
+    klass = gpu_class(gpu)
     ranked = [b for b in registered() if klass in b.ranks and (gpu is None or b.runs_on(gpu))]
     ranked.sort(key=lambda b: b.ranks[klass])
     if work.training == "inference" and gpu is not None:
         chosen = [b for b in registered() if INFERENCE in b.ranks and b.runs_on(gpu) and b not in ranked]
         chosen.sort(key=lambda b: b.ranks[INFERENCE])
-        ranked = ranked + chosen if _hopper_inference(gpu, work) else chosen + ranked
+        ranked = ranked + chosen if major(gpu) == 9 else chosen + ranked  # measured on Hopper: last
     return ranked
-
-
-def _hopper_inference(gpu: Gpu, work: Workload) -> bool:
-    return work.training == "inference" and major(gpu) == 9
 
 
 def first_choice(gpu: Gpu | None, excluding: str | None = None) -> Backend:

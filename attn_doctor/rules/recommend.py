@@ -71,7 +71,7 @@ def recommend(
     # a faster backend not usable yet: one ranked ahead of the choice that cannot run now (one
     # that can, and is behind it, is behind it by this machine's own measurement)
     ahead = fit[: fit.index(chosen)] if chosen in fit else fit
-    best = next((b for b in ahead if b not in now), chosen)
+    better = next((b for b in ahead if b not in now), None)
     runner_up = next((b.name for b in now[1:]), None)
     reasons.insert(1, f"{chosen.label}: {chosen.why or chosen.source}")
     return Recommendation(
@@ -79,8 +79,8 @@ def recommend(
         config=chosen.axolotl,
         reasons=tuple(reasons),
         runner_up=runner_up,
-        better=best.name if best is not chosen else None,
-        better_how=verdicts[best.name].fix if best is not chosen else "",
+        better=better.name if better else None,
+        better_how=verdicts[better.name].fix if better else "",
     )
 
 
