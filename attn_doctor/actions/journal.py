@@ -230,22 +230,24 @@ def prune(prefix: str) -> None:
     Unfinished or damaged ones are never touched."""
     completed = 0
     for position, folder in enumerate(_repairs(prefix)):
-        state = _state(folder)
+        try:  # read once: a torch-sized install's journal lists every file it made
+            data = load_journal(folder / "journal.json")
+        except RunnerError:
+            continue
+        state = data.get("state")
         completed += state == "done"
-        if state == "done" and completed > KEEP:
+        if state == "done" and completed > KEEP and not data.get("shrunk"):
             with suppress(OSError, RunnerError):  # what is left is still what undo needs, and more
-                _shrink(folder)
+                _shrink(Journal(folder, data))
         elif state == "undone" and position >= KEEP:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _shrink(folder: Path) -> None:
+def _shrink(journal: Journal) -> None:
     """Of a finished command's snapshot, keep what undo reads: the backups of the files it replaced
     or removed, and the folders above the files it made or replaced (undo removes a new folder
     only when the snapshot has no such folder). A move-aside's or a rewrite's one backup stays."""
-    journal = Journal(folder, load_journal(folder / "journal.json"))
-    if journal.data.get("shrunk"):
-        return
+    folder = journal.folder
     for number, step in enumerate(journal.data["steps"], start=1):
         if "created" not in step:
             continue
