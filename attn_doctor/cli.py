@@ -14,22 +14,26 @@ import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from attn_doctor import __version__
 from attn_doctor.facts.model import Facts, FactsError
 from attn_doctor.facts.target import TargetError
-from attn_doctor.rules.findings import RULES, Severity
+from attn_doctor.registry.findings import RULES, Group, Severity, rule
+from attn_doctor.render.interface import Format, Renderers, UnsupportedFormat
 
 if TYPE_CHECKING:
     from attn_doctor.actions.install import Install
     from attn_doctor.facts.measured import Measured
+    from attn_doctor.registry.backends import Backend
+    from attn_doctor.render.interface import Renderer
     from attn_doctor.report import Gate, Report
     from attn_doctor.rules.assess import Assessment
-    from attn_doctor.rules.backends import Backend
     from attn_doctor.workload import Workload
+
+R = TypeVar("R")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_CANNOT_INSPECT = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -59,30 +63,13 @@ PythonOption = Annotated[
 ]
 
 
-class Format(str, enum.Enum):
-    """check's formats."""
-
-    text = "text"
-    json = "json"
-    markdown = "markdown"
-    junit = "junit"
-
-
-class TrialFormat(str, enum.Enum):
-    """verify's and bench's formats."""
-
-    text = "text"
-    json = "json"
-    junit = "junit"
-
-
 class InstallerChoice(str, enum.Enum):
     pip = "pip"
     uv = "uv"
 
 
 def _registry_names(installable: bool = False, verifiable: bool = False) -> list[str]:
-    from attn_doctor.rules.backends import backend_names
+    from attn_doctor.registry.backends import backend_names
 
     return backend_names(installable=installable, verifiable=verifiable)
 
@@ -96,7 +83,7 @@ def _complete_verifiable(incomplete: str) -> list[str]:
 
 
 def _complete_any(incomplete: str) -> list[str]:
-    from attn_doctor.rules.findings import RULES
+    from attn_doctor.registry.findings import RULES
 
     return [n for n in [*_registry_names(), *(r.code for r in RULES)] if n.startswith(incomplete)]
 
@@ -197,8 +184,11 @@ def check(
 ) -> None:
     """Inspect the GPU, the target Python, torch and every attention package; say what is broken
     and which backend to use."""
+    from attn_doctor.render.interface import View
+    from attn_doctor.render.tables import CHECK
     from attn_doctor.report import judge  # the judge and renderers load only when a check runs
 
+    show = _renderer(CHECK, output_format)
     if facts_file is not None and (python is not None or deep):
         raise Stop("--facts judges a saved report: it cannot be combined with --python or --deep", EXIT_USAGE)
     gate, severity = _gate(fail_on, require, ignore, against, no_gpu_ok)
@@ -207,7 +197,7 @@ def check(
     facts = _facts(facts_file, python, deep, [r.backend.module for r in gate.require], gpu, torch_version, cuda)
     report = judge(facts, gate)
     code = EXIT_FINDINGS if report.fails(severity) else EXIT_OK
-    _show(report, output_format, severity, code, verbose)
+    show(report, View(code, verbose, severity))
     if output is not None:
         from attn_doctor.render.json import render_json
 
@@ -246,8 +236,8 @@ def _gate(
         required = tuple(parse_requirement(r) for r in (require or settings.require))
     except (config.ConfigError, RequirementError) as error:
         raise Stop(str(error), EXIT_USAGE) from error
-    ignored = frozenset(ignore or settings.ignore)
-    unknown = ignored - {r.code for r in RULES}
+    codes = ignore or settings.ignore
+    unknown = {code for code in codes if rule(code) is None}
     if unknown:
         raise Stop(
             f"--ignore: no finding code {', '.join(sorted(unknown))}; `attn-doctor explain` lists them", EXIT_USAGE
@@ -258,6 +248,7 @@ def _gate(
         raise Stop(str(error), EXIT_USAGE) from error
     chosen = fail_on or FailOn(settings.fail_on or "error")
     forgive = no_gpu_ok if no_gpu_ok is not None else bool(settings.no_gpu_ok)
+    ignored = frozenset(r for r in RULES if r.code in codes)
     return Gate(required, ignored, forgive, lock), chosen.severity
 
 
@@ -357,25 +348,12 @@ def _collect(python: str | None, deep: bool = False, modules: list[str] | None =
         raise Stop(str(error), EXIT_CANNOT_INSPECT) from error
 
 
-def _show(report: Report, output_format: Format, severity: Severity | None, code: int, verbose: bool) -> None:
-    if output_format is Format.json:
-        from attn_doctor.render.json import render_json
-
-        sys.stdout.write(render_json(report, code))
-    elif output_format is Format.markdown:
-        from attn_doctor.render.markdown import render_markdown
-
-        sys.stdout.write(render_markdown(report, verbose))
-    elif output_format is Format.junit:
-        from attn_doctor.render.junit import render_junit
-
-        sys.stdout.write(render_junit(report, severity))
-    else:
-        from rich.console import Console
-
-        from attn_doctor.render.terminal import render_terminal
-
-        render_terminal(report, Console(), verbose)
+def _renderer(renderers: Renderers[R], output_format: Format) -> Renderer[R]:
+    """The renderer of this format, chosen before anything runs: one the command lacks is refused."""
+    try:
+        return renderers.of(output_format)
+    except UnsupportedFormat as error:
+        raise Stop(str(error), EXIT_USAGE) from error
 
 
 @app.command()
@@ -401,8 +379,8 @@ def explain(
     markdown: Annotated[bool, typer.Option("--markdown", help="The catalog as docs/findings.md.")] = False,
 ) -> None:
     """What a finding code means, how severe it is, and where its rule comes from; or a backend's rules."""
+    from attn_doctor.registry.backends import by_name
     from attn_doctor.render.catalog import render_backend, render_catalog
-    from attn_doctor.rules.backends import by_name
 
     backends = by_name()
     if code in backends:
@@ -597,7 +575,6 @@ def _run_install(job: Install, python: str | None, before: Facts, yes: bool, whe
     """Run the plan and verify it; then hand a FA2/FA4 collision over to fix-shadow's own plan,
     journaled and undoable on its own."""
     from attn_doctor.actions.install import carry_out_install
-    from attn_doctor.actions.shadow import COLLISIONS
     from attn_doctor.render.actions import also_changed, installed_line
     from attn_doctor.report import judge
 
@@ -618,7 +595,7 @@ def _run_install(job: Install, python: str | None, before: Facts, yes: bool, whe
         after = carry_out_install(job, python, before, _say, lambda line: _say(f"    | {line}"), on_gpu)
     _say(installed_line(job, after), *also_changed(before, after, job.distribution))
     report = judge(after)
-    if any(f.code in COLLISIONS for f in report.findings):
+    if any(f.rule.is_in(Group.COLLISION) for f in report.findings):
         _say("FA2 and FA4 now share flash_attn/cute/: repairing that with fix-shadow (undone first by undo).")
         _repair_shadow(report, python, yes, wheel_dir, allow_system=True)  # the install already had consent
     _say(_undo_line(job.plan.python))
@@ -626,7 +603,7 @@ def _run_install(job: Install, python: str | None, before: Facts, yes: bool, whe
 
 def _backends(names: list[str], installable: bool = False, verifiable: bool = False) -> list[Backend]:
     """The backends asked for, checked against the registry before anything runs."""
-    from attn_doctor.rules.backends import by_name
+    from attn_doctor.registry.backends import by_name
 
     known = _registry_names(installable=installable, verifiable=verifiable)
     unknown = [n for n in names if n not in known]
@@ -659,7 +636,7 @@ def verify(
         Path | None, typer.Option("--model", help="A Hugging Face config.json (or its folder): test its head dims.")
     ] = None,
     head_dim: Annotated[str | None, typer.Option("--head-dim", help="Test this head dim too.")] = None,
-    output_format: Annotated[TrialFormat, typer.Option("--format", help="text, json or junit.")] = TrialFormat.text,
+    output_format: Annotated[Format, typer.Option("--format", help="text, json or junit.")] = Format.text,
     output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON result to this file.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)] = 600.0,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Every case with its error figures.")] = False,
@@ -668,17 +645,19 @@ def verify(
     missing kernel, crashed or timed out. Exit 1 if one that `check` calls usable fails."""
     from rich.console import Console
 
-    from attn_doctor.render.junit import verdicts_junit
-    from attn_doctor.render.trials import render_verdicts, verdicts_json, where
+    from attn_doctor.render.interface import View
+    from attn_doctor.render.tables import VERIFY
+    from attn_doctor.render.trials import verdicts_json, where
     from attn_doctor.report import Gate, judge
     from attn_doctor.trials.verify import installed
     from attn_doctor.trials.verify import verify as run_verify
 
+    show = _renderer(VERIFY, output_format)
     named = _backends(backends, verifiable=True) if backends else None
     work = _workload(None, model, head_dim, None, None, None)
     facts = _with_torch(python)
     verdicts = judge(facts, Gate(workload=work)).verdicts  # what `check` says of each, for this model
-    console = Console(stderr=output_format is not TrialFormat.text)
+    console = Console(stderr=output_format is not Format.text)
     with console.status("running the kernels…") as status:
         results = run_verify(
             facts.python.executable,
@@ -693,12 +672,7 @@ def verify(
     place = where(facts)
     if output is not None:
         _write_output(output, verdicts_json(results, place, code))
-    if output_format is TrialFormat.json:
-        sys.stdout.write(verdicts_json(results, place, code))
-    elif output_format is TrialFormat.junit:
-        sys.stdout.write(verdicts_junit(results, place))
-    else:
-        render_verdicts(results, place, console, verbose)
+    show(results, View(code, verbose, about=place))
     raise typer.Exit(code)
 
 
@@ -717,7 +691,7 @@ def bench(
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per shape; the median is kept.", min=1)] = 10,
     output: Annotated[Path | None, typer.Option("--output", help="Save the figures for `check --bench FILE`.")] = None,
-    output_format: Annotated[TrialFormat, typer.Option("--format", help="text, json or junit.")] = TrialFormat.text,
+    output_format: Annotated[Format, typer.Option("--format", help="text, json or junit.")] = Format.text,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)] = 600.0,
 ) -> None:
     """Time forward and forward+backward of each working backend (bf16, causal) and compare with
@@ -726,12 +700,13 @@ def bench(
     from rich.progress import Progress
 
     from attn_doctor.facts.measured import dumps
-    from attn_doctor.render.junit import measured_junit
-    from attn_doctor.render.trials import render_measured
+    from attn_doctor.render.interface import View
+    from attn_doctor.render.tables import BENCH
     from attn_doctor.report import judge
     from attn_doctor.trials.bench import STANDARD, bench_working, parse_shape
     from attn_doctor.trials.verify import installed
 
+    show = _renderer(BENCH, output_format)
     named = _backends(backends, verifiable=True) if backends else None
     try:
         shapes = tuple(parse_shape(s) for s in shape) if shape else STANDARD
@@ -754,12 +729,7 @@ def bench(
         )
     if output is not None:
         _write_output(output, dumps(measured))
-    if output_format is TrialFormat.json:
-        sys.stdout.write(dumps(measured))
-    elif output_format is TrialFormat.junit:
-        sys.stdout.write(measured_junit(measured))
-    else:
-        render_measured(measured, Console())
+    show(measured, View())
 
 
 @app.command("undo", epilog=EXIT_CODES)
@@ -839,12 +809,15 @@ def fleet(
     """Check every node of a cluster (from Ray, or from the reports a Slurm/mpirun/k8s job wrote)
     and say what differs between them. Exit 1 on a failing node or on any difference not allowed."""
     from attn_doctor.facts.fleet import FleetInputError, FleetRunError, ask_ray, read_reports
-    from attn_doctor.render import fleet as show
+    from attn_doctor.registry.backends import distributions
+    from attn_doctor.registry.findings import Finding
+    from attn_doctor.render.fleet import render_fleet_json
+    from attn_doctor.render.interface import View
+    from attn_doctor.render.tables import FLEET
     from attn_doctor.report import judge
-    from attn_doctor.rules.backends import distributions
-    from attn_doctor.rules.findings import Finding
     from attn_doctor.rules.fleet import ALL_PACKAGES, FINDINGS_FIELD, FIXED_FIELDS, judge_fleet
 
+    show = _renderer(FLEET, output_format)
     patterns = [*(reports or []), *(more_reports or [])]
     if ray == bool(patterns):
         raise Stop("fleet needs one of --reports GLOB or --ray [--address ADDRESS]", EXIT_USAGE)
@@ -873,17 +846,8 @@ def fleet(
     source = f"ray {address}" if ray else "reports"
     code = EXIT_FINDINGS if judged.fails else EXIT_OK
     if output is not None:
-        _write_output(output, show.render_fleet_json(judged, source, code))
-    if output_format is Format.json:
-        sys.stdout.write(show.render_fleet_json(judged, source, code))
-    elif output_format is Format.markdown:
-        sys.stdout.write(show.render_fleet_markdown(judged, source))
-    elif output_format is Format.junit:
-        sys.stdout.write(show.render_fleet_junit(judged, source))
-    else:
-        from rich.console import Console
-
-        show.render_fleet_terminal(judged, source, Console())
+        _write_output(output, render_fleet_json(judged, source, code))
+    show(judged, View(code, fail_on=severity, about=source))
     raise typer.Exit(code)
 
 

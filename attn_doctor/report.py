@@ -9,16 +9,13 @@ from typing import Any
 
 from attn_doctor.facts.measured import Measured
 from attn_doctor.facts.model import Facts
+from attn_doctor.registry.findings import RULES, Finding, Group, Rule, Severity
 from attn_doctor.rules.assess import Assessment, assess_all
 from attn_doctor.rules.diagnose import diagnose
 from attn_doctor.rules.drift import drift
-from attn_doctor.rules.findings import Finding, Severity
 from attn_doctor.rules.gate import Required, RequirementResult, judge_requirement
 from attn_doctor.rules.recommend import Recommendation, config_findings, recommend
 from attn_doctor.workload import Workload
-
-# What --no-gpu-ok forgives on a machine without a GPU (a CPU-only CI runner).
-_NO_GPU = {"no-gpu", "nvml-library-missing", "gpus-hidden"}
 
 
 @dataclass(frozen=True)
@@ -26,7 +23,7 @@ class Gate:
     """How `check` is asked to judge: the CI gate's settings."""
 
     require: tuple[Required, ...] = ()
-    ignore: frozenset[str] = frozenset()
+    ignore: frozenset[Rule] = frozenset()
     no_gpu_ok: bool = False
     lock: dict[str, Any] | None = field(default=None, hash=False)
     workload: Workload = field(default_factory=Workload)
@@ -53,16 +50,18 @@ class Report:
 
 
 def judge(facts: Facts, gate: Gate = Gate()) -> Report:
-    forgiven = set(gate.ignore) | (_NO_GPU if gate.no_gpu_ok and not facts.gpus else set())
+    # --no-gpu-ok forgives what a machine without a GPU (a CPU-only CI runner) says of itself
+    no_gpu = gate.no_gpu_ok and not facts.gpus
+    forgiven = {r for r in RULES if r in gate.ignore or (no_gpu and r.is_in(Group.NO_GPU))}
     found = diagnose(facts) + (drift(facts, gate.lock) if gate.lock is not None else [])
     # an ignored finding is not judged: it weighs in no verdict either
-    verdicts = assess_all(facts, gate.workload, [f for f in found if f.code not in forgiven])
+    verdicts = assess_all(facts, gate.workload, [f for f in found if f.rule not in forgiven])
     found += config_findings(facts, gate.workload, verdicts)
     return Report(
         facts,
-        tuple(sorted((f for f in found if f.code not in forgiven), key=lambda f: -f.severity)),
+        tuple(sorted((f for f in found if f.rule not in forgiven), key=lambda f: -f.severity)),
         tuple(judge_requirement(r, verdicts[r.backend.name], bool(facts.gpus), gate.no_gpu_ok) for r in gate.require),
-        tuple(f for f in found if f.code in forgiven),
+        tuple(f for f in found if f.rule in forgiven),
         recommend(facts, gate.workload, verdicts, gate.measured),
         MappingProxyType(verdicts),
     )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Here, before a device run: the sources `scripts/device_sources.sh` builds from, into .srcs/ (not
-# committed), each at the commit attn-doctor pins (attn_doctor/rules/recipes.py): what a cluster
+# committed), each at the commit attn-doctor pins (attn_doctor/registry/recipes.py): what a cluster
 # with no network would carry. git archive writes the commit into the archive, which
 # `install --source` checks. MIRRORS: a folder of bare clones (the search tool's fetch makes them:
 # Dao-AILab+flash-attention, thu-ml+SageAttention, NVIDIA+cutlass, each with repo/ inside).

@@ -5,65 +5,63 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from attn_doctor.facts import fleet as fleet_facts
+import attn_doctor
 from attn_doctor.facts.imports import _CLASSES
+from attn_doctor.registry import findings
+from attn_doctor.registry.findings import IMPORT_OUTCOMES, RULES, Rule, rule
 from attn_doctor.render.catalog import render_catalog
-from attn_doctor.rules import diagnose, drift, recommend
-from attn_doctor.rules.backends import BACKENDS
-from attn_doctor.rules.findings import RULES, rule
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGE = Path(str(attn_doctor.__file__)).parent
+CATALOG = Path(str(findings.__file__))
+
+# Driver.nvidia_status values (facts/gpu.py): a fact's own vocabulary, kept in saved reports, that
+# happens to spell the rule each status raises; only the NVML reader and its check may write them.
+NVML_STATUSES = {"no-gpu", "nvml-library-missing", "driver-not-loaded", "driver-mismatch", "nvml-error"}
+NVML_MODULES = {PACKAGE / "facts" / "gpu.py", PACKAGE / "rules" / "checks" / "gpu.py"}
 
 
-def emitted_codes() -> set[str]:
-    """The codes the judge's source passes to finding(...): literals, or a literal chosen by a
-    conditional expression (`"a" if x else "b"`), directly or through a local name."""
-    modules = (diagnose, drift, recommend, fleet_facts)
-    return set().union(*(_codes_in(Path(str(module.__file__))) for module in modules))
+def _sources() -> list[Path]:
+    return [p for p in sorted(PACKAGE.rglob("*.py")) if p != CATALOG]
 
 
-def _codes_in(source: Path) -> set[str]:
-    tree = ast.parse(source.read_text())
+def test_every_rule_constant_is_in_the_catalog_once() -> None:
+    constants = [value for name, value in vars(findings).items() if isinstance(value, Rule) and name.isupper()]
+    assert len(constants) == len(RULES) > 50
+    assert set(constants) == set(RULES)
+    assert all(rule(r.code) is r for r in RULES)
+    assert rule("no-such-code") is None
+
+
+def test_no_finding_code_is_written_as_a_string_outside_its_rule() -> None:
+    """Layers pass the rule constants: a code spelled as a string elsewhere is a miss waiting for a typo."""
+    codes = {r.code for r in RULES}
+    spelled = []
+    for source in _sources():
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Constant) and node.value in codes:
+                if source in NVML_MODULES and node.value in NVML_STATUSES:
+                    continue
+                spelled.append(f"{source.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
+    assert not spelled, spelled
+
+
+def test_every_rule_is_raised_somewhere() -> None:
+    """Each constant is named outside the catalog (import outcomes through IMPORT_OUTCOMES)."""
     named = {
-        target.id: node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name)
+        node.id if isinstance(node, ast.Name) else node.attr
+        for source in _sources()
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Name | ast.Attribute)
     }
-
-    def literals(expression: ast.expr) -> set[str]:
-        if isinstance(expression, ast.Name) and expression.id in named:
-            return literals(named[expression.id])
-        if isinstance(expression, ast.IfExp):
-            return literals(expression.body) | literals(expression.orelse)
-        return (
-            {expression.value} if isinstance(expression, ast.Constant) and isinstance(expression.value, str) else set()
-        )
-
-    return {
-        code
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("finding", "node_problem") and node.args
-        for code in literals(node.args[0])
-    }
+    by_outcome = set(IMPORT_OUTCOMES.values())
+    dead = [name for name, value in vars(findings).items() if value in RULES and name not in named]
+    assert not [name for name in dead if vars(findings)[name] not in by_outcome], dead
 
 
-def test_every_emitted_code_is_catalogued() -> None:
-    codes = emitted_codes()
-    assert len(codes) > 20
-    for code in codes:
-        assert rule(code).code == code
-    # import findings are named after the import outcome: each outcome needs its rule
-    for outcome in [o for o, _ in _CLASSES] + ["timeout", "failed"]:
-        assert rule(f"import-{outcome}")
-
-
-def test_no_catalogued_code_is_dead() -> None:
-    dynamic = {r.code for r in RULES if r.code.startswith("import-")}
-    from_registry = {bad.code for b in BACKENDS for bad in b.bad_releases}  # a backend's own bad releases
-    assert {r.code for r in RULES} - dynamic == emitted_codes() | from_registry
-    assert all(rule(code) for code in from_registry)
+def test_every_import_outcome_has_its_rule() -> None:
+    assert set(IMPORT_OUTCOMES) == {o for o, _ in _CLASSES} | {"timeout", "failed"}
+    assert all(r.code == f"import-{o}" for o, r in IMPORT_OUTCOMES.items())
 
 
 def test_codes_are_unique_and_stable_shaped() -> None:
@@ -106,8 +104,8 @@ def test_report_schema_doc_lists_every_field() -> None:
 def test_explain_says_which_builds_a_file_tells_apart() -> None:
     """SageAttention 2.2.0 is broken on Hopper only as built from its tag: explain must not call
     every 2.2.0 'not the backend'."""
+    from attn_doctor.registry.backends import by_name
     from attn_doctor.render.catalog import render_backend
-    from attn_doctor.rules.backends import by_name
 
     text = render_backend(by_name()["sage"])
     assert "not the backend: releases <2 (sageattention-v1)" in text

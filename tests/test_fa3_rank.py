@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from attn_doctor.facts.saved import load_facts
-from attn_doctor.rules.backends import by_name
+from attn_doctor.registry.backends import by_name
 from attn_doctor.rules.ranking import ranking
 from attn_doctor.workload import Workload
 from tests.conftest import FIXTURES

@@ -3,7 +3,7 @@ raises no new error. States are built from real files in real venvs (the real FA
 real dist-infos, real YAML); a fix that needs the index runs against a local folder of the same
 real wheels instead (`--no-index --find-links`). Where a fix cannot run here (a CUDA compile, a
 GPU, a driver), the test asserts its inputs: what forces the source build, the release that
-matches torch. Each test is named in the catalog (rules/findings.py `proof`), which
+matches torch. Each test is named in the catalog (registry/findings.py `proof`), which
 docs/findings.md shows per code."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 from attn_doctor.facts.collect import collect
 from attn_doctor.facts.model import Facts, Package
 from attn_doctor.facts.saved import load_facts
+from attn_doctor.registry.findings import RULES, Finding, Severity
 from attn_doctor.report import Gate, Report, judge
-from attn_doctor.rules.findings import RULES, Finding, Severity
 from attn_doctor.workload import axolotl_workload
 from tests.conftest import FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, pypi_wheel, run
 

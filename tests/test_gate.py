@@ -18,9 +18,9 @@ from junitparser import Failure, JUnitXml, Skipped
 
 from attn_doctor.facts.given import given_gpu
 from attn_doctor.facts.saved import load_facts
-from attn_doctor.rules.backends import by_name
+from attn_doctor.registry.backends import by_name
+from attn_doctor.registry.findings import RULES
 from attn_doctor.rules.drift import drift, lock_data
-from attn_doctor.rules.findings import RULES
 from tests.conftest import FIXTURES, REPO, RealPackages, Venv, pypi_wheel, run
 
 H100 = FIXTURES / "h100-check.json"
@@ -331,3 +331,35 @@ def test_the_readme_actions_job(tmp_path: Path, real: RealPackages) -> None:
     report = json.loads((tmp_path / "attn-doctor.json").read_text())
     assert report["requirements"] == [{"require": "sdpa>=2.5", "met": True, "reasons": [], "fix": []}]
     assert report["python"]["executable"] == str(venv.python)
+
+
+def test_a_check_that_crashes_is_a_finding_and_the_rest_of_the_report_stands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One concern's bug ends nothing: it is reported as check-crashed (an error), and every other
+    check's findings and the recommendation are all still there."""
+    from attn_doctor import cli
+    from attn_doctor.rules import diagnose
+    from attn_doctor.rules.checks import torch
+
+    def report() -> tuple[int, dict[str, Any]]:
+        argv = ["attn-doctor", "check", "--facts", str(H100_COLLIDING), "--format", "json", "--fail-on", "never"]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as stopped:
+            cli.main()
+        return int(str(stopped.value.code)), json.loads(capsys.readouterr().out)
+
+    _, whole = report()
+
+    def crashing(facts: object) -> list[object]:
+        raise KeyError("torch.version")
+
+    checks = tuple(crashing if c is torch.torch_findings else c for c in diagnose.CHECKS)
+    assert checks != diagnose.CHECKS
+    monkeypatch.setattr(diagnose, "CHECKS", checks)
+    code, crashed = report()
+    (said,) = [f for f in crashed["findings"] if f["code"] == "check-crashed"]
+    assert said["severity"] == "error" and "test_gate.crashing" in said["title"] and "KeyError" in said["title"]
+    others = [f for f in crashed["findings"] if f["code"] != "check-crashed"]
+    assert len(others) == 3 and others == whole["findings"]  # the collisions, each as before
+    assert crashed["recommendation"] == whole["recommendation"] and code == 0  # --fail-on never: the report

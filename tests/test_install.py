@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from attn_doctor.actions.journal import repairs_root
+from attn_doctor.facts.repairs import repairs_root
 from tests.conftest import FA4_VERSION, RealPackages, Venv, doctor, interpreter, run, snapshot
 
 

@@ -20,8 +20,8 @@ from attn_doctor.actions.plan import Command, Refusal
 from attn_doctor.facts.given import with_given_torch
 from attn_doctor.facts.model import Facts, Toolchain
 from attn_doctor.facts.saved import load_facts
-from attn_doctor.rules.backends import backend_names
-from attn_doctor.rules.recipes import FA3_TREE, SAGE_TREE, build_jobs, build_peak_gib, sage_parallelism
+from attn_doctor.registry.backends import backend_names
+from attn_doctor.registry.recipes import FA3_TREE, SAGE_TREE, build_jobs, build_peak_gib, sage_parallelism
 from tests.conftest import FIXTURES, doctor
 
 MACHINES = FIXTURES / "machines"

@@ -23,7 +23,7 @@ from attn_doctor.actions.plan import Command, Refusal
 from attn_doctor.actions.source import declared_version, git_head, read_source
 from attn_doctor.facts.model import Facts
 from attn_doctor.facts.saved import load_facts
-from attn_doctor.rules import recipes
+from attn_doctor.registry import recipes
 from tests.conftest import FIXTURES, REPO, RealPackages, Venv, doctor, run
 
 H100 = FIXTURES / "h100-check.json"

@@ -13,8 +13,8 @@ import pytest
 from attn_doctor.facts.collect import collect
 from attn_doctor.facts.model import Package
 from attn_doctor.facts.saved import load_facts
+from attn_doctor.registry.backends import fa4_accepts
 from attn_doctor.report import Gate, judge
-from attn_doctor.rules.backends import fa4_accepts
 from attn_doctor.rules.ranking import ranking
 from attn_doctor.workload import Workload, axolotl_workload, model_head_dims
 from tests.conftest import FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, run
@@ -243,7 +243,7 @@ def test_explain_a_backend() -> None:
 
 
 def test_every_backend_rule_has_a_source() -> None:
-    from attn_doctor.rules.backends import BACKENDS
+    from attn_doctor.registry.backends import BACKENDS
 
     assert all(b.source and b.axolotl and b.install for b in BACKENDS)
 

@@ -1,4 +1,4 @@
-"""One registry, one verdict: a backend is declared once (rules/backends.py), and `check`, its
+"""One registry, one verdict: a backend is declared once (registry/backends.py), and `check`, its
 package lines, `--require`, the recommendation, the Axolotl config check, `explain` and
 `verify`'s choice of backends all read the same assessment of it (rules/assess.py).
 
@@ -19,10 +19,10 @@ from attn_doctor.cli import main
 from attn_doctor.facts.collect import collect
 from attn_doctor.facts.model import Facts, Package, Resolution
 from attn_doctor.facts.saved import load_facts
+from attn_doctor.registry import backends
+from attn_doctor.registry.backends import Backend, Support, backend_names, by_name, distributions
+from attn_doctor.registry.findings import Kind, Severity
 from attn_doctor.report import Gate, Report, judge
-from attn_doctor.rules import backends
-from attn_doctor.rules.backends import Backend, Support, backend_names, by_name, distributions
-from attn_doctor.rules.findings import Kind, Severity
 from attn_doctor.rules.gate import parse_requirement
 from attn_doctor.trials import kernel
 from attn_doctor.trials.verify import installed
@@ -255,3 +255,29 @@ def test_install_recipes_are_the_registrys_installable_backends() -> None:
 def test_report_has_one_verdict_per_backend() -> None:
     report: Report = judge(load_facts(MACHINES / "h100.json"))
     assert set(report.verdicts) == set(by_name())
+
+
+def test_flex_has_one_verdict_from_torch_2_5_and_axolotl_asks_for_2_6(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """torch.nn.attention.flex_attention ships in torch 2.5.0: the torch section and --require say the
+    same of it (they once said ✓ and ✗ in one report); Axolotl's validator alone asks for 2.6."""
+
+    def check(torch: str, *more: str) -> tuple[int, str]:
+        argv = ["check", "--facts", str(FIXTURES / "h100-check.json"), "--torch", torch, "--cuda", "12.4", *more]
+        monkeypatch.setattr(sys, "argv", ["attn-doctor", *argv])
+        with pytest.raises(SystemExit) as done:
+            main()
+        return int(str(done.value.code)), capsys.readouterr().out
+
+    code, out = check("2.5.1", "--require", "flex")
+    assert code == 0 and "✓ Flex Attention (torch.nn.attention.flex_attention)" in out and "✓ flex" in out
+    code, out = check("2.4.1", "--require", "flex")
+    assert code == 1 and "– Flex Attention needs torch >= 2.5" in out and "✗ flex" in out
+    config = tmp_path / "axolotl.yaml"
+    config.write_text("base_model: some/model\nattn_implementation: flex_attention\ntorch_compile: true\n")
+    code, out = check("2.5.1", "--config", str(config), "--format", "json")
+    said = {f["code"]: f["title"] for f in json.loads(out)["findings"]}
+    assert "Axolotl refuses Flex Attention below torch 2.6" in said["config-backend-unavailable"]
+    code, out = check("2.6.0", "--config", str(config), "--format", "json")
+    assert "config-backend-unavailable" not in {f["code"] for f in json.loads(out)["findings"]}

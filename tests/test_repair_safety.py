@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from attn_doctor.actions.journal import KEEP, RunnerError, latest, repairs_root, unfinished
+from attn_doctor.actions.journal import KEEP, RunnerError, latest
 from attn_doctor.actions.plan import Command, MoveAside, Plan, RewriteFile
 from attn_doctor.actions.runner import Undone, carry_out_checked
 from attn_doctor.actions.undo import AFTER_LAST_BEAT_NS, undo
+from attn_doctor.facts.repairs import repairs_root, unfinished
 from tests.conftest import REPO, SEAM, RealPackages, Venv, doctor, pypi_wheel, run, snapshot
 from tests.test_fix_shadow import WHEELS, fa2_over_fa4, fix
 

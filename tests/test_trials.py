@@ -17,8 +17,8 @@ import pytest
 
 from attn_doctor.facts.measured import Measured, Timing, load
 from attn_doctor.facts.saved import load_facts
+from attn_doctor.registry.backends import by_name
 from attn_doctor.report import Gate, judge
-from attn_doctor.rules.backends import by_name
 from attn_doctor.trials.bench import STANDARD, Shape, parse_shape
 from attn_doctor.trials.verify import cases
 from attn_doctor.workload import Workload

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from attn_doctor.rules.wheels import fa2_wheel_name
+from attn_doctor.registry.wheels import fa2_wheel_name
 
 
 def test_the_example_from_setup_py() -> None:

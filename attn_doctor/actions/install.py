@@ -1,7 +1,7 @@
 """install: the exact steps that put one attention backend into the target environment.
 
 Planned from the same facts as `check` (so `--facts`/`--gpu`/`--torch` plan for another
-machine), with the recipes' data (`rules/recipes.py`). Every pip step names the installed torch
+machine), with the recipes' data (`registry/recipes.py`). Every pip step names the installed torch
 as a requirement of its own (`torch==2.11.0+cu130`): the resolver may then keep it or fail, never
 swap it. Every step that changes the environment watches site-packages and the scripts folder,
 so `undo` puts them back as they were.
@@ -20,18 +20,18 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from attn_doctor.actions.installer import Installer, choose_installer, may_write
 from attn_doctor.actions.plan import Command, MoveAside, Plan, Refusal, Step
 from attn_doctor.actions.runner import carry_out_checked
-from attn_doctor.actions.shadow import COLLISIONS
 from attn_doctor.actions.source import Source, SourceError, declared_version, git_head, read_source, unpack_argv
 from attn_doctor.facts.collect import collect
 from attn_doctor.facts.model import Facts, Gpu, Torch
 from attn_doctor.facts.target import TargetError
-from attn_doctor.rules import recipes
+from attn_doctor.registry import recipes
+from attn_doctor.registry.backends import FA2_DISTRIBUTION, FA4_DISTRIBUTION, Backend, by_name
+from attn_doctor.registry.findings import Group
+from attn_doctor.registry.versions import release
+from attn_doctor.registry.wheels import cpython_tag, fa2_wheel_for, fa2_wheel_url, machine_of
 from attn_doctor.rules.assess import assess
-from attn_doctor.rules.backends import Backend, by_name
-from attn_doctor.rules.diagnose import FA2, diagnose
+from attn_doctor.rules.diagnose import diagnose
 from attn_doctor.rules.ranking import first_choice, ranking, weakest
-from attn_doctor.rules.versions import release
-from attn_doctor.rules.wheels import cpython_tag, fa2_wheel_for, fa2_wheel_url, machine_of
 from attn_doctor.workload import Workload
 
 
@@ -153,7 +153,7 @@ def verify_install(install: Install, before: Facts, after: Facts, torch_record: 
         problems.append("torch was reinstalled (its RECORD changed): it must not be touched")
     # the installed backend's own verdict: its import, requirements, files and release; a FA2/FA4
     # collision is fix-shadow's to repair next, not a reason to undo
-    findings = [f for f in diagnose(after) if f.code not in COLLISIONS]
+    findings = [f for f in diagnose(after) if not f.rule.is_in(Group.COLLISION)]
     verdict = assess(install.backend, after, Workload(), findings)
     if verdict.installed:  # else its one problem is the missing package, said above
         problems += verdict.problems
@@ -244,13 +244,13 @@ def _fa4(context: _Context) -> _Recipe:
         else f"flash-attn-4 {recipes.FA4_VERSION} is a pre-release, pinned exactly",
         "the first call per shape JIT-compiles (~2 s); importing flash_attn.cute takes ~10 s (CuTe DSL)",
     ]
-    if context.facts.package(FA2) is not None:
+    if context.facts.package(FA2_DISTRIBUTION) is not None:
         notes.append(
             "FA2 is installed and shares flash_attn/cute/ with FA4: after the install the doctor repairs "
             "that collision with fix-shadow's plan, shown and undoable on its own"
         )
     why = "FA4 and its CuTe DSL dependencies" + (" for CUDA 13" if extra else "")
-    return [_pip_step(context, why, requirement)], notes, "flash-attn-4", recipes.FA4_VERSION
+    return [_pip_step(context, why, requirement)], notes, FA4_DISTRIBUTION, recipes.FA4_VERSION
 
 
 def _xformers(context: _Context) -> _Recipe:
@@ -298,14 +298,14 @@ def _fa2(context: _Context) -> _Recipe:
             "flash-attn",
             recipes.FA2_WHEEL_VERSION,
         )
-    built = _built_here(context, "flash-attn", recipes.FA2_VERSION)
+    built = _built_here(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
     if built is not None and not context.request.sources:
         notes = [
             f"{built} in --find-links: FA2 {recipes.FA2_VERSION} built before, installed without compiling; "
             "the verification undoes it if it was built against another torch"
         ]
         step = _pip_step(context, "FA2 as built before, from the wheelhouse", f"flash-attn=={recipes.FA2_VERSION}")
-        return [step], notes, "flash-attn", recipes.FA2_VERSION
+        return [step], notes, FA2_DISTRIBUTION, recipes.FA2_VERSION
     archs = recipes.fa2_cuda_archs(facts.gpus)
     steps, notes, env = _build_setup(context, recipes.FA2_MIN_NVCC)
     jobs = int(env["MAX_JOBS"])
@@ -331,7 +331,7 @@ def _fa2(context: _Context) -> _Recipe:
             **env,
         )
     )
-    return steps, notes, "flash-attn", recipes.FA2_VERSION
+    return steps, notes, FA2_DISTRIBUTION, recipes.FA2_VERSION
 
 
 def _built_here(context: _Context, distribution: str, version: str) -> str | None:
@@ -372,7 +372,7 @@ def _fa2_rocm(context: _Context) -> _Recipe:
             MAX_JOBS=str(jobs),
         )
     )
-    return steps, notes, "flash-attn", recipes.FA2_VERSION
+    return steps, notes, FA2_DISTRIBUTION, recipes.FA2_VERSION
 
 
 def _fa3(context: _Context) -> _Recipe:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
-import json
 import os
 import shutil
 import stat
@@ -21,9 +20,14 @@ from typing import Any
 
 from attn_doctor.actions.files import folder_entries, make_reserve, write_json
 from attn_doctor.actions.plan import MoveAside, Plan, RewriteFile, Step
-
-JOURNAL_SCHEMA = "attn-doctor/journal-2"
-
+from attn_doctor.facts.repairs import (
+    JOURNAL_SCHEMA,
+    JournalDamaged,
+    journal_state,
+    read_journal,
+    repair_folders,
+    repairs_root,
+)
 
 KEEP = 3  # completed repairs whose backups are kept whole
 
@@ -44,10 +48,6 @@ def said(error: BaseException) -> str:
             return f"the disk is full{where}: free some space and run `attn-doctor undo`"
         return f"{error.strerror or error}{where}"
     return f"{type(error).__name__}: {error}"
-
-
-def repairs_root(prefix: str) -> Path:
-    return Path(prefix) / ".attn-doctor" / "repairs"
 
 
 def _private_folder(path: Path) -> None:
@@ -178,48 +178,20 @@ def backup_path(folder: Path, number: int, path: str) -> Path:
     return folder / f"step-{number}" / path.lstrip("/")
 
 
-def _repairs(prefix: str) -> list[Path]:
-    """The repair folders of this environment, newest first (their names begin with the time)."""
-    root = repairs_root(prefix)
-    if not root.is_dir() or root.is_symlink():
-        return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and not p.is_symlink()), reverse=True)
-
-
-def _state(folder: Path) -> str | None:
-    """The journal's state; None when it is missing or damaged."""
-    try:
-        return str(load_journal(folder / "journal.json")["state"])
-    except (RunnerError, KeyError):
-        return None
-
-
 def latest(prefix: str) -> Path | None:
     """The most recent repair of this environment that has not been undone. A damaged journal is
     returned too: undo then says so in one line, rather than undoing an older repair under it."""
-    for folder in _repairs(prefix):
-        if os.path.lexists(folder / "journal.json") and _state(folder) != "undone":
+    for folder in repair_folders(prefix):
+        if os.path.lexists(folder / "journal.json") and journal_state(folder) != "undone":
             return folder
     return None
 
 
-def unfinished(prefix: str) -> list[Path]:
-    """Repairs that were interrupted (killed while running, or while being undone): `check`
-    reports them, `attn-doctor undo` puts them back."""
-    return [f for f in _repairs(prefix) if _state(f) in ("running", "undoing")]
-
-
 def load_journal(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="ascii"))
-    except (OSError, ValueError) as error:
-        raise RunnerError(
-            f"journal {path} is damaged ({error.__class__.__name__}): this repair cannot be undone from it;"
-            f" move {path.parent} away to undo older repairs"
-        ) from error
-    if not isinstance(data, dict) or data.get("schema") != JOURNAL_SCHEMA or not isinstance(data.get("steps"), list):
-        raise RunnerError(f"journal {path} is not an {JOURNAL_SCHEMA} journal: move {path.parent} away")
-    return data
+        return read_journal(path)
+    except JournalDamaged as error:
+        raise RunnerError(str(error)) from error
 
 
 def prune(prefix: str) -> None:
@@ -229,7 +201,7 @@ def prune(prefix: str) -> None:
     still be undone, latest first; undone ones beyond the newest KEEP folders are deleted.
     Unfinished or damaged ones are never touched."""
     completed = 0
-    for position, folder in enumerate(_repairs(prefix)):
+    for position, folder in enumerate(repair_folders(prefix)):
         try:  # read once: a torch-sized install's journal lists every file it made
             data = load_journal(folder / "journal.json")
         except RunnerError:

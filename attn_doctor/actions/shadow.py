@@ -1,4 +1,4 @@
-"""fix-shadow: the plan that repairs the FA2/FA4 collisions (KNOWLEDGE.md §4), and its proof.
+"""fix-shadow: the plan that repairs the FA2/FA4 collisions , and its proof.
 
 Built from the same facts and findings as `check`, so it repairs exactly what `check` reports:
 - FA4 shadowed by FA2's stale `flash_attn/cute/` (editable FA4): the stub folder is moved aside.
@@ -18,43 +18,43 @@ from attn_doctor.actions.installer import choose_installer, may_write
 from attn_doctor.actions.journal import first_outside
 from attn_doctor.actions.plan import Command, MoveAside, Plan, Refusal, RewriteFile, Step
 from attn_doctor.facts.model import Package, Resolution
+from attn_doctor.registry.backends import FA2_DISTRIBUTION, FA4_DISTRIBUTION
+from attn_doctor.registry.findings import FA4_FILES_MISSING, FA4_FILES_OVERWRITTEN, FA4_SHADOWED, Group
 from attn_doctor.report import Report
-from attn_doctor.rules.diagnose import FA2, FA4
 
-COLLISIONS = ("fa4-shadowed", "fa4-files-overwritten", "fa4-files-missing", "fa2-uninstall-breaks-fa4")
 CUTE = "flash_attn/cute/"
 
 
 def plan_fix_shadow(report: Report, wheel_dir: str | None = None, allow_system: bool = False) -> Plan:
     facts = report.facts
-    codes = {f.code for f in report.findings if f.code in COLLISIONS}
-    fa2, fa4 = facts.package(FA2), facts.package(FA4)
-    reasons = tuple(f"{f.code}: {f.title}" for f in report.findings if f.code in codes)
-    if not codes or fa4 is None:
+    found = {f.rule for f in report.findings if f.rule.is_in(Group.COLLISION)}
+    fa2, fa4 = facts.package(FA2_DISTRIBUTION), facts.package(FA4_DISTRIBUTION)
+    reasons = tuple(f"{f.code}: {f.title}" for f in report.findings if f.rule in found)
+    if not found or fa4 is None:
         return Plan("fix-shadow", facts.python.executable, facts.python.prefix, (), ())
     may_write(facts.python, fa4.location, allow_system)
     steps: list[Step] = []
-    if "fa4-shadowed" in codes:
+    if FA4_SHADOWED in found:
         cute = facts.resolution("flash_attn.cute")
         assert cute is not None and cute.origin is not None  # a shadowed finding names the origin
         stub = str(Path(cute.origin).parent)
         if fa2 is None or not stub.startswith(fa2.location + os.sep):
             raise Refusal(f"flash_attn.cute resolves to {stub}, which is not FA2's: left alone")
         steps.append(MoveAside(stub, "FA2's stale copy of FA4 that shadows the FA4 source tree"))
-    if codes & {"fa4-files-overwritten", "fa4-files-missing"}:
+    if found & {FA4_FILES_OVERWRITTEN, FA4_FILES_MISSING}:
         steps.append(
             Command(
                 choose_installer(facts.python, find_links=wheel_dir, offline=bool(wheel_dir)).reinstall(
-                    f"{FA4}=={fa4.version}"
+                    f"{FA4_DISTRIBUTION}=={fa4.version}"
                 ),
                 watch=(str(Path(fa4.location) / CUTE), fa4.dist_info),
-                why=f"FA4's own files back, {FA4} {fa4.version} only, no dependencies",
+                why=f"FA4's own files back, {FA4_DISTRIBUTION} {fa4.version} only, no dependencies",
             )
         )
     if fa2 is not None:
         fa2_cute = [p for p in record_paths(fa2) if p.startswith(CUTE)]
         _refuse_escapes(fa2, fa2_cute)
-        if "fa4-shadowed" not in codes:
+        if FA4_SHADOWED not in found:
             owned = set(record_paths(fa4))
             for path in fa2_cute:
                 absolute = os.path.join(fa2.location, path)
@@ -99,15 +99,17 @@ def record_without(record: Path, prefix: str) -> str:
 
 def verify(before: Report, after: Report) -> list[str]:
     """What still is not right after a repair; empty when the repair is proven."""
-    problems = [f"{f.code} remains: {f.title}" for f in after.findings if f.code in COLLISIONS]
-    fa4 = after.facts.package(FA4)
+    problems = [f"{f.code} remains: {f.title}" for f in after.findings if f.rule.is_in(Group.COLLISION)]
+    fa4 = after.facts.package(FA4_DISTRIBUTION)
     if fa4 is not None and (fa4.modified or fa4.missing):
-        problems.append(f"{FA4}: {len(fa4.modified)} file(s) differ from its RECORD, {len(fa4.missing)} missing")
-    old, new = before.facts.package(FA2), after.facts.package(FA2)
+        problems.append(
+            f"{FA4_DISTRIBUTION}: {len(fa4.modified)} file(s) differ from its RECORD, {len(fa4.missing)} missing"
+        )
+    old, new = before.facts.package(FA2_DISTRIBUTION), after.facts.package(FA2_DISTRIBUTION)
     if old is not None:
         outside = _fa2_state(old)
         if new is None or _fa2_state(new) != outside:
-            problems.append(f"{FA2}'s own files outside {CUTE} changed")
+            problems.append(f"{FA2_DISTRIBUTION}'s own files outside {CUTE} changed")
     return problems
 
 
@@ -122,16 +124,17 @@ def verified_lines(before: Report, after: Report) -> list[str]:
     """The before and after that a user reads: where FA4 resolves, and its files."""
     old, new = before.facts.resolution("flash_attn.cute"), after.facts.resolution("flash_attn.cute")
     lines = [f"  flash_attn.cute: {_where(old)}  ->  {_where(new)}"]
-    fa4_old, fa4_new = before.facts.package(FA4), after.facts.package(FA4)
+    fa4_old, fa4_new = before.facts.package(FA4_DISTRIBUTION), after.facts.package(FA4_DISTRIBUTION)
     if fa4_old is not None and fa4_new is not None and not fa4_new.editable:
         checked = fa4_new.files_hashed + fa4_new.files_size_only
         lines.append(
-            f"  {FA4} files as installed: {checked - len(fa4_old.modified) - len(fa4_old.missing)}/{checked}"
+            f"  {FA4_DISTRIBUTION} files as installed: "
+            f"{checked - len(fa4_old.modified) - len(fa4_old.missing)}/{checked}"
             f"  ->  {checked - len(fa4_new.modified) - len(fa4_new.missing)}/{checked}"
         )
-    fa2 = after.facts.package(FA2)
+    fa2 = after.facts.package(FA2_DISTRIBUTION)
     if fa2 is not None:
-        lines.append(f"  {FA2} {fa2.version}: its own files unchanged; its RECORD no longer lists {CUTE}")
+        lines.append(f"  {FA2_DISTRIBUTION} {fa2.version}: its own files unchanged; its RECORD no longer lists {CUTE}")
     return lines
 
 

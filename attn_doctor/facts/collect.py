@@ -16,11 +16,12 @@ from attn_doctor.facts.binaries import check_binaries, torch_abi
 from attn_doctor.facts.gpu import read_gpus
 from attn_doctor.facts.imports import import_all
 from attn_doctor.facts.model import Facts, Package, Variable
+from attn_doctor.facts.repairs import unfinished
 from attn_doctor.facts.target import ProbeResult, RunningProbe, resolve_python
 from attn_doctor.facts.toolchain import read_toolchain
 from attn_doctor.inputs import MIB, InputError, read_text
-from attn_doctor.rules.backends import VARIABLES, file_marks, import_checks, packaged
-from attn_doctor.rules.versions import in_range
+from attn_doctor.registry.backends import VARIABLES, file_marks, import_checks, packaged
+from attn_doctor.registry.versions import in_range
 
 
 def collect(
@@ -128,10 +129,5 @@ def marked_files(packages: tuple[Package, ...]) -> tuple[str, ...]:
 
 
 def unfinished_repairs(prefix: str) -> tuple[str, ...]:
-    """Repairs of this environment whose journal says they were interrupted. The journal is the
-    runner's, so the runner reads it; only where there are repairs at all (check stays instant)."""
-    if not (Path(prefix) / ".attn-doctor" / "repairs").is_dir():
-        return ()
-    from attn_doctor.actions.journal import unfinished
-
+    """Repairs of this environment whose journal says they were interrupted."""
     return tuple(str(folder) for folder in unfinished(prefix))

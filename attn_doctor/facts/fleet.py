@@ -22,8 +22,14 @@ from attn_doctor.facts.child import ChildTimeout, run_child
 from attn_doctor.facts.model import Facts, FactsError
 from attn_doctor.facts.saved import MAX_REPORT_BYTES, facts_of_report
 from attn_doctor.inputs import InputError, parse_json, read_bytes, read_json
-from attn_doctor.rules.findings import Finding
-from attn_doctor.rules.fleet import node_problem
+from attn_doctor.registry.findings import (
+    FLEET_NODE_CHECK_FAILED,
+    FLEET_NODE_DEAD,
+    FLEET_NODE_TIMEOUT,
+    FLEET_NODE_UNREACHABLE,
+    Finding,
+    finding,
+)
 
 RAY_MISSING = "fleet --ray needs Ray, which is an optional extra: pip install 'attn-doctor[ray]'"
 # What a node's worker may take to start and hand its answer back, on top of --timeout for the
@@ -206,7 +212,7 @@ def _ask(ray: Any, python: str | None, deep: bool, timeout: float) -> list[Answe
                 names[node_id],
                 f"ray node {node_id}",
                 None,
-                node_problem("fleet-node-dead", f"Ray lists node {names[node_id]} as dead: no check ran there"),
+                finding(FLEET_NODE_DEAD, f"Ray lists node {names[node_id]} as dead: no check ran there"),
             )
             continue
         strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
@@ -225,8 +231,8 @@ def _ask(ray: Any, python: str | None, deep: bool, timeout: float) -> list[Answe
             names[node_id],
             f"ray node {node_id}",
             None,
-            node_problem(
-                "fleet-node-timeout",
+            finding(
+                FLEET_NODE_TIMEOUT,
                 f"node {names[node_id]} did not answer within {timeout:g} s (+{START_GRACE_S:g} s to start): cancelled",
             ),
         )
@@ -248,20 +254,20 @@ def _answer(ray: Any, ref: Any, name: str, node_id: str, timeout: float) -> Answ
     try:
         said = ray.get(ref)
     except ray.exceptions.RayTaskError as error:  # the task ran and raised: attn-doctor missing there
-        return Answer(name, where, None, node_problem("fleet-node-check-failed", f"{name}: {_line(error.cause)}"))
+        return Answer(name, where, None, finding(FLEET_NODE_CHECK_FAILED, f"{name}: {_line(error.cause)}"))
     except ray.exceptions.RayError as error:  # the node or its worker went away
         title = f"node {name} was lost while its check ran: {type(error).__name__}"
-        return Answer(name, where, None, node_problem("fleet-node-unreachable", title, (_line(error),)))
+        return Answer(name, where, None, finding(FLEET_NODE_UNREACHABLE, title, (_line(error),)))
     if said.get("timeout"):
         title = f"the check on node {name} did not finish within {timeout:g} s: stopped"
-        return Answer(name, where, None, node_problem("fleet-node-timeout", title))
+        return Answer(name, where, None, finding(FLEET_NODE_TIMEOUT, title))
     if said["returncode"] not in (0, 1):
         why = _line(said["stderr"]) or f"exit code {said['returncode']}"
-        return Answer(name, where, None, node_problem("fleet-node-check-failed", f"the check on {name} failed: {why}"))
+        return Answer(name, where, None, finding(FLEET_NODE_CHECK_FAILED, f"the check on {name} failed: {why}"))
     try:
         return Answer(name, where, _facts(_json(said["stdout"]), f"the report of node {name}"))
     except FleetInputError as error:
-        return Answer(name, where, None, node_problem("fleet-node-check-failed", str(error)))
+        return Answer(name, where, None, finding(FLEET_NODE_CHECK_FAILED, str(error)))
 
 
 def _json(text: str) -> Any:

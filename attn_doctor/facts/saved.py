@@ -35,10 +35,12 @@ def facts_of_report(data: Any, what: str) -> Facts:
         raise FactsError(f"{what}: {error}") from error
 
 
+# what `attn-doctor lock` writes (rules/drift.py) and `check --against` reads here
+LOCK_SCHEMA = "attn-doctor/lock-1"
+
+
 def load_lock(path: Path) -> dict[str, Any]:
     """A lock file from `attn-doctor lock`, checked field by field; FactsError says what is wrong."""
-    from attn_doctor.rules.drift import LOCK_SCHEMA
-
     try:
         data = read_json(path, "lock file", MAX_LOCK_BYTES)
     except InputError as error:

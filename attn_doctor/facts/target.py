@@ -21,7 +21,7 @@ from attn_doctor.facts.model import (
     Torch,
     from_data,
 )
-from attn_doctor.rules.backends import distributions, resolved_modules, verified_distributions
+from attn_doctor.registry.backends import distributions, resolved_modules, verified_distributions
 
 PROBE = Path(__file__).with_name("probe.py")
 

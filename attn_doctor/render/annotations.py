@@ -3,8 +3,8 @@ each problem shows on the run's summary page."""
 
 from __future__ import annotations
 
+from attn_doctor.registry.findings import Severity
 from attn_doctor.report import Report
-from attn_doctor.rules.findings import Severity
 
 _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 

@@ -11,8 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from attn_doctor.render.junit import _document
-from attn_doctor.rules.findings import Severity
+from attn_doctor.registry.findings import Severity
+from attn_doctor.render.junit import document
 from attn_doctor.rules.fleet import Fleet, Group, Node
 
 FLEET_SCHEMA = "attn-doctor/fleet-1"
@@ -161,7 +161,7 @@ def render_fleet_junit(fleet: Fleet, source: str) -> str:
             failure.text = "\n".join(reasons)
         elif node.findings:
             ET.SubElement(case, "system-out").text = "\n".join(f"{f.severity.label}: {f.title}" for f in node.findings)
-    return _document(suite, failures)
+    return document(suite, failures)
 
 
 def _failing(node: Node) -> list[str]:

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from attn_doctor.facts.model import SCHEMA, to_data
+from attn_doctor.registry.findings import Severity
 from attn_doctor.report import Report
-from attn_doctor.rules.findings import Severity
 
 
 def report_data(report: Report, exit_code: int) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from attn_doctor.facts.measured import Measured
+from attn_doctor.registry.findings import RULES, Severity
 from attn_doctor.report import Report
-from attn_doctor.rules.findings import RULES, Severity
 from attn_doctor.trials.verify import Verdict
 
 
@@ -41,10 +41,10 @@ def render_junit(report: Report, fail_on: Severity | None) -> str:
             failure = ET.SubElement(case, "failure", message="; ".join(requirement.reasons), type="require")
             failure.text = "\n".join((*requirement.reasons, *requirement.fix))
     suite.set("skipped", str(skipped))
-    return _document(suite, failures)
+    return document(suite, failures)
 
 
-def _document(suite: ET.Element, failures: int) -> str:
+def document(suite: ET.Element, failures: int) -> str:
     suite.set("tests", str(len(suite)))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
@@ -68,7 +68,7 @@ def verdicts_junit(verdicts: list[Verdict], where: str) -> str:
                 failures += 1
                 errors = ", ".join(f"{name} {value:.1e}" for name, value in outcome.errors)
                 ET.SubElement(case, "failure", message=outcome.message or errors or outcome.status, type=outcome.status)
-    return _document(suite, failures)
+    return document(suite, failures)
 
 
 def measured_junit(measured: Measured) -> str:
@@ -83,4 +83,4 @@ def measured_junit(measured: Measured) -> str:
     for backend, why in measured.failed:
         case = ET.SubElement(suite, "testcase", classname=f"attn-doctor.bench.{backend}", name="timed")
         ET.SubElement(case, "failure", message=why, type="not timed")
-    return _document(suite, len(measured.failed))
+    return document(suite, len(measured.failed))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from attn_doctor.registry.findings import Severity
 from attn_doctor.render.sections import ABSENT, ERROR, NOTE, OK, WARNING, sections
 from attn_doctor.report import Report
-from attn_doctor.rules.findings import Severity
 
 _MARKS = {OK: "✓", ERROR: "✗", WARNING: "!", NOTE: "·", ABSENT: "–"}
 _SEVERITY_MARKS = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: "i"}

@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attn_doctor.facts.model import Facts, Package
+from attn_doctor.registry.backends import distributions, label_of, shown_module
+from attn_doctor.registry.findings import Kind, Severity, Subject, distribution
 from attn_doctor.report import Report
-from attn_doctor.rules.backends import distributions, label_of, shown_module
-from attn_doctor.rules.findings import Kind, Severity, Subject, distribution
-from attn_doctor.rules.versions import release
 
 OK, ERROR, WARNING, NOTE, ABSENT = "ok", "error", "warning", "note", "absent"
 
@@ -39,7 +38,7 @@ def sections(report: Report) -> list[Section]:
     return [
         _gpus(facts, marks),
         _python(facts),
-        _torch(facts),
+        _torch(report),
         _packages(facts, marks),
         *([_binaries(facts)] if facts.binaries else []),
         *([_imports(facts)] if facts.imports else []),
@@ -97,23 +96,25 @@ def _python(facts: Facts) -> Section:
     return Section("Python", lines)
 
 
-def _torch(facts: Facts) -> Section:
-    torch = facts.torch
+def _torch(report: Report) -> Section:
+    facts, torch = report.facts, report.facts.torch
     if torch is None:
         return Section(
             "torch",
             [Line(ERROR if facts.torch_problem else WARNING, facts.torch_problem or "torch is not installed")],
         )
-    released = release(torch.version)
     mark = OK if torch.cuda or torch.hip else WARNING
     lines = [Line(mark, f"torch {torch.version}, {torch.build}", (f"at {torch.location}",))]
-    # SDPA exists from torch 2.0 and flex attention from 2.5 (torch release notes).
-    if released >= (2, 0):
-        lines.append(Line(OK, "SDPA (torch.nn.functional.scaled_dot_product_attention)"))
-    if released >= (2, 5):
-        lines.append(Line(OK, "flex attention (torch.nn.attention.flex_attention)"))
-    elif released:
-        lines.append(Line(ABSENT, "flex attention needs torch >= 2.5"))
+    # the backends inside torch, as their one verdict has them: shown, never judged here
+    for verdict in report.verdicts.values():
+        backend = verdict.backend
+        if not backend.in_torch:
+            continue
+        if not verdict.installed:
+            lines.append(Line(ABSENT, f"{backend.label} needs torch >= {backend.min_torch}"))
+        else:
+            problems = verdict.problems
+            lines.append(Line(ERROR if problems else OK, f"{backend.label} ({backend.module})", problems))
     return Section("torch", lines)
 
 

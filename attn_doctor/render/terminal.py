@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from attn_doctor.registry.findings import Severity
 from attn_doctor.render.sections import ABSENT, ERROR, NOTE, OK, WARNING, sections
 from attn_doctor.report import Report
-from attn_doctor.rules.findings import Severity
 
 _MARKS = {
     OK: "[green]✓[/]",

@@ -17,18 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attn_doctor.facts.model import Facts, Gpu
-from attn_doctor.rules.backends import Backend, registered
-from attn_doctor.rules.findings import Finding, Kind, Severity
+from attn_doctor.registry.backends import Backend, registered
+from attn_doctor.registry.findings import BACKEND_UNSUPPORTED_GPU, PACKAGE_LOOKALIKE, Finding, Kind, Rule, Severity
+from attn_doctor.registry.versions import release
 from attn_doctor.rules.ranking import major
-from attn_doctor.rules.versions import release
 from attn_doctor.workload import Workload
 
 TRAINING = ("full", "lora")
 
 
-def _said_here() -> set[str]:
+def _said_here() -> set[Rule]:
     """Findings that restate what assess reads off the facts itself: the registry's bad releases."""
-    return {"backend-unsupported-gpu", "package-lookalike", *(bad.code for b in registered() for bad in b.bad_releases)}
+    return {BACKEND_UNSUPPORTED_GPU, PACKAGE_LOOKALIKE, *(bad.rule for b in registered() for bad in b.bad_releases)}
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,10 @@ def _fit(backend: Backend, version: str | None, facts: Facts, work: Workload) ->
     torch = facts.torch
     if torch is not None and backend.needs_newer_torch(torch.version):
         reasons["torch"] = f"{backend.label} needs torch >= {backend.min_torch}; torch is {torch.version}"
+    elif torch is not None and work.axolotl is not None and backend.needs_newer_torch(torch.version, for_axolotl=True):
+        reasons["torch"] = (
+            f"Axolotl refuses {backend.label} below torch {backend.axolotl_min_torch}; torch is {torch.version}"
+        )
     amd = any(g.vendor == "amd" for g in facts.gpus)
     if amd and backend.min_rocm and torch is not None and torch.hip and release(torch.hip) < release(backend.min_rocm):
         reasons["rocm"] = f"{backend.label} needs ROCm >= {backend.min_rocm}; torch is built for HIP {torch.hip}"
@@ -151,7 +155,7 @@ def _problems(
     problems = [bad.title.format(version=version) for bad in backend.bad_releases_found(version, facts)]
     problems += [lookalike.title(version or "") for lookalike in backend.lookalikes_found(version)]
     said = _said_here()
-    problems += [f.title for f in own if f.severity == Severity.ERROR and f.code not in said]
+    problems += [f.title for f in own if f.severity == Severity.ERROR and f.rule not in said]
     result = next((r for r in facts.imports if r.module == backend.module), None)
     if result is not None and result.outcome != "ok":
         problems.append(f"import {backend.module}: {result.outcome} ({result.detail})".replace(" ()", ""))

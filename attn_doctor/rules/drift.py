@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from attn_doctor.facts.model import Facts
-from attn_doctor.rules.findings import Finding, distribution, finding
-
-LOCK_SCHEMA = "attn-doctor/lock-1"
+from attn_doctor.facts.saved import LOCK_SCHEMA
+from attn_doctor.registry.findings import DRIFT_GPU, DRIFT_PACKAGE, DRIFT_TORCH, Finding, distribution, finding
 
 
 def lock_data(facts: Facts) -> dict[str, Any]:
@@ -42,11 +41,11 @@ def drift(facts: Facts, lock: dict[str, Any]) -> list[Finding]:
     now = lock_data(facts)
     found = []
     if set(lock["gpus"]) != set(now["gpus"]):
-        found.append(finding("drift-gpu", f"GPUs changed: {_gpus(lock['gpus'])} (locked) -> {_gpus(now['gpus'])}"))
+        found.append(finding(DRIFT_GPU, f"GPUs changed: {_gpus(lock['gpus'])} (locked) -> {_gpus(now['gpus'])}"))
     if lock["torch"] != now["torch"]:
         found.append(
             finding(
-                "drift-torch",
+                DRIFT_TORCH,
                 f"torch changed: {_torch(lock['torch'])} (locked) -> {_torch(now['torch'])}",
                 subject=distribution("torch"),
             )
@@ -64,7 +63,7 @@ def drift(facts: Facts, lock: dict[str, Any]) -> list[Finding]:
             title = f"{name} changed: {before['version']} (locked) -> {after['version']}"
         else:
             title = f"{name} {after['version']} was reinstalled: its files are not the locked ones"
-        found.append(finding("drift-package", title, subject=distribution(name)))
+        found.append(finding(DRIFT_PACKAGE, title, subject=distribution(name)))
     return found
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from attn_doctor.facts.model import Facts, Package
-from attn_doctor.rules.findings import Finding, Severity, finding
+from attn_doctor.registry.findings import Finding, Severity
 
 if TYPE_CHECKING:
     from attn_doctor.facts.fleet import Answer
@@ -28,11 +28,6 @@ FIXED_FIELDS = ("gpu", "driver", "python", "torch")
 FINDINGS_FIELD = "findings"
 ALL_PACKAGES = "packages"
 NOT_INSTALLED = "not installed"
-
-
-def node_problem(code: str, title: str, evidence: tuple[str, ...] = ()) -> Finding:
-    """A fleet finding about a node that has no report (its codes are the catalog's fleet-*)."""
-    return finding(code, title, evidence=evidence)
 
 
 @dataclass(frozen=True)

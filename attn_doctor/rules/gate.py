@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
+from attn_doctor.registry.backends import Backend, by_name
 from attn_doctor.rules.assess import Assessment
-from attn_doctor.rules.backends import Backend, by_name
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement

@@ -19,7 +19,7 @@ ranks as training does and SageAttention comes last.
 from __future__ import annotations
 
 from attn_doctor.facts.model import Gpu
-from attn_doctor.rules.backends import (
+from attn_doctor.registry.backends import (
     AMD,
     AMPERE,
     BLACKWELL,

@@ -10,16 +10,36 @@ from dataclasses import dataclass
 
 from attn_doctor.facts.measured import Measured
 from attn_doctor.facts.model import Facts
+from attn_doctor.registry.backends import (
+    AXOLOTL,
+    FA4_DISTRIBUTION,
+    Backend,
+    backend_of_implementation,
+    by_name,
+    fa4_accepts,
+)
+from attn_doctor.registry.findings import (
+    CONFIG_BACKEND_UNAVAILABLE,
+    CONFIG_FA4_HEAD_DIMS,
+    CONFIG_FLEX_WITHOUT_COMPILE,
+    CONFIG_MIXED_ATTENTION_KEYS,
+    CONFIG_S2_ATTENTION,
+    CONFIG_SAGE_FULL_FINETUNE,
+    CONFIG_SEVERAL_ATTENTION_FLAGS,
+    CONFIG_UNKNOWN_ATTENTION,
+    Finding,
+    Kind,
+    Subject,
+    finding,
+)
 from attn_doctor.rules.assess import Assessment
-from attn_doctor.rules.backends import AXOLOTL, Backend, backend_of_implementation, by_name, fa4_accepts
-from attn_doctor.rules.findings import Finding, Kind, Subject, finding
 from attn_doctor.rules.ranking import major, ranking, weakest
 from attn_doctor.workload import CANONICAL, Workload
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    backend: str  # a name of rules/backends.py, usable now
+    backend: str  # a name of registry/backends.py, usable now
     config: str  # the Axolotl config line
     reasons: tuple[str, ...]
     runner_up: str | None
@@ -119,7 +139,7 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     if ax.s2_attention:
         found.append(
             finding(
-                "config-s2-attention",
+                CONFIG_S2_ATTENTION,
                 "s2_attention is rejected by Axolotl >= 0.17 (no longer supported)",
                 [f"use {by_name()['sdpa'].axolotl}, or flash_attention_2 where it runs"],
             )
@@ -127,7 +147,7 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     if ax.attn_implementation and ax.legacy:
         found.append(
             finding(
-                "config-mixed-attention-keys",
+                CONFIG_MIXED_ATTENTION_KEYS,
                 f"attn_implementation and the legacy {', '.join(ax.legacy)} are both set: Axolotl stops",
                 [f"keep only attn_implementation: {ax.attn_implementation}"],
             )
@@ -135,7 +155,7 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     elif len(ax.legacy) > 1:
         found.append(
             finding(
-                "config-several-attention-flags",
+                CONFIG_SEVERAL_ATTENTION_FLAGS,
                 f"{', '.join(ax.legacy)} are all set: Axolotl silently uses {ax.legacy[0]}",
                 [f"keep one: attn_implementation: {ax.effective}"],
             )
@@ -144,7 +164,7 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     if chosen and chosen not in CANONICAL and "/" not in chosen:
         found.append(
             finding(
-                "config-unknown-attention",
+                CONFIG_UNKNOWN_ATTENTION,
                 f"attn_implementation: {chosen} is not one Axolotl knows",
                 [f"one of {', '.join(CANONICAL)}, or a hub kernel org/name"],
             )
@@ -155,7 +175,7 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
         verdict = verdicts[backend.name]
         found.append(
             finding(
-                "config-backend-unavailable",
+                CONFIG_BACKEND_UNAVAILABLE,
                 f"the config asks for {chosen}: {verdict.reasons[0]}",
                 [backend.install] if verdict.problems and not verdict.unfit else [f"use {by_name()['sdpa'].axolotl}"],
                 verdict.reasons,
@@ -165,7 +185,7 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     if chosen == "flex_attention" and ax.torch_compile in (None, False):
         found.append(
             finding(
-                "config-flex-without-compile",
+                CONFIG_FLEX_WITHOUT_COMPILE,
                 "flex attention without torch_compile runs unfused, slowly",
                 ["torch_compile: true"],
             )
@@ -173,19 +193,19 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     if chosen == "sage" and not ax.adapter:
         found.append(
             finding(
-                "config-sage-full-finetune",
+                CONFIG_SAGE_FULL_FINETUNE,
                 "SageAttention on a full fine-tune: it has no backward pass, and the loss has been seen "
                 "to drop to 0 (thu-ml/SageAttention #198)",
                 ["adapter: lora  # or another backend"],
             )
         )
-    if chosen == "flash_attention_2" and work.head_dim and facts.package("flash-attn-4"):
+    if chosen == "flash_attention_2" and work.head_dim and facts.package(FA4_DISTRIBUTION):
         for gpu in facts.gpus:
             head_v = work.head_dim_v or work.head_dim
             if major(gpu) in (9, 10, 11) and fa4_accepts(major(gpu), work.head_dim, head_v) is False:
                 found.append(
                     finding(
-                        "config-fa4-head-dims",
+                        CONFIG_FA4_HEAD_DIMS,
                         f"FA4 cannot take head dims ({work.head_dim}, {head_v}) on {gpu.sm}: Axolotl "
                         "falls back to FA2 (flash-attn must then work)",
                     )

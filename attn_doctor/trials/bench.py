@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from attn_doctor.facts.measured import Measured, Timing
 from attn_doctor.facts.model import Facts
-from attn_doctor.rules.backends import Backend
+from attn_doctor.registry.backends import Backend
 from attn_doctor.trials.run import Case, Outcome, run_kernels
 from attn_doctor.trials.verify import smoke
 

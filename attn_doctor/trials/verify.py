@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from attn_doctor.registry.backends import Backend
 from attn_doctor.rules.assess import Assessment
-from attn_doctor.rules.backends import Backend
 from attn_doctor.trials.run import Case, Outcome, run_kernels
 
 # Relative error allowed against the float32 reference. bf16 keeps 8 significant bits, so its

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attn_doctor.facts.model import Gpu
-from attn_doctor.rules.versions import release
+from attn_doctor.registry.versions import release
 
 _FA = "upstream/flash-attention.md"
 _SX = "upstream/sage-xformers-torch-axolotl.md"
@@ -45,7 +45,7 @@ class SourceTree:
 
 
 FA2_VERSION = "2.8.3.post2"  # newest on PyPI (sdist only); its setup.py = post1's (§1 of _FA)
-FA2_WHEEL_VERSION = "2.8.3.post1"  # the newest release whose GitHub assets are confirmed (rules/wheels.py)
+FA2_WHEEL_VERSION = "2.8.3.post1"  # the newest release whose GitHub assets are confirmed (registry/wheels.py)
 FA4_VERSION = "4.0.0b36"  # newest flash-attn-4 on PyPI; all releases are pre-releases (KNOWLEDGE.md §1)
 
 FA3_TREE = SourceTree(

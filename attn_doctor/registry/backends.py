@@ -18,12 +18,23 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from attn_doctor.facts.model import Facts, Gpu
-from attn_doctor.rules.versions import in_range, release
+from attn_doctor.registry.findings import (
+    FLASH_ATTN_4_PLACEHOLDER,
+    SAGEATTENTION_HOPPER_NO_KERNEL,
+    SAGEATTENTION_V1,
+    Rule,
+)
+from attn_doctor.registry.versions import in_range, release
 
 FA = "https://github.com/Dao-AILab/flash-attention"
 AXOLOTL = "https://github.com/axolotl-ai-cloud/axolotl/blob/v0.18.0"
 SAGE = "https://github.com/thu-ml/SageAttention"
 XFORMERS = "https://github.com/facebookresearch/xformers"
+
+# the distributions whose files and collisions some checks and actions handle by name
+FA2_DISTRIBUTION = "flash-attn"
+FA4_DISTRIBUTION = "flash-attn-4"
+XFORMERS_DISTRIBUTION = "xformers"
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class BadRelease:
     of a release that are broken (told by a FileMark)."""
 
     versions: str
-    code: str  # the finding it raises (rules/findings.py)
+    rule: Rule  # the finding it raises
     title: str  # "{version}" is the installed one
     source: str
     mark: FileMark | None = None
@@ -124,6 +135,7 @@ class Backend:
     resolve: tuple[str, ...] = ()  # modules whose resolution `check` reads; the first is shown
     verified: bool = False  # its files are checked against RECORD
     min_torch: str | None = None
+    axolotl_min_torch: str | None = None  # where Axolotl's config validator asks for a newer torch
     min_rocm: str | None = None  # the HIP/ROCm version of torch's build, on AMD
     trains: bool = True  # has a backward pass
     varlen: bool = False  # a packed-sequence API
@@ -164,8 +176,15 @@ class Backend:
     def lookalikes_found(self, version: str | None) -> list[Lookalike]:
         return [like for like in self.lookalikes if version is not None and in_range(version, like.versions)]
 
-    def needs_newer_torch(self, torch_version: str) -> bool:
-        return self.min_torch is not None and release(torch_version) < release(self.min_torch)
+    def needs_newer_torch(self, torch_version: str, for_axolotl: bool = False) -> bool:
+        """Whether this torch is older than the backend's first (or than the one Axolotl asks for)."""
+        floor = (for_axolotl and self.axolotl_min_torch) or self.min_torch
+        return floor is not None and release(torch_version) < release(floor)
+
+    @property
+    def in_torch(self) -> bool:
+        """A kernel torch itself ships, from its release min_torch on (SDPA, flex)."""
+        return self.distribution is None and self.min_torch is not None
 
     @property
     def shown_module(self) -> str:
@@ -254,10 +273,12 @@ BACKENDS: tuple[Backend, ...] = (
         distribution=None,
         module="torch.nn.attention.flex_attention",
         support=_EVERYWHERE,
-        min_torch="2.6",
+        # torch.nn.attention.flex_attention is first in v2.5.0; Axolotl's config validator asks for 2.6
+        min_torch="2.5",
+        axolotl_min_torch="2.6",
         install="install torch >= 2.6 (https://pytorch.org/get-started/locally/)",
-        source="https://pytorch.org/blog/flexattention/ (torch 2.5); Axolotl refuses it below 2.6: "
-        f"{AXOLOTL}/src/axolotl/utils/schemas/validation.py (check_flex_torch_version)",
+        source="https://github.com/pytorch/pytorch/blob/v2.5.0/torch/nn/attention/flex_attention.py; Axolotl "
+        f"refuses it below torch 2.6: {AXOLOTL}/src/axolotl/utils/schemas/validation.py (check_flex_torch_version)",
         axolotl="attn_implementation: flex_attention\ntorch_compile: true",
         axolotl_names=("flex_attention",),
         why="torch's compiled attention with custom masks",
@@ -267,7 +288,7 @@ BACKENDS: tuple[Backend, ...] = (
     Backend(
         name="fa2",
         label="FlashAttention 2",
-        distribution="flash-attn",
+        distribution=FA2_DISTRIBUTION,
         module="flash_attn",
         resolve=("flash_attn", "flash_attn_2_cuda"),
         verified=True,
@@ -388,7 +409,7 @@ BACKENDS: tuple[Backend, ...] = (
     Backend(
         name="fa4",
         label="FlashAttention 4",
-        distribution="flash-attn-4",
+        distribution=FA4_DISTRIBUTION,
         module="flash_attn.cute",
         resolve=("flash_attn.cute",),
         verified=True,
@@ -424,7 +445,7 @@ BACKENDS: tuple[Backend, ...] = (
         bad_releases=(
             BadRelease(
                 "==0.0.1",
-                "flash-attn-4-placeholder",
+                FLASH_ATTN_4_PLACEHOLDER,
                 "flash-attn-4 {version} is the yanked placeholder, not FA4",
                 "https://pypi.org/project/flash-attn-4/0.0.1/",
             ),
@@ -465,7 +486,7 @@ BACKENDS: tuple[Backend, ...] = (
         bad_releases=(
             BadRelease(
                 "<2",
-                "sageattention-v1",
+                SAGEATTENTION_V1,
                 "sageattention {version} is SageAttention 1 (Triton only), not 2.x",
                 "https://pypi.org/project/sageattention/#history",
             ),
@@ -474,7 +495,7 @@ BACKENDS: tuple[Backend, ...] = (
             # running the kernel. Fixed after the tag, still 2.2.0 (PR #307): told by the file.
             BadRelease(
                 "==2.2.0",
-                "sageattention-hopper-no-kernel",
+                SAGEATTENTION_HOPPER_NO_KERNEL,
                 "sageattention {version} is built from its v2.2.0 tag: on Hopper sageattn() returns "
                 "uninitialised memory without running its kernel",
                 f"{SAGE}/blob/v2.2.0/sageattention/sm90_compile.py#L76-L77 (the fake's name), "
@@ -493,7 +514,7 @@ BACKENDS: tuple[Backend, ...] = (
     Backend(
         name="xformers",
         label="xFormers",
-        distribution="xformers",
+        distribution=XFORMERS_DISTRIBUTION,
         module="xformers.ops",
         resolve=("xformers",),
         verified=True,
@@ -543,11 +564,10 @@ COMPANIONS: tuple[Companion, ...] = (
 )
 
 
+# FA2's ROCm Triton build imports only with it set to TRUE (flash_attn_interface.py, v2.7.1-v2.8.3.post1)
+FA2_TRITON_AMD = "FLASH_ATTENTION_TRITON_AMD_ENABLE"
 # Environment variables that change what a backend does at import: `check` records them.
-VARIABLES = (
-    # FA2's ROCm Triton build imports only with it set to TRUE (flash_attn_interface.py, v2.7.1-v2.8.3.post1)
-    "FLASH_ATTENTION_TRITON_AMD_ENABLE",
-)
+VARIABLES = (FA2_TRITON_AMD,)
 
 
 def registered() -> tuple[Backend, ...]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from packaging.version import InvalidVersion, Version
 
 from attn_doctor.facts.model import Interpreter, Torch
-from attn_doctor.rules.versions import release
+from attn_doctor.registry.versions import release
 
 _FA = "https://github.com/Dao-AILab/flash-attention/blob"
 
