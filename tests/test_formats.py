@@ -22,7 +22,7 @@ def test_a_missing_renderer_is_refused_not_replaced_by_text() -> None:
     shown: list[str] = []
     table: Renderers[str] = Renderers("demo", text=lambda result, view: shown.append(result))
     table.of(Format.text)("x", View())
-    with pytest.raises(UnsupportedFormat, match="^demo has no json output: --format text$"):
+    with pytest.raises(UnsupportedFormat, match=r"^demo has no json output: --format text$"):
         table.of(Format.json)
     assert shown == ["x"]
 
