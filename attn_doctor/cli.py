@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from attn_doctor.facts.measured import Measured
     from attn_doctor.registry.backends import Backend
     from attn_doctor.render.interface import Renderer
-    from attn_doctor.report import Gate, Report
+    from attn_doctor.report import CheckRequest, Report
     from attn_doctor.rules.assess import Assessment
     from attn_doctor.workload import Workload
 
@@ -63,6 +63,47 @@ PythonOption = Annotated[
 ]
 
 
+class FailOn(str, enum.Enum):
+    error = "error"
+    warning = "warning"
+    info = "info"
+    never = "never"
+
+    @property
+    def severity(self) -> Severity | None:
+        return None if self is FailOn.never else Severity[self.name.upper()]
+
+
+# Options that several commands take, declared once.
+FactsOption = Annotated[
+    Path | None,
+    typer.Option("--facts", help="Judge (or, with install --dry-run, plan for) a saved JSON report's machine."),
+]
+GpuOption = Annotated[
+    str | None, typer.Option("--gpu", help="Judge or plan for this GPU instead (H100, sm_90, 9.0, gfx942).")
+]
+TorchOption = Annotated[
+    str | None, typer.Option("--torch", help="Judge or plan for this torch version instead, e.g. 2.8.0.")
+]
+CudaOption = Annotated[str | None, typer.Option("--cuda", help="…and this CUDA build of it, e.g. 12.8.")]
+FailOnOption = Annotated[
+    FailOn | None,
+    typer.Option("--fail-on", help="Exit 1 on a finding (on any node) at least this severe [default: error]."),
+]
+RequireOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--require", help="A backend that must be usable (on every node), e.g. fa4 or 'fa2>=2.7' (repeatable)."
+    ),
+]
+IgnoreOption = Annotated[list[str] | None, typer.Option("--ignore", help="A finding code not to judge (repeatable).")]
+NoGpuOkOption = Annotated[
+    bool | None,
+    typer.Option("--no-gpu-ok", help="A machine (node) without a GPU is not a failure (CPU CI runners)."),
+]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)]
+
+
 class InstallerChoice(str, enum.Enum):
     pip = "pip"
     uv = "uv"
@@ -92,17 +133,6 @@ class Training(str, enum.Enum):
     full = "full"
     lora = "lora"
     inference = "inference"
-
-
-class FailOn(str, enum.Enum):
-    error = "error"
-    warning = "warning"
-    info = "info"
-    never = "never"
-
-    @property
-    def severity(self) -> Severity | None:
-        return None if self is FailOn.never else Severity[self.name.upper()]
 
 
 class Stop(Exception):
@@ -137,34 +167,18 @@ def check(
     output_format: Annotated[
         Format, typer.Option("--format", help="text, json, markdown or junit (on standard output).")
     ] = Format.text,
-    facts_file: Annotated[
-        Path | None, typer.Option("--facts", help="Judge a saved JSON report instead of this machine.")
-    ] = None,
-    fail_on: Annotated[
-        FailOn | None,
-        typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe [default: error]."),
-    ] = None,
-    require: Annotated[
-        list[str] | None,
-        typer.Option("--require", help="A backend that must be usable here, e.g. fa4 or 'fa2>=2.7' (repeatable)."),
-    ] = None,
-    ignore: Annotated[
-        list[str] | None, typer.Option("--ignore", help="A finding code not to judge (repeatable).")
-    ] = None,
+    facts_file: FactsOption = None,
+    fail_on: FailOnOption = None,
+    require: RequireOption = None,
+    ignore: IgnoreOption = None,
     against: Annotated[
         Path | None, typer.Option("--against", help="A lock file from `attn-doctor lock`: fail on any drift.")
     ] = None,
-    gpu: Annotated[
-        str | None, typer.Option("--gpu", help="Judge for this GPU instead (H100, sm_90, 9.0, gfx942).")
-    ] = None,
-    no_gpu_ok: Annotated[
-        bool | None, typer.Option("--no-gpu-ok", help="A machine without a GPU is not a failure (CPU CI runners).")
-    ] = None,
+    gpu: GpuOption = None,
+    no_gpu_ok: NoGpuOkOption = None,
     output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON report to this file.")] = None,
-    torch_version: Annotated[
-        str | None, typer.Option("--torch", help="Judge for this torch version instead, e.g. 2.8.0.")
-    ] = None,
-    cuda: Annotated[str | None, typer.Option("--cuda", help="…and this CUDA build of it, e.g. 12.8.")] = None,
+    torch_version: TorchOption = None,
+    cuda: CudaOption = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", help="An Axolotl config: what it will meet on this machine.")
     ] = None,
@@ -224,11 +238,11 @@ def _gate(
     ignore: list[str] | None,
     against: Path | None,
     no_gpu_ok: bool | None,
-) -> tuple[Gate, Severity | None]:
+) -> tuple[CheckRequest, Severity | None]:
     """The gate's settings: the command line, else ATTN_DOCTOR_* variables, else pyproject.toml."""
     from attn_doctor import config
     from attn_doctor.facts.saved import load_lock
-    from attn_doctor.report import Gate
+    from attn_doctor.report import CheckRequest
     from attn_doctor.rules.gate import RequirementError, parse_requirement
 
     try:
@@ -249,7 +263,7 @@ def _gate(
     chosen = fail_on or FailOn(settings.fail_on or "error")
     forgive = no_gpu_ok if no_gpu_ok is not None else bool(settings.no_gpu_ok)
     ignored = frozenset(r for r in RULES if r.code in codes)
-    return Gate(required, ignored, forgive, lock), chosen.severity
+    return CheckRequest(required, ignored, forgive, lock), chosen.severity
 
 
 def _measured(bench_file: Path | None) -> Measured | None:
@@ -465,14 +479,10 @@ def install(
     allow_system: Annotated[
         bool, typer.Option("--allow-system", help="Install into a system Python marked EXTERNALLY-MANAGED (PEP 668).")
     ] = False,
-    facts_file: Annotated[
-        Path | None, typer.Option("--facts", help="Plan for the machine of a saved JSON report (with --dry-run).")
-    ] = None,
-    gpu: Annotated[str | None, typer.Option("--gpu", help="Plan for this GPU instead (with --dry-run).")] = None,
-    torch_version: Annotated[
-        str | None, typer.Option("--torch", help="Plan for this torch version instead (with --dry-run).")
-    ] = None,
-    cuda: Annotated[str | None, typer.Option("--cuda", help="…and this CUDA build of it.")] = None,
+    facts_file: FactsOption = None,
+    gpu: GpuOption = None,
+    torch_version: TorchOption = None,
+    cuda: CudaOption = None,
     source: Annotated[
         list[Path] | None,
         typer.Option(
@@ -494,8 +504,9 @@ def install(
     ] = None,
 ) -> None:
     """Install one attention backend into the target environment: plan, run, verify; undoable."""
-    from attn_doctor.actions.install import InstallRequest, plan_install
+    from attn_doctor.actions.install import plan_install
     from attn_doctor.actions.plan import Refusal
+    from attn_doctor.actions.recipes.context import InstallRequest
     from attn_doctor.render.actions import plan_lines
 
     (chosen,) = _backends([backend], installable=True)
@@ -638,7 +649,7 @@ def verify(
     head_dim: Annotated[str | None, typer.Option("--head-dim", help="Test this head dim too.")] = None,
     output_format: Annotated[Format, typer.Option("--format", help="text, json or junit.")] = Format.text,
     output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON result to this file.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)] = 600.0,
+    timeout: TimeoutOption = 600.0,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Every case with its error figures.")] = False,
 ) -> None:
     """Run each backend forward and backward against a float32 reference: passed, wrong,
@@ -648,7 +659,7 @@ def verify(
     from attn_doctor.render.interface import View
     from attn_doctor.render.tables import VERIFY
     from attn_doctor.render.trials import verdicts_json, where
-    from attn_doctor.report import Gate, judge
+    from attn_doctor.report import CheckRequest, judge
     from attn_doctor.trials.verify import installed
     from attn_doctor.trials.verify import verify as run_verify
 
@@ -656,7 +667,7 @@ def verify(
     named = _backends(backends, verifiable=True) if backends else None
     work = _workload(None, model, head_dim, None, None, None)
     facts = _with_torch(python)
-    verdicts = judge(facts, Gate(workload=work)).verdicts  # what `check` says of each, for this model
+    verdicts = judge(facts, CheckRequest(workload=work)).assessments  # what `check` says of each, for this model
     console = Console(stderr=output_format is not Format.text)
     with console.status("running the kernels…") as status:
         results = run_verify(
@@ -692,7 +703,7 @@ def bench(
     repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per shape; the median is kept.", min=1)] = 10,
     output: Annotated[Path | None, typer.Option("--output", help="Save the figures for `check --bench FILE`.")] = None,
     output_format: Annotated[Format, typer.Option("--format", help="text, json or junit.")] = Format.text,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)] = 600.0,
+    timeout: TimeoutOption = 600.0,
 ) -> None:
     """Time forward and forward+backward of each working backend (bf16, causal) and compare with
     SDPA. `check --bench FILE` then ranks the backends as measured here."""
@@ -713,7 +724,7 @@ def bench(
     except ValueError as error:
         raise Stop(str(error), EXIT_USAGE) from error
     facts = _with_torch(python)
-    chosen = named or installed(judge(facts).verdicts)
+    chosen = named or installed(judge(facts).assessments)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         checking = progress.add_task("checking each backend's result", total=len(chosen))
         timing = progress.add_task("timing", total=len(chosen) * len(shapes))
@@ -793,18 +804,10 @@ def fleet(
         Format, typer.Option("--format", help="text, json, markdown or junit (on standard output).")
     ] = Format.text,
     output: Annotated[Path | None, typer.Option("--output", help="Also write the JSON fleet report here.")] = None,
-    fail_on: Annotated[
-        FailOn | None, typer.Option("--fail-on", help="Exit 1 when a node has a finding this severe [default: error].")
-    ] = None,
-    require: Annotated[
-        list[str] | None, typer.Option("--require", help="A backend that must be usable on every node (repeatable).")
-    ] = None,
-    ignore: Annotated[
-        list[str] | None, typer.Option("--ignore", help="A finding code not to judge (repeatable).")
-    ] = None,
-    no_gpu_ok: Annotated[
-        bool | None, typer.Option("--no-gpu-ok", help="Nodes without a GPU are not a failure.")
-    ] = None,
+    fail_on: FailOnOption = None,
+    require: RequireOption = None,
+    ignore: IgnoreOption = None,
+    no_gpu_ok: NoGpuOkOption = None,
 ) -> None:
     """Check every node of a cluster (from Ray, or from the reports a Slurm/mpirun/k8s job wrote)
     and say what differs between them. Exit 1 on a failing node or on any difference not allowed."""

@@ -1,4 +1,5 @@
-"""A check's result: the facts read, the findings judged from them, and the gate's verdicts."""
+"""A check's result: the facts read, the findings judged from them, each backend's assessment, and the
+gate's answer."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from attn_doctor.workload import Workload
 
 
 @dataclass(frozen=True)
-class Gate:
-    """How `check` is asked to judge: the CI gate's settings."""
+class CheckRequest:
+    """What `check` is asked: the CI gate's settings, the workload it judges for, the bench it ranks by."""
 
     require: tuple[Required, ...] = ()
     ignore: frozenset[Rule] = frozenset()
@@ -37,8 +38,8 @@ class Report:
     requirements: tuple[RequirementResult, ...] = ()
     ignored: tuple[Finding, ...] = ()
     recommendation: Recommendation | None = None
-    # every backend's verdict, by name: what the gate, the recommendation and the package lines read
-    verdicts: Mapping[str, Assessment] = field(default_factory=lambda: MappingProxyType({}))
+    # every backend's assessment, by name: what the gate, the recommendation and the package lines read
+    assessments: Mapping[str, Assessment] = field(default_factory=lambda: MappingProxyType({}))
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
@@ -49,19 +50,21 @@ class Report:
         return unmet or (fail_on is not None and any(f.severity >= fail_on for f in self.findings))
 
 
-def judge(facts: Facts, gate: Gate = Gate()) -> Report:
+def judge(facts: Facts, asked: CheckRequest = CheckRequest()) -> Report:
     # --no-gpu-ok forgives what a machine without a GPU (a CPU-only CI runner) says of itself
-    no_gpu = gate.no_gpu_ok and not facts.gpus
-    forgiven = {r for r in RULES if r in gate.ignore or (no_gpu and r.is_in(Group.NO_GPU))}
-    found = diagnose(facts) + (drift(facts, gate.lock) if gate.lock is not None else [])
+    no_gpu = asked.no_gpu_ok and not facts.gpus
+    forgiven = {r for r in RULES if r in asked.ignore or (no_gpu and r.is_in(Group.NO_GPU))}
+    found = diagnose(facts) + (drift(facts, asked.lock) if asked.lock is not None else [])
     # an ignored finding is not judged: it weighs in no verdict either
-    verdicts = assess_all(facts, gate.workload, [f for f in found if f.rule not in forgiven])
-    found += config_findings(facts, gate.workload, verdicts)
+    assessments = assess_all(facts, asked.workload, [f for f in found if f.rule not in forgiven])
+    found += config_findings(facts, asked.workload, assessments)
     return Report(
         facts,
         tuple(sorted((f for f in found if f.rule not in forgiven), key=lambda f: -f.severity)),
-        tuple(judge_requirement(r, verdicts[r.backend.name], bool(facts.gpus), gate.no_gpu_ok) for r in gate.require),
+        tuple(
+            judge_requirement(r, assessments[r.backend.name], bool(facts.gpus), asked.no_gpu_ok) for r in asked.require
+        ),
         tuple(f for f in found if f.rule in forgiven),
-        recommend(facts, gate.workload, verdicts, gate.measured),
-        MappingProxyType(verdicts),
+        recommend(facts, asked.workload, assessments, asked.measured),
+        MappingProxyType(assessments),
     )

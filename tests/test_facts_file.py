@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from attn_doctor.actions.install import InstallRequest, plan_install
+from attn_doctor.actions.install import plan_install
+from attn_doctor.actions.recipes.context import InstallRequest
 from attn_doctor.facts.model import Facts, FactsError, Gpu, Torch
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.render.json import render_json

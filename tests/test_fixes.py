@@ -21,7 +21,7 @@ from attn_doctor.facts.collect import collect
 from attn_doctor.facts.model import Facts, Package
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.registry.findings import RULES, Finding, Severity
-from attn_doctor.report import Gate, Report, judge
+from attn_doctor.report import CheckRequest, Report, judge
 from attn_doctor.workload import axolotl_workload
 from tests.conftest import FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, pypi_wheel, run
 
@@ -127,7 +127,7 @@ def test_config_fixes_are_lines_that_clear_the_finding(tmp_path: Path, yaml_text
     config = tmp_path / "axolotl.yml"
     config.write_text("base_model: m\n" + yaml_text)
     facts = load_facts(MACHINES / "a100.json")
-    found = the(judge(facts, Gate(workload=axolotl_workload(config))), code)
+    found = the(judge(facts, CheckRequest(workload=axolotl_workload(config))), code)
     line = found.fix[0].split("  #")[0]
     for prefix in ("keep only ", "keep one: ", "use "):
         line = line.removeprefix(prefix)
@@ -136,7 +136,7 @@ def test_config_fixes_are_lines_that_clear_the_finding(tmp_path: Path, yaml_text
     if edit == "add-line":
         kept = config.read_text().splitlines()
     config.write_text("\n".join([*kept, line]) + "\n")
-    after = judge(facts, Gate(workload=axolotl_workload(config)))
+    after = judge(facts, CheckRequest(workload=axolotl_workload(config)))
     assert code not in {f.code for f in after.findings}, config.read_text()
 
 
@@ -215,8 +215,8 @@ def test_rocm_version_strings_with_a_build_suffix() -> None:
     mi300 = load_facts(MACHINES / "mi300x.json")
     assert mi300.torch is not None
     rocm63 = dataclasses.replace(mi300, torch=dataclasses.replace(mi300.torch, hip="6.3.42131-fa1d09cbd"))
-    report = judge(rocm63, Gate(require=()))
-    assert not any("needs ROCm" in r for v in report.verdicts.values() for r in v.reasons)
+    report = judge(rocm63, CheckRequest(require=()))
+    assert not any("needs ROCm" in r for v in report.assessments.values() for r in v.reasons)
 
 
 def test_every_fix_has_a_proof_in_the_catalog() -> None:

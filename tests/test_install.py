@@ -152,8 +152,9 @@ def test_every_pip_step_of_a_plan_resolves_against_the_index(torch_venv: Venv, b
     --dry-run: the pinned releases exist and resolve next to the installed torch. FA2's compile
     step is a CUDA source build, which pip cannot even describe without a CUDA torch: its pinned
     release must be on the index."""
-    from attn_doctor.actions.install import InstallRequest, plan_install
+    from attn_doctor.actions.install import plan_install
     from attn_doctor.actions.plan import Command
+    from attn_doctor.actions.recipes.context import InstallRequest
     from attn_doctor.facts.collect import collect
 
     job = plan_install(collect(str(torch_venv.python)), InstallRequest(backend, force=True))

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from attn_doctor.actions.install import (
-    Install,
-    InstallRequest,
-    plan_install,
-    torch_record_digest,
-    verify_install,
-)
+from attn_doctor.actions.install import Install, plan_install, torch_record_digest, verify_install
 from attn_doctor.actions.plan import Command, Refusal
+from attn_doctor.actions.recipes.context import InstallRequest
 from attn_doctor.facts.given import with_given_torch
 from attn_doctor.facts.model import Facts, Toolchain
 from attn_doctor.facts.saved import load_facts

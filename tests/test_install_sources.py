@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from attn_doctor.actions.install import Install, InstallRequest, plan_install
+from attn_doctor.actions.install import Install, plan_install
 from attn_doctor.actions.plan import Command, Refusal
+from attn_doctor.actions.recipes.context import InstallRequest
 from attn_doctor.actions.source import declared_version, git_head, read_source
 from attn_doctor.facts.model import Facts
 from attn_doctor.facts.saved import load_facts

@@ -91,7 +91,7 @@ def test_sageattention_built_from_its_v2_2_0_tag_on_hopper(
     report = check(venv, h100)
     codes = {f.code for f in report.findings}
     assert ("sageattention-hopper-no-kernel" in codes) is broken
-    problems = report.verdicts["sage"].problems
+    problems = report.assessments["sage"].problems
     assert any("v2.2.0 tag" in p for p in problems) is broken  # --require sage fails with it
     if broken:
         text = the(report, "sageattention-hopper-no-kernel")

@@ -14,7 +14,7 @@ from attn_doctor.facts.collect import collect
 from attn_doctor.facts.model import Package
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.registry.backends import fa4_accepts
-from attn_doctor.report import Gate, judge
+from attn_doctor.report import CheckRequest, judge
 from attn_doctor.rules.ranking import ranking
 from attn_doctor.workload import Workload, axolotl_workload, model_head_dims
 from tests.conftest import FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, run
@@ -24,7 +24,7 @@ MACHINES = FIXTURES / "machines"
 
 def best(machine: str, work: Workload) -> tuple[str, str]:
     """(what to use now, what would be best here): none of these machines has FA installed."""
-    report = judge(load_facts(MACHINES / f"{machine}.json"), Gate(workload=work))
+    report = judge(load_facts(MACHINES / f"{machine}.json"), CheckRequest(workload=work))
     chosen = report.recommendation
     assert chosen is not None
     return chosen.backend, chosen.better or chosen.backend
@@ -273,15 +273,15 @@ def test_old_rocm_and_fa4_without_hopper_backward() -> None:
     mi300 = load_facts(MACHINES / "mi300x.json")
     assert mi300.torch is not None
     old_rocm = dataclasses.replace(mi300, torch=dataclasses.replace(mi300.torch, hip="5.7.31921"))
-    report = judge(old_rocm, Gate(workload=TRAIN))
+    report = judge(old_rocm, CheckRequest(workload=TRAIN))
     assert report.recommendation is not None and report.recommendation.better is None  # SDPA, and nothing better
     assert "FlashAttention 2 needs ROCm >= 6.0" in " ".join(report.recommendation.reasons)
     # an FA4 installed without its Hopper backward: it cannot train there; FA4 4.0.0b36 can
     h100 = load_facts(MACHINES / "h100.json")
     fa4 = Package("flash-attn-4", "4.0.0b3", "/x/flash_attn_4-4.0.0b3.dist-info", "/x")
     old_fa4 = dataclasses.replace(h100, packages=(*h100.packages, fa4), fa4_sm90_backward=False)
-    trained = judge(old_fa4, Gate(workload=TRAIN)).recommendation
-    inferred = judge(old_fa4, Gate(workload=Workload())).recommendation
+    trained = judge(old_fa4, CheckRequest(workload=TRAIN)).recommendation
+    inferred = judge(old_fa4, CheckRequest(workload=Workload())).recommendation
     assert trained is not None and (trained.backend, trained.better) == ("sdpa", "fa4")
     assert "no SM90 backward kernel" in " ".join(trained.reasons)
     assert inferred is not None and inferred.backend == "fa4"

@@ -22,7 +22,7 @@ from attn_doctor.facts.saved import load_facts
 from attn_doctor.registry import backends
 from attn_doctor.registry.backends import Backend, Support, backend_names, by_name, distributions
 from attn_doctor.registry.findings import Kind, Severity
-from attn_doctor.report import Gate, Report, judge
+from attn_doctor.report import CheckRequest, Report, judge
 from attn_doctor.rules.gate import parse_requirement
 from attn_doctor.trials import kernel
 from attn_doctor.trials.verify import installed
@@ -35,7 +35,7 @@ TRAIN = Workload(training="lora")
 
 def verdicts_everywhere(facts: Facts, name: str, work: Workload | None = None) -> dict[str, bool]:
     """What each consumer says of one backend on the same facts: usable or not."""
-    gate = Gate(require=(parse_requirement(name),), workload=work or Workload(), no_gpu_ok=True)
+    gate = CheckRequest(require=(parse_requirement(name),), workload=work or Workload(), no_gpu_ok=True)
     report = judge(facts, gate)
     assert report.recommendation is not None
     distribution = by_name()[name].distribution
@@ -43,10 +43,10 @@ def verdicts_everywhere(facts: Facts, name: str, work: Workload | None = None) -
         f.concerns(Kind.DISTRIBUTION, distribution) and f.severity == Severity.ERROR for f in report.findings
     )
     return {
-        "assessment": report.verdicts[name].usable,
+        "assessment": report.assessments[name].usable,
         "require": report.requirements[0].met,
         "recommendable": name in {report.recommendation.backend, report.recommendation.runner_up},
-        "package line": not (report.verdicts[name].broken or marked_broken),
+        "package line": not (report.assessments[name].broken or marked_broken),
     }
 
 
@@ -73,7 +73,7 @@ def fa4_without_requirements(venv: Venv, real: RealPackages) -> Venv:
 
 def test_fa4_without_its_requirements_is_an_error_everywhere(fa4_without_requirements: Venv) -> None:
     facts = collect(str(fa4_without_requirements.python), nvml=RecordedNvml(h100_recording()))
-    report = judge(facts, Gate(require=(parse_requirement("fa4"),)))
+    report = judge(facts, CheckRequest(require=(parse_requirement("fa4"),)))
     [unmet] = [f for f in report.findings if f.code == "package-requirements-unmet"]
     assert unmet.title.startswith("flash-attn-4 4.0.0b36 requires nvidia-cutlass-dsl>=4.6.2 is not installed")
     assert unmet.subject is not None and unmet.subject.name == "flash-attn-4"
@@ -84,7 +84,7 @@ def test_fa4_without_its_requirements_is_an_error_everywhere(fa4_without_require
     assert not report.requirements[0].met
     assert report.recommendation is not None and report.recommendation.backend != "fa4"
     assert "requires nvidia-cutlass-dsl" in " ".join(report.recommendation.reasons)
-    assert report.verdicts["fa4"].broken  # its package line is ✗
+    assert report.assessments["fa4"].broken  # its package line is ✗
     code, out, _ = doctor("check", "--python", fa4_without_requirements.python, "--no-gpu-ok")
     assert code == 1 and "✗ FlashAttention 4 (flash-attn-4) 4.0.0b36" in out
     assert "Use fa4" not in out
@@ -121,9 +121,9 @@ def test_sageattention_1_is_one_verdict(venv: Venv) -> None:
     )
     said = verdicts_everywhere(facts, "sage", Workload(training="inference"))
     assert said == {"assessment": False, "require": False, "recommendable": False, "package line": False}
-    report = judge(facts, Gate(workload=Workload(training="inference")))
-    assert "sageattention 1.0.6 is SageAttention 1" in " ".join(report.verdicts["sage"].problems)
-    assert installed(report.verdicts)[-1].name == "sage"  # verify still runs it: it is installed
+    report = judge(facts, CheckRequest(workload=Workload(training="inference")))
+    assert "sageattention 1.0.6 is SageAttention 1" in " ".join(report.assessments["sage"].problems)
+    assert installed(report.assessments)[-1].name == "sage"  # verify still runs it: it is installed
 
 
 # --- installed, but it cannot run on this GPU ---
@@ -150,7 +150,7 @@ def test_installed_but_cannot_run_here(
     said = verdicts_everywhere(facts, backend)
     assert said == {"assessment": False, "require": False, "recommendable": False, "package line": False}
     # one cause, said once: the installed release's, or the newest's when no release runs there
-    assert sum("does not run on GPU 0" in r for r in report.verdicts[backend].reasons) == 1
+    assert sum("does not run on GPU 0" in r for r in report.assessments[backend].reasons) == 1
     assert doctor("check", "--facts", MACHINES / f"{machine}.json", "--require", backend)[0] == 1
 
 
@@ -160,22 +160,22 @@ def test_the_installed_release_decides_not_the_name() -> None:
     new, old = (judge(with_package(rtx5090, "flash-attn", v)) for v in ("2.8.3.post2", "2.7.1.post4"))
     assert "backend-unsupported-gpu" not in {f.code for f in new.findings}
     assert "backend-unsupported-gpu" in {f.code for f in old.findings}
-    assert new.verdicts["fa2"].gpus[0].runs and not old.verdicts["fa2"].gpus[0].runs
+    assert new.assessments["fa2"].gpus[0].runs and not old.assessments["fa2"].gpus[0].runs
 
 
 def test_old_fa2_refuses_a_wide_head_backward_off_a100_and_h100() -> None:
     """Reported with flash-attn 2.5.3 on an RTX 3090: head dim 256, backward needs sm80/sm90."""
     rtx3090 = with_package(load_facts(MACHINES / "rtx3090.json"), "flash-attn", "2.5.3")
     work = Workload(training="lora", head_dim=256)
-    report = judge(rtx3090, Gate(workload=work))
+    report = judge(rtx3090, CheckRequest(workload=work))
     assert report.recommendation is not None and report.recommendation.backend == "sdpa"
     assert report.recommendation.better == "fa2"  # a current FA2 takes it: the fix is an upgrade
-    assert "FlashAttention 2 2.5.3 takes backward with head dims up to 192" in report.verdicts["fa2"].problems[0]
+    assert "FlashAttention 2 2.5.3 takes backward with head dims up to 192" in report.assessments["fa2"].problems[0]
     assert verdicts_everywhere(rtx3090, "fa2", work)["require"] is False
-    inference = judge(rtx3090, Gate(workload=Workload(training="inference", head_dim=256)))
-    assert inference.verdicts["fa2"].usable  # the forward pass was never limited
+    inference = judge(rtx3090, CheckRequest(workload=Workload(training="inference", head_dim=256)))
+    assert inference.assessments["fa2"].usable  # the forward pass was never limited
     a100 = with_package(load_facts(MACHINES / "a100.json"), "flash-attn", "2.5.3")
-    assert judge(a100, Gate(workload=work)).verdicts["fa2"].usable
+    assert judge(a100, CheckRequest(workload=work)).assessments["fa2"].usable
 
 
 def test_fa3_beta_published_as_flash_attn_is_not_fa2() -> None:
@@ -185,7 +185,7 @@ def test_fa3_beta_published_as_flash_attn_is_not_fa2() -> None:
     assert "FA3's beta" in lookalike.title
     assert not any("flash-attn==3.0.0b1" in command for command in lookalike.fix)
     assert lookalike.fix[0].startswith("attn-doctor install fa2") and "attn-doctor install fa3" in lookalike.fix[1]
-    assert not report.verdicts["fa2"].usable
+    assert not report.assessments["fa2"].usable
 
 
 def test_without_torch_nothing_is_recommended(venv: Venv) -> None:
@@ -221,11 +221,11 @@ def test_a_backend_declared_once_appears_everywhere(
 ) -> None:
     monkeypatch.setattr(backends, "BACKENDS", (*backends.BACKENDS, FLASHINFER))
     facts = with_package(load_facts(MACHINES / "h100.json"), "flashinfer-python", "0.3.0")
-    report = judge(facts, Gate(require=(parse_requirement("flashinfer>=0.2"),)))
+    report = judge(facts, CheckRequest(require=(parse_requirement("flashinfer>=0.2"),)))
     assert "flashinfer-python" in distributions()  # what the probe is asked to read
     assert report.requirements[0].met  # the gate
     assert report.recommendation is not None and report.recommendation.backend == "flashinfer"  # recommend
-    assert [b.name for b in installed(report.verdicts)][-1] == "flashinfer"  # verify's choice
+    assert [b.name for b in installed(report.assessments)][-1] == "flashinfer"  # verify's choice
     assert "flashinfer" in backend_names(verifiable=True)
     saved = tmp_path / "facts.json"
     from attn_doctor.facts.model import to_data
@@ -247,14 +247,14 @@ def test_kernel_adapters_are_the_registrys_verifiable_backends() -> None:
 
 
 def test_install_recipes_are_the_registrys_installable_backends() -> None:
-    from attn_doctor.actions.install import _RECIPES
+    from attn_doctor.actions.recipes import RECIPES as _RECIPES
 
     assert set(_RECIPES) == set(backend_names(installable=True))
 
 
 def test_report_has_one_verdict_per_backend() -> None:
     report: Report = judge(load_facts(MACHINES / "h100.json"))
-    assert set(report.verdicts) == set(by_name())
+    assert set(report.assessments) == set(by_name())
 
 
 def test_flex_has_one_verdict_from_torch_2_5_and_axolotl_asks_for_2_6(

@@ -18,7 +18,7 @@ import pytest
 from attn_doctor.facts.measured import Measured, Timing, load
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.registry.backends import by_name
-from attn_doctor.report import Gate, judge
+from attn_doctor.report import CheckRequest, judge
 from attn_doctor.trials.bench import STANDARD, Shape, parse_shape
 from attn_doctor.trials.verify import cases
 from attn_doctor.workload import Workload
@@ -264,12 +264,12 @@ def test_check_ranks_by_the_measurement_of_this_machine() -> None:
     # as expected without one: on Hopper FA2 ranks after SDPA (h100-bench-five.json)
     assert judge(facts).recommendation.backend == "sdpa"  # type: ignore[union-attr]
     gpu = facts.gpus[0].name
-    faster_sdpa = judge(facts, Gate(workload=Workload(), measured=measured(gpu, 400.0, 500.0))).recommendation
+    faster_sdpa = judge(facts, CheckRequest(workload=Workload(), measured=measured(gpu, 400.0, 500.0))).recommendation
     assert faster_sdpa is not None and faster_sdpa.backend == "sdpa"
     assert any("measured here" in r and "sdpa 500, fa2 400" in r for r in faster_sdpa.reasons)
-    faster_fa2 = judge(facts, Gate(measured=measured(gpu, 600.0, 500.0))).recommendation
+    faster_fa2 = judge(facts, CheckRequest(measured=measured(gpu, 600.0, 500.0))).recommendation
     assert faster_fa2 is not None and faster_fa2.backend == "fa2"
-    elsewhere = judge(facts, Gate(measured=measured("NVIDIA A100-SXM4-80GB", 400.0, 500.0))).recommendation
+    elsewhere = judge(facts, CheckRequest(measured=measured("NVIDIA A100-SXM4-80GB", 400.0, 500.0))).recommendation
     assert elsewhere is not None and elsewhere.backend == "sdpa"
     assert any("not this machine's GPU: not used" in r for r in elsewhere.reasons)
 

@@ -29,7 +29,7 @@ class Section:
 def sections(report: Report) -> list[Section]:
     facts = report.facts
     marks: dict[Subject, str] = {}
-    for verdict in report.verdicts.values():  # an installed backend that cannot be used as it is
+    for verdict in report.assessments.values():  # an installed backend that cannot be used as it is
         if verdict.broken and verdict.backend.distribution:
             marks[distribution(verdict.backend.distribution)] = ERROR
     for f in report.findings:  # findings are sorted most severe first: the first mark wins
@@ -106,7 +106,7 @@ def _torch(report: Report) -> Section:
     mark = OK if torch.cuda or torch.hip else WARNING
     lines = [Line(mark, f"torch {torch.version}, {torch.build}", (f"at {torch.location}",))]
     # the backends inside torch, as their one verdict has them: shown, never judged here
-    for verdict in report.verdicts.values():
+    for verdict in report.assessments.values():
         backend = verdict.backend
         if not backend.in_torch:
             continue

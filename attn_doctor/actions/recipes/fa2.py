@@ -1,0 +1,114 @@
+"""FlashAttention 2: the release's own wheel where one fits, a wheel built here before, else a compile
+sized for this machine; ROCm's own build."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
+from attn_doctor.actions.recipes.builds import build_setup, built_here, read_tree_file
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.source import declared_version, unpack_argv
+from attn_doctor.registry import recipes
+from attn_doctor.registry.backends import FA2_DISTRIBUTION
+from attn_doctor.registry.wheels import fa2_wheel_for, fa2_wheel_url
+
+
+def fa2(context: RecipeContext) -> Recipe:
+    facts, torch = context.facts, context.torch
+    if torch.hip:
+        return fa2_rocm(context)
+    wheel = fa2_wheel_for(recipes.FA2_WHEEL_VERSION, torch, facts.python)
+    if wheel is not None and not context.request.sources:
+        url = fa2_wheel_url(recipes.FA2_WHEEL_VERSION, wheel)
+        # a local wheelhouse is searched by name; the release asset is fetched by its URL
+        local = context.request.find_links or context.request.offline
+        requirement = f"flash-attn=={recipes.FA2_WHEEL_VERSION}" if local else f"flash-attn @ {url}"
+        notes = [f"a prebuilt FA2 wheel exists for this torch/CUDA/Python/ABI: {wheel} (no compiling)"]
+        return (
+            [pip_step(context, "FA2's prebuilt wheel from its GitHub release", requirement, "einops")],
+            notes,
+            "flash-attn",
+            recipes.FA2_WHEEL_VERSION,
+        )
+    built = built_here(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
+    if built is not None and not context.request.sources:
+        notes = [
+            f"{built} in --find-links: FA2 {recipes.FA2_VERSION} built before, installed without compiling; "
+            "the verification undoes it if it was built against another torch"
+        ]
+        step = pip_step(context, "FA2 as built before, from the wheelhouse", f"flash-attn=={recipes.FA2_VERSION}")
+        return [step], notes, FA2_DISTRIBUTION, recipes.FA2_VERSION
+    archs = recipes.fa2_cuda_archs(facts.gpus)
+    steps, notes, env = build_setup(context, recipes.FA2_MIN_NVCC)
+    jobs = int(env["MAX_JOBS"])
+    minutes = recipes.fa2_build_minutes(jobs, len(archs))
+    notes = [
+        f"no prebuilt FA2 wheel for torch {torch.version} ({torch.build}), Python {facts.python.version}: "
+        f"it compiles, roughly {minutes} min with {jobs} jobs for sm {';'.join(archs)} "
+        "(scaled from 19 min measured for sm 90 with 16 jobs on an H100)",
+        *notes,
+    ]
+    env.update(FLASH_ATTN_CUDA_ARCHS=";".join(archs), FLASH_ATTENTION_FORCE_BUILD="TRUE")
+    requirement = f"flash-attn=={recipes.FA2_VERSION}"
+    if context.request.sources:
+        placed, requirement, where = fa2_source(context)
+        steps += placed
+        notes.append(where)
+    steps.append(
+        pip_step(
+            context,
+            f"compile FA2 {recipes.FA2_VERSION} for this machine's GPUs only",
+            requirement,
+            flags=("--no-build-isolation", "--no-cache-dir"),
+            **env,
+        )
+    )
+    return steps, notes, FA2_DISTRIBUTION, recipes.FA2_VERSION
+
+
+def fa2_rocm(context: RecipeContext) -> Recipe:
+    gfx = sorted({g.gfx_target for g in context.facts.gpus if g.gfx_target in recipes.ROCM_GFX}) or list(
+        recipes.ROCM_GFX
+    )
+    jobs = recipes.build_jobs(context.facts.toolchain.cpus, context.facts.toolchain.ram_gib, len(gfx))
+    notes = [
+        "no ROCm wheel exists: FA2's CK backend compiles for " + ",".join(gfx),
+        "for the Triton backend instead, set FLASH_ATTENTION_TRITON_AMD_ENABLE=TRUE at build and at run time",
+    ]
+    steps: list[Step] = [pip_step(context, "FA2's build requirements", *recipes.BUILD_REQUIREMENTS)]
+    steps.append(
+        pip_step(
+            context,
+            f"compile FA2 {recipes.FA2_VERSION} (ROCm CK)",
+            f"flash-attn=={recipes.FA2_VERSION}",
+            flags=("--no-build-isolation", "--no-cache-dir"),
+            GPU_ARCHS=";".join(gfx),
+            MAX_JOBS=str(jobs),
+        )
+    )
+    return steps, notes, FA2_DISTRIBUTION, recipes.FA2_VERSION
+
+
+def fa2_source(context: RecipeContext) -> tuple[list[Step], str, str]:
+    """FA2 from one --source: the PyPI sdist, or an unpacked sdist or checkout of it, checked by
+    the version it declares (PyPI's release is what the recipe pins). Returns the steps that put
+    it in place, what pip builds, and a note."""
+    if len(context.request.sources) != 1:
+        raise Refusal("FA2 builds from one --source: its sdist (flash_attn-2.8.3.post2.tar.gz) or a folder of it")
+    path = context.request.sources[0]
+    source = read_tree_file(path)
+    rooted = source.rooted(recipes.FA2_VERSION_FILE) or source.rooted("PKG-INFO")
+    version = declared_version(rooted, recipes.FA2_VERSION_FILE) if rooted else None
+    if rooted is None or version != recipes.FA2_VERSION:
+        raise Refusal(f"--source {path} is flash-attn {version}, not {recipes.FA2_VERSION}")
+    note = f"FA2 from {source.path}: version {version} checked"
+    if source.archive:
+        return [], source.path, note  # pip builds an sdist file as it is
+    folder = str(Path(context.facts.python.prefix) / ".attn-doctor" / "src" / f"flash-attn-{version}")
+    steps: list[Step] = []
+    if os.path.lexists(folder):
+        steps.append(MoveAside(folder, "an earlier source tree, kept with this install's backups"))
+    steps.append(Command(unpack_argv(rooted, folder, ()), (folder,), f"flash-attn {version} from {source.path}"))
+    return steps, folder, note
