@@ -20,7 +20,7 @@ echo "== check --deep"
 doctor check --deep --format json > "$out/h100-check-deep.json"; echo "exit $?"
 python3 -c 'import json,sys; [print(i) for i in json.load(open(sys.argv[1]))["imports"]]' "$out/h100-check-deep.json"
 
-echo "== FA4 then FA2 installed into a venv that sees this torch (KNOWLEDGE.md 4.2)"
+echo "== FA4 then FA2 installed into a venv that sees this torch"
 python3 -m venv --without-pip /tmp/collide
 site=$(/tmp/collide/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/machine-torch.pth"

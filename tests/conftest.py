@@ -3,7 +3,7 @@
 The real packages are fetched or built once and cached under `.cache/` (git ignores it):
 - FA4: the `flash-attn-4` wheel and sdist from PyPI (pure Python).
 - FA2: the `flash-attn` sdist built into a wheel with FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE, which
-  needs torch in the build environment (KNOWLEDGE.md §2): the real file layout (dist-info,
+  needs torch in the build environment (its setup.py imports torch): the real file layout (dist-info,
   RECORD, the stale `flash_attn/cute/`) without the CUDA extension, in about a minute on 2 cores.
   The torch for that build is ATTN_DOCTOR_TEST_TORCH (default torch==2.13.0, the CPU build this
   machine image carries on disk).
@@ -83,7 +83,7 @@ def _fa2_wheel(python: Path) -> Path:
     found = sorted(wheels.glob(f"flash_attn-{FA2_VERSION}-*.whl"))
     if found:
         return found[0]
-    # Only the exact string TRUE switches these on (FA2 setup.py, KNOWLEDGE.md §7).
+    # Only the exact string TRUE switches these on (FA2 setup.py).
     env = {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE", "FLASH_ATTENTION_FORCE_BUILD": "TRUE"}
     run(
         python,

@@ -1,4 +1,4 @@
-"""The FA2/FA4 collisions of KNOWLEDGE.md §4, reproduced with the real packages in real venvs."""
+"""The FA2/FA4 collisions, reproduced with the real packages in real venvs."""
 
 from __future__ import annotations
 
@@ -81,7 +81,6 @@ def test_fa2_over_fa4_overwrites_files(venv: Venv, real: RealPackages, h100: Rec
     differing = {p for p in fa2_rows.keys() & fa4_rows.keys() if fa2_rows[p] != fa4_rows[p]}
     assert set(overwritten) == differing
     # FA2 ships 21 files in cute/; 20 of their names are FA4's too (hopper_helpers.py is FA2's alone),
-    # where KNOWLEDGE.md §4 says "the same 21 file names"
     assert len(fa2_rows.keys() & fa4_rows.keys()) == 20
     assert f"--force-reinstall --no-deps flash-attn-4=={FA4_VERSION}" in only(report, "fa4-files-overwritten")
 

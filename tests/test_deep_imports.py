@@ -83,7 +83,7 @@ def test_missing_cuda_library(venv: Venv, real: RealPackages, tmp_path: Path, co
 
 
 def test_fa4_without_the_cute_dsl(venv: Venv, real: RealPackages) -> None:
-    """FA4's wheel alone (no nvidia-cutlass-dsl): the import fails on `cutlass`, as KNOWLEDGE.md §6b saw."""
+    """FA4's wheel alone (no nvidia-cutlass-dsl): the import fails on `cutlass`, as seen on the H100."""
     fa2_with_torch(venv, real)  # torch, for FA4's own imports
     venv.uninstall("flash-attn")
     venv.install(real.fa4_wheel)

@@ -35,7 +35,7 @@ def fix(venv: Venv, *extra: str, env: dict[str, str] | None = None) -> tuple[int
 
 
 def fa2_over_fa4(venv: Venv, real: RealPackages) -> None:
-    """KNOWLEDGE.md §4.2: FA4's files overwritten by FA2's copies."""
+    """FA4's files overwritten by FA2's copies (FA2 installed after FA4)."""
     venv.install(real.fa4_wheel)
     venv.install(real.fa2_wheel)
 

@@ -24,7 +24,7 @@ def the(report: Report, code: str) -> str:
 
 
 def test_sageattention_1_from_pypi(venv: Venv, h100: RecordedNvml) -> None:
-    """`pip install sageattention` gives 1.0.6: SageAttention 1, Triton only (KNOWLEDGE.md §1)."""
+    """`pip install sageattention` gives 1.0.6: SageAttention 1, Triton only (https://pypi.org/project/sageattention/#history)."""
     venv.install(pypi_wheel("sageattention==1.0.6"))
     report = check(venv, h100)
     assert "sageattention 1.0.6 is SageAttention 1" in the(report, "sageattention-v1")

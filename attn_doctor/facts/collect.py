@@ -99,7 +99,7 @@ def extensions(seen: ProbeResult) -> list[tuple[str, str]]:
 
 def fa4_sm90_backward(seen: ProbeResult) -> bool | None:
     """Whether the FA4 that `import flash_attn.cute` finds has its Hopper backward kernel
-    (decided from the installed files, not from a version list: KNOWLEDGE.md §3)."""
+    (decided from the installed files, not from a version list)."""
     cute = next((r for r in seen.resolutions if r.module == "flash_attn.cute"), None)
     if cute is None or not cute.search_locations:
         return None

@@ -46,7 +46,7 @@ class SourceTree:
 
 FA2_VERSION = "2.8.3.post2"  # newest on PyPI (sdist only); its setup.py = post1's (§1 of _FA)
 FA2_WHEEL_VERSION = "2.8.3.post1"  # the newest release whose GitHub assets are confirmed (registry/wheels.py)
-FA4_VERSION = "4.0.0b36"  # newest flash-attn-4 on PyPI; all releases are pre-releases (KNOWLEDGE.md §1)
+FA4_VERSION = "4.0.0b36"  # newest flash-attn-4 on PyPI; all releases are pre-releases (https://pypi.org/project/flash-attn-4/#history)
 
 FA3_TREE = SourceTree(
     url="https://github.com/Dao-AILab/flash-attention.git",
@@ -147,7 +147,7 @@ FA3_VERSION = "3.0.0"
 # hopper/setup.py @0251105a downloads nvcc 12.6 + ptxas 12.8 from NVIDIA when 12.3 <= nvcc < 13.0
 # and nvcc != 12.8, unless FLASH_ATTENTION_OFFLINE_BUILD is set.
 FA3_NVCC_NO_DOWNLOAD = "12.8"
-ROCM_GFX = ("gfx90a", "gfx942", "gfx950")  # FA2's CK backend (KNOWLEDGE.md §7)
+ROCM_GFX = ("gfx90a", "gfx942", "gfx950")  # FA2's CK backend (https://github.com/Dao-AILab/flash-attention/blob/v2.8.3/setup.py, allowed_archs)
 
 # SageAttention 2.2.0: the nvcc each architecture needs (setup.py @v2.2.0, _SX §1)
 SAGE_MIN_NVCC = {"8.0": "12.0", "8.6": "12.0", "8.9": "12.4", "9.0": "12.3", "12.0": "12.8"}
@@ -165,7 +165,7 @@ class XformersRelease:
 
 
 # Each xFormers wheel up to 0.0.34 requires one exact torch, so the wrong one replaces torch
-# (KNOWLEDGE.md §7; Requires-Dist of each wheel's METADATA on PyPI). Newest first.
+# (Requires-Dist of each wheel's METADATA on PyPI). Newest first.
 XFORMERS = (
     XformersRelease("0.0.35", ">=2.10", "https://pypi.org/project/xformers/0.0.35/ (Requires-Dist: torch>=2.10)"),
     XformersRelease("0.0.34", "==2.10.0", "https://pypi.org/project/xformers/0.0.34/ (Requires-Dist: torch==2.10.0)"),

@@ -17,8 +17,8 @@ from attn_doctor.rules.assess import Assessment
 from attn_doctor.trials.run import Case, Outcome, run_kernels
 
 # Relative error allowed against the float32 reference. bf16 keeps 8 significant bits, so its
-# rounding alone is ~4e-3 of the norm (fp16: ~5e-4); FA4 measured ~2e-3 on the H100 (KNOWLEDGE.md
-# §6b). A wrong kernel (a missing scale, a shifted mask) is off by 1e-1 or more.
+# rounding alone is ~4e-3 of the norm (fp16: ~5e-4); FA4 measured ~2e-3 on the H100
+# (tests/fixtures/h100-verify-five.json). A wrong kernel (a missing scale, a shifted mask) is off by 1e-1 or more.
 TOLERANCE = {"bfloat16": 3e-2, "float16": 5e-3}
 # SageAttention quantizes Q and K to int8: its error is larger by design (forward only).
 SAGE_TOLERANCE = 8e-2

@@ -29,7 +29,7 @@ from attn_doctor.rules.fixes import inside, listed, pip_install, rebuild, reinst
 
 
 def collision_findings(facts: Facts) -> list[Finding]:
-    """The FA2/FA4 collisions of KNOWLEDGE.md §4, each from what is on disk."""
+    """The FA2/FA4 collisions, each from what is on disk (each reproduced in tests/test_collisions.py)."""
     fa2, fa4 = facts.package(FA2_DISTRIBUTION), facts.package(FA4_DISTRIBUTION)
     found: list[Finding] = []
     extension = facts.resolution("flash_attn_2_cuda")
