@@ -147,9 +147,10 @@ FA3_VERSION = "3.0.0"
 # hopper/setup.py @0251105a downloads nvcc 12.6 + ptxas 12.8 from NVIDIA when 12.3 <= nvcc < 13.0
 # and nvcc != 12.8, unless FLASH_ATTENTION_OFFLINE_BUILD is set.
 FA3_NVCC_NO_DOWNLOAD = "12.8"
-ROCM_GFX = ("gfx90a", "gfx942", "gfx950")  # FA2's CK backend (https://github.com/Dao-AILab/flash-attention/blob/v2.8.3/setup.py, allowed_archs)
+# FA2's CK backend: allowed_archs in https://github.com/Dao-AILab/flash-attention/blob/v2.8.3/setup.py
+ROCM_GFX = ("gfx90a", "gfx942", "gfx950")
 
-# SageAttention 2.2.0: the nvcc each architecture needs (setup.py @v2.2.0, _SX §1)
+# SageAttention 2.2.0: the nvcc each architecture needs (https://github.com/thu-ml/SageAttention/blob/v2.2.0/setup.py)
 SAGE_MIN_NVCC = {"8.0": "12.0", "8.6": "12.0", "8.9": "12.4", "9.0": "12.3", "12.0": "12.8"}
 
 # FA2/FA3 build requirements for --no-build-isolation: setup.py imports them (FA2 @v2.8.3;
