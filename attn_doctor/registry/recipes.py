@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from attn_doctor.facts.model import Gpu
 from attn_doctor.registry.versions import release
 
-_FA = "upstream/flash-attention.md"
-_SX = "upstream/sage-xformers-torch-axolotl.md"
+_FA = "https://github.com/Dao-AILab/flash-attention"
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,10 @@ class SourceTree:
     submodules: tuple[Submodule, ...] = ()
 
 
-FA2_VERSION = "2.8.3.post2"  # newest on PyPI (sdist only); its setup.py = post1's (§1 of _FA)
+FA2_VERSION = "2.8.3.post2"  # newest on PyPI (sdist only; https://pypi.org/project/flash-attn/#history)
 FA2_WHEEL_VERSION = "2.8.3.post1"  # the newest release whose GitHub assets are confirmed (registry/wheels.py)
-FA4_VERSION = "4.0.0b36"  # newest flash-attn-4 on PyPI; all releases are pre-releases (https://pypi.org/project/flash-attn-4/#history)
+# newest flash-attn-4 on PyPI; all its releases are pre-releases (https://pypi.org/project/flash-attn-4/#history)
+FA4_VERSION = "4.0.0b36"
 
 FA3_TREE = SourceTree(
     url="https://github.com/Dao-AILab/flash-attention.git",
@@ -56,7 +56,8 @@ FA3_TREE = SourceTree(
     # FA3 has no tags of its own; this is the newest tagged commit with #2223 (FA3 3.0.0 stable) and
     # the CUDA 13 build fix (#1949). The v2.8.3 tags carry 3.0.0b1, whose setup.py downloads nvcc
     # 12.6 even on CUDA 13.
-    source=f"{_FA} §3; hopper/setup.py @0251105a: distribution flash_attn_3 3.0.0, Python >= 3.10",
+    source=f"{_FA}/blob/0251105a2fb19d2957484b7f023cd8c115286ced/hopper/setup.py: distribution flash_attn_3 "
+    "3.0.0, Python >= 3.10",
     version="3.0.0",
     version_file="hopper/__init__.py",  # setup.py reads __version__ from it
     # hopper/setup.py @0251105a reads ../README.md (long_description) and compiles hopper/ with
@@ -82,7 +83,8 @@ SAGE_TREE = SourceTree(
     # changes that name, core.py's head counts per layout (bda24b9) and setup.py's sm100/sm121 archs.
     tag="v2.2.0 + PR #307",
     commit="ff71e1e7ce086fff8669e7eb116ee77e265dbac1",
-    source=f"{_SX} §1; https://github.com/thu-ml/SageAttention/pull/307; PyPI has only 1.x",
+    source="https://github.com/thu-ml/SageAttention/pull/307; https://pypi.org/project/sageattention/#history "
+    "has only 1.x",
     version="2.2.0",
     version_file="setup.py",  # setup(version='2.2.0') @ff71e1e
 )
