@@ -38,7 +38,7 @@ def test_h100_report_renders() -> None:
     assert "GPU 0: NVIDIA H100 80GB HBM3, Hopper sm_90 (compute capability 9.0), 80 GiB" in out
     assert "NVIDIA driver 580.159.04, CUDA up to 13.0" in out
     assert "torch 2.11.0+cu130, CUDA 13.0" in out
-    assert "flex attention" in out and "Triton (triton) 3.6.0" in out
+    assert "Flex Attention (torch.nn.attention.flex_attention)" in out and "Triton (triton) 3.6.0" in out
     assert "healthy: 0 error(s)" in out
 
 

@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from attn_doctor.facts.fatbin import cuda_code
 from attn_doctor.facts.model import Binary, VersionNeed
 
 # Mangled C++ names in torch's namespaces: the symbols a torch upgrade changes.
@@ -336,6 +337,7 @@ def check_extension(extension: str, package: str, loader: Loader, torch: dict[st
         abi=_abi(torch_symbols),
         torch_abi=_torch_abi(o for o in torch.values() if o is not None),
         missing_versions=tuple(missing_versions),
+        cuda_code=tuple(sorted(cuda_code(extension))),
     )
 
 

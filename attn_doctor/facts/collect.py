@@ -7,15 +7,17 @@ import datetime
 import os
 import re
 import socket
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from attn_doctor import __version__
 from attn_doctor.facts.binaries import check_binaries, torch_abi
+from attn_doctor.facts.fatbin import FatbinError, torch_cuda_code
 from attn_doctor.facts.gpu import read_gpus
 from attn_doctor.facts.imports import import_all
-from attn_doctor.facts.model import Facts, Package, Variable
+from attn_doctor.facts.model import Facts, Package, Ptxas, Variable
+from attn_doctor.facts.ptxas import read_ptxas
 from attn_doctor.facts.repairs import unfinished
 from attn_doctor.facts.target import ProbeResult, RunningProbe, resolve_python
 from attn_doctor.facts.toolchain import read_toolchain
@@ -45,6 +47,7 @@ def collect(
         # torch's C++ ABI (what FA2's wheel names encode): known from the extensions' reading where
         # there are any; read off libc10 only when asked (install plans), 30 ms `check` spares
         asked = pool.submit(torch_abi, seen.torch.location) if seen.torch and read_torch_abi else None
+        torch_code = pool.submit(torch_cuda_code, seen.torch.location) if seen.torch and seen.torch.cuda else None
         binaries = check_binaries(extensions(seen), seen.torch.location if seen.torch else None)
         driver, found_gpus = gpus.result()
         tools = toolchain.result()
@@ -52,6 +55,8 @@ def collect(
         torch = seen.torch
         if torch is not None and abi is not None:
             torch = dataclasses.replace(torch, cxx11_abi=abi == "cxx11")
+        if torch is not None and torch_code is not None:
+            torch = dataclasses.replace(torch, cuda_code=_read_or_nothing(torch_code))
     wanted = list(modules or [])
     if deep:
         installed = {p.name for p in seen.packages}
@@ -73,10 +78,27 @@ def collect(
         environment=tuple(Variable(n, os.environ[n]) for n in VARIABLES if n in os.environ),
         unfinished_repairs=unfinished_repairs(seen.python.prefix),
         marked_files=marked_files(seen.packages),
+        ptxas=triton_ptxas(seen),
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         doctor_version=__version__,
     )
+
+
+def _read_or_nothing(reading: Future[tuple[str, ...]]) -> tuple[str, ...]:
+    """torch's GPU code, or nothing where its library does not read (a damaged file is the binaries'
+    finding to tell; the verdict on torch then rests on the rest)."""
+    try:
+        return reading.result()
+    except (OSError, FatbinError):
+        return ()
+
+
+def triton_ptxas(seen: ProbeResult) -> tuple[Ptxas, ...]:
+    triton = next((p for p in seen.packages if p.name == "triton"), None)
+    if triton is None:
+        return ()
+    return read_ptxas(triton.location, seen.torch.location if seen.torch else None, os.environ)
 
 
 def extensions(seen: ProbeResult) -> list[tuple[str, str]]:

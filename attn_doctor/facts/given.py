@@ -10,6 +10,9 @@ from attn_doctor.facts.model import Facts, FactsError, Gpu
 
 # Common data-centre and desktop GPUs by name (NVIDIA's CUDA GPUs list; AMD's LLVM targets).
 NAMED = {
+    "p100": "6.0",
+    "gtx1080": "6.1",
+    "v100": "7.0",
     "t4": "7.5",
     "a100": "8.0",
     "a10": "8.6",
@@ -26,7 +29,10 @@ NAMED = {
     "gb200": "10.0",
     "b300": "10.3",
     "rtx5090": "12.0",
+    "rtx5060ti": "12.0",
     "rtxpro6000": "12.0",
+    "gb10": "12.1",
+    "dgxspark": "12.1",
     "mi250": "gfx90a",
     "mi250x": "gfx90a",
     "mi300x": "gfx942",

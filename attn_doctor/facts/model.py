@@ -108,6 +108,10 @@ class Torch:
     location: str
     git_version: str | None = None
     cxx11_abi: bool | None = None  # the C++ ABI its libraries export (read from libc10's symbols)
+    # the GPU code its kernels carry (libtorch_cuda.so's fatbins): "sm_90", "compute_120"; those most
+    # of its kernels have, as torch.cuda.get_arch_list() lists them. Empty: not read (a ROCm or CPU
+    # build, or a report from before it was read)
+    cuda_code: tuple[str, ...] = ()
 
     @property
     def build(self) -> str:
@@ -221,6 +225,7 @@ class Binary:
     abi: str | None = None  # "cxx11" | "pre-cxx11": the C++ ABI it was built with
     torch_abi: str | None = None  # the C++ ABI torch's libraries export
     missing_versions: tuple[VersionNeed, ...] = ()  # glibc / libstdc++ too old for it
+    cuda_code: tuple[str, ...] = ()  # the GPU code in its fatbins: "sm_80", "sm_90a", "compute_90"
     error: str = ""  # why the file could not be read
 
 
@@ -230,12 +235,24 @@ class Toolchain:
 
     nvcc: str | None = None  # "13.0"
     nvcc_path: str | None = None
+    ptxas: str | None = None  # the toolkit's own ptxas (beside the real nvcc, else in CUDA_HOME/bin)
     cuda_home: str | None = None
     ninja: str | None = None
     cxx: str | None = None
     git: str | None = None
     cpus: int = 0
     ram_gib: float = 0.0
+
+
+@dataclass(frozen=True)
+class Ptxas:
+    """A ptxas that Triton compiles its kernels with (flex attention, SageAttention 1), by the CUDA
+    release its own version string names; never run."""
+
+    path: str
+    role: str  # "ptxas": Triton's default; "ptxas-blackwell": what Triton uses for sm_100 and newer
+    release: str | None  # "12.8"; None: no version string found
+    variable: str | None = None  # the variable that points Triton at it (TRITON_PTXAS_PATH), else bundled
 
 
 @dataclass(frozen=True)
@@ -261,6 +278,7 @@ class Facts:
     # "distribution:path" of installed files in which the registry's FileMark was found (a broken
     # build of a release that a good build shares the version of)
     marked_files: tuple[str, ...] = ()
+    ptxas: tuple[Ptxas, ...] = ()  # Triton's, where Triton is installed
     hostname: str = ""
     collected_at: str = ""
     doctor_version: str = ""

@@ -4,9 +4,11 @@ files, because the nvcc found may be whatever the target environment put in its 
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 from attn_doctor.facts.model import Toolchain
@@ -24,16 +26,44 @@ def cuda_home() -> str | None:
     return "/usr/local/cuda" if Path("/usr/local/cuda").is_dir() else None
 
 
-def nvcc_version(nvcc: str) -> str | None:
-    """ "12.8" for the toolkit nvcc belongs to (bin/nvcc's parent folder), from the files every
-    toolkit has: version.json (CUDA 11.1 on; cuda_nvcc's own version), version.txt (up to 11.0),
-    else the CUDA_VERSION of include/cuda.h. None when none says: unknown, never guessed by running it."""
-    toolkit = Path(os.path.realpath(nvcc)).parent.parent
-    for read in (_from_version_json, _from_version_txt, _from_cuda_h):
-        version = read(toolkit)
-        if version is not None:
-            return version
+def nvcc_version(nvcc: str, home: str | None = None) -> str | None:
+    """ "12.8" for the toolkit nvcc belongs to (bin/nvcc's parent folder), from the files a toolkit
+    has: version.json (CUDA 11.1 on; cuda_nvcc's own version), version.txt (up to 11.0), the
+    CUDA_VERSION of include/cuda.h, else the version string in nvcc itself (a toolkit made from
+    NVIDIA's pip wheels has none of those files). A wrapper script in nvcc's place says nothing:
+    then the toolkit at `home` (CUDA_HOME) is read the same way. None when none says: unknown,
+    never guessed by running it."""
+    for candidate in (nvcc, *([str(Path(home) / "bin" / "nvcc")] if home else [])):
+        real = os.path.realpath(candidate)
+        toolkit = Path(real).parent.parent
+        for version in (
+            _from_version_json(toolkit),
+            _from_version_txt(toolkit),
+            _from_cuda_h(toolkit),
+            release_of(real),
+        ):
+            if version is not None:
+                return version
     return None
+
+
+_RELEASE = re.compile(rb"Cuda compilation tools, release (\d+\.\d+)")
+_MARK = b"Cuda compilation tools, release "
+
+
+def release_of(path: str) -> str | None:
+    """The CUDA release an NVIDIA tool (nvcc, ptxas) names in its own version string ("Cuda
+    compilation tools, release 12.8, V12.8.93"), read and never run; None when it names none or
+    cannot be read (missing, not a plain file, a wrapper script)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode) or os.path.getsize(path) == 0:
+            return None
+        with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            at = data.find(_MARK)
+            found = _RELEASE.match(data[at : at + 64]) if at >= 0 else None
+    except (OSError, ValueError):
+        return None
+    return found.group(1).decode() if found else None
 
 
 def _from_version_json(toolkit: Path) -> str | None:
@@ -69,6 +99,25 @@ def _from_cuda_h(toolkit: Path) -> str | None:
     return f"{int(match[1]) // 1000}.{int(match[1]) % 1000 // 10}" if match else None
 
 
+def toolkit_ptxas(nvcc: str | None, home: str | None) -> str | None:
+    """The ptxas of nvcc's toolkit: the program beside nvcc, else the one in CUDA_HOME/bin (a wrapper
+    script in /usr/local/bin is no ptxas to point Triton at)."""
+    beside = [str(Path(os.path.realpath(nvcc)).parent / "ptxas")] if nvcc else []
+    in_home = [str(Path(home) / "bin" / "ptxas")] if home else []
+    return next((p for p in [*beside, *in_home] if _is_program(p)), None)
+
+
+def _is_program(path: str) -> bool:
+    """An ELF file, checked as a plain file first (opening a FIFO would block)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as stream:
+            return stream.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
 def ram_gib(meminfo: Path = Path("/proc/meminfo")) -> float:
     try:
         for line in meminfo.read_text().splitlines():
@@ -83,7 +132,11 @@ def read_toolchain(target_scripts: str | None = None) -> Toolchain:
     """`target_scripts` is the target environment's bin folder: a pip-installed ninja lives there."""
     search = os.pathsep.join(p for p in (target_scripts, os.environ.get("PATH", "")) if p)
     home = cuda_home()
-    nvcc = shutil.which("nvcc", path=search)
+    # as torch's cpp_extension finds it: $CUDA_HOME/bin/nvcc where CUDA_HOME (or CUDA_PATH) is set,
+    # else the nvcc on PATH (torch.utils.cpp_extension._find_cuda_home)
+    given = next((os.environ[v] for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)), None)
+    nvcc = str(Path(given) / "bin" / "nvcc") if given and (Path(given) / "bin" / "nvcc").exists() else None
+    nvcc = nvcc or shutil.which("nvcc", path=search)
     if nvcc is None and home and (Path(home) / "bin" / "nvcc").exists():
         nvcc = str(Path(home) / "bin" / "nvcc")
     try:
@@ -91,8 +144,9 @@ def read_toolchain(target_scripts: str | None = None) -> Toolchain:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 0
     return Toolchain(
-        nvcc=nvcc_version(nvcc) if nvcc else None,
+        nvcc=nvcc_version(nvcc, home) if nvcc else None,
         nvcc_path=nvcc,
+        ptxas=toolkit_ptxas(nvcc, home),
         cuda_home=home,
         ninja=shutil.which("ninja", path=search),
         cxx=next((p for p in (shutil.which(c, path=search) for c in ("c++", "g++", "clang++")) if p), None),

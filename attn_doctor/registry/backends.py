@@ -156,6 +156,9 @@ class Backend:
     quantized: bool = False  # int8 inside by design: verify allows it a larger error
     # it trains on Hopper only where its installed files carry the SM90 backward (Facts.fa4_sm90_backward)
     hopper_backward_from_files: bool = False
+    # what it runs through: a finding that one of these cannot run on a GPU here (Group.CANNOT_RUN_HERE)
+    # makes this backend unusable too
+    runs_through: tuple[str, ...] = ()
 
     def support_for(self, version: str | None) -> Support:
         """The rule of the installed version, else of the newest release (what an install brings)."""
@@ -260,6 +263,7 @@ BACKENDS: tuple[Backend, ...] = (
         source="https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html "
         "(math backend on any device; flash backend sm80-sm121, head dim <= 256)",
         varlen=False,
+        runs_through=("torch",),
         axolotl="attn_implementation: sdpa",
         axolotl_names=("sdpa",),
         ranks=_ranks(hopper=3, ampere=2, turing=2, amd=2, other=1),
@@ -279,6 +283,7 @@ BACKENDS: tuple[Backend, ...] = (
         install="install torch >= 2.6 (https://pytorch.org/get-started/locally/)",
         source="https://github.com/pytorch/pytorch/blob/v2.5.0/torch/nn/attention/flex_attention.py; Axolotl "
         f"refuses it below torch 2.6: {AXOLOTL}/src/axolotl/utils/schemas/validation.py (check_flex_torch_version)",
+        runs_through=("torch", "triton"),  # its kernels are Triton's, compiled by torch.compile
         axolotl="attn_implementation: flex_attention\ntorch_compile: true",
         axolotl_names=("flex_attention",),
         why="torch's compiled attention with custom masks",

@@ -28,6 +28,9 @@ class Group(enum.Enum):
 
     COLLISION = "an FA2/FA4 collision: fix-shadow repairs it, install hands it over to fix-shadow"
     NO_GPU = "a machine without a GPU: --no-gpu-ok forgives it"
+    # what the finding concerns cannot run on a GPU here, so neither can a backend that runs through
+    # it (Backend.runs_through: SDPA and flex through torch, flex through Triton too)
+    CANNOT_RUN_HERE = "it cannot run on a GPU here: every backend that runs through it is unusable"
 
 
 @dataclass(frozen=True)
@@ -586,6 +589,41 @@ BUILD_TOOL_MISSING = Rule(
     proof="unproven: `pip install ninja` from the index (nvcc and a compiler are system packages)",
 )
 
+# what the installed binaries can run on this GPU (their fatbins, Triton's ptxas)
+_COMPATIBILITY = "https://docs.nvidia.com/cuda/cuda-c-programming-guide/#binary-compatibility"
+TORCH_NO_GPU_CODE = Rule(
+    "torch-no-gpu-code",
+    Severity.ERROR,
+    "torch's own kernels carry no code a GPU here runs: no cubin of its architecture and no PTX the driver "
+    "could compile for it (a torch built for CUDA 12.4 on an RTX 50xx; a CUDA 12.8+ build on a Pascal GPU). "
+    "Every CUDA operation fails with `no kernel image is available for execution on the device`, SDPA and "
+    "flex attention included.",
+    f"libtorch_cuda.so's fatbins (what torch.cuda.get_arch_list() lists); {_COMPATIBILITY}; the builds each "
+    "torch release publishes: https://github.com/pytorch/pytorch/blob/main/RELEASE.md#release-compatibility-matrix",
+    proof="inputs: tests/test_gpu_code.py::test_a_torch_without_this_gpus_code_names_the_build_that_has_it",
+    groups=frozenset({Group.CANNOT_RUN_HERE}),
+)
+EXTENSION_NO_GPU_CODE = Rule(
+    "extension-no-gpu-code",
+    Severity.ERROR,
+    "A compiled extension carries no code a GPU here runs: it was built for other architectures (on another "
+    "machine, or with TORCH_CUDA_ARCH_LIST narrowed to one), so its kernels fail with `no kernel image is "
+    "available`, though it imports.",
+    f"the extension's fatbins (.nv_fatbin), read without running it; {_COMPATIBILITY}",
+    proof="ran: tests/test_gpu_code.py::test_an_extension_built_for_another_gpu_is_rebuilt_for_this_one",
+)
+TRITON_PTXAS_TOO_OLD = Rule(
+    "triton-ptxas-too-old",
+    Severity.ERROR,
+    "The ptxas Triton compiles with for a GPU here comes from a CUDA release older than that GPU's "
+    "architecture: every Triton kernel (flex attention, torch.compile, SageAttention 1) fails with "
+    "`ptxas fatal: Value 'sm_121a' is not defined for option 'gpu-name'`.",
+    "the ptxas version string against the first CUDA release with the architecture; "
+    "https://github.com/triton-lang/triton/issues/8539 (the fix users found: TRITON_PTXAS_PATH)",
+    proof="inputs: tests/test_gpu_code.py::test_a_triton_ptxas_older_than_the_gpu_points_at_a_newer_one",
+    groups=frozenset({Group.CANNOT_RUN_HERE}),
+)
+
 # the doctor itself
 CHECK_CRASHED = Rule(
     "check-crashed",
@@ -657,6 +695,9 @@ RULES: tuple[Rule, ...] = (
     FLEET_NODE_DEAD,
     NVCC_TORCH_CUDA_MISMATCH,
     BUILD_TOOL_MISSING,
+    TORCH_NO_GPU_CODE,
+    EXTENSION_NO_GPU_CODE,
+    TRITON_PTXAS_TOO_OLD,
     CHECK_CRASHED,
 )
 

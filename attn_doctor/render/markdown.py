@@ -40,7 +40,9 @@ def render_markdown(report: Report, verbose: bool = False) -> str:
             "",
             "### Recommendation",
             "",
-            f"Use **{chosen.backend}** ({chosen.reasons[1]})",
+            f"Use **{chosen.backend}** ({chosen.reasons[1]})"
+            if chosen.runs_now
+            else f"No backend can run here yet. Once fixed (`{chosen.better_how}`), use **{chosen.backend}**",
             "",
             "```yaml",
             chosen.config,

@@ -67,6 +67,13 @@ def render_terminal(report: Report, console: Console, verbose: bool = False) -> 
 def _recommendation(report: Report, console: Console, verbose: bool) -> None:
     chosen = report.recommendation
     assert chosen is not None
+    if not chosen.runs_now:  # never "Use X" for a backend that cannot run: what to fix, first
+        console.print(
+            f"\n[bold red]No backend can run here yet.[/] Once fixed, use [bold]{escape(chosen.backend)}[/]:",
+            highlight=False,
+        )
+        console.print(f"      [bold]$[/] {escape(chosen.better_how)}", highlight=False, soft_wrap=True)
+        return
     console.print(
         f"\n[bold]Use[/] [bold green]{escape(chosen.backend)}[/]: {escape(chosen.reasons[1])}", highlight=False
     )

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 from attn_doctor.facts.model import Facts, Gpu
 from attn_doctor.registry.backends import Backend, registered
-from attn_doctor.registry.findings import BACKEND_UNSUPPORTED_GPU, PACKAGE_LOOKALIKE, Finding, Kind, Rule, Severity
+from attn_doctor.registry.findings import (
+    BACKEND_UNSUPPORTED_GPU,
+    PACKAGE_LOOKALIKE,
+    Finding,
+    Group,
+    Kind,
+    Rule,
+    Severity,
+)
 from attn_doctor.registry.versions import release
 from attn_doctor.rules.ranking import major
 from attn_doctor.workload import Workload
@@ -80,7 +88,12 @@ def assess(backend: Backend, facts: Facts, work: Workload, findings: list[Findin
         installed = torch is not None and not backend.needs_newer_torch(torch.version)
     else:
         installed, version = package is not None, package.version if package else None
-    own = tuple(f for f in findings if backend.distribution and f.concerns(Kind.DISTRIBUTION, backend.distribution))
+    own = tuple(
+        f
+        for f in findings
+        if (backend.distribution and f.concerns(Kind.DISTRIBUTION, backend.distribution))
+        or (f.rule.is_in(Group.CANNOT_RUN_HERE) and any(f.concerns(Kind.DISTRIBUTION, d) for d in backend.runs_through))
+    )
     newest = _fit(backend, None, facts, work)
     fits = tuple(GpuFit(g, backend.runs_on(g, version), backend.support_for(version).source) for g in facts.gpus)
     problems = _problems(backend, facts, installed, version, own)

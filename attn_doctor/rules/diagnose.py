@@ -16,6 +16,7 @@ from attn_doctor.rules.checks import (
     binaries,
     collisions,
     gpu,
+    gpu_code,
     gpu_support,
     imports,
     packages,
@@ -39,6 +40,9 @@ CHECKS: tuple[Check, ...] = (
     xformers.xformers_findings,
     imports.import_findings,
     binaries.binary_findings,
+    gpu_code.torch_code_findings,
+    gpu_code.extension_code_findings,
+    gpu_code.ptxas_findings,
     toolchain.toolchain_findings,
 )
 

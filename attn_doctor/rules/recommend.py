@@ -45,6 +45,9 @@ class Recommendation:
     runner_up: str | None
     better: str | None = None  # a faster backend that is not usable yet
     better_how: str = ""  # what it takes to get it
+    # False: no backend can run here as installed (torch without this GPU's code, say); `backend` is
+    # then the first that will once the errors above are fixed, `better_how` what fixes it
+    runs_now: bool = True
 
 
 def recommend(
@@ -79,7 +82,7 @@ def recommend(
             reasons.append(f"{backend.label} would be first: {verdict.problems[0]}")
     if measured is not None:
         now = _as_measured(now, facts, work, measured, reasons)
-    chosen = now[0] if now else sdpa
+    chosen = now[0] if now else fit[0] if fit else sdpa
     if work.sample_packing and chosen.name == "sdpa" and gpu is not None and gpu.compute_capability != "9.0":
         reasons.append("Axolotl warns that sample packing with SDPA in bf16 off sm_90 may give a 0.0 loss")
     if chosen.name == "fa3" and any(b.name == "fa4" for b in now) and gpu is not None and major(gpu) in (9, 10, 11):
@@ -100,7 +103,8 @@ def recommend(
         reasons=tuple(reasons),
         runner_up=runner_up,
         better=better.name if better else None,
-        better_how=verdicts[better.name].fix if better else "",
+        better_how=verdicts[better.name].fix if better else "" if now else verdicts[chosen.name].fix,
+        runs_now=bool(now),
     )
 
 

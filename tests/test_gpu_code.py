@@ -1,0 +1,234 @@
+"""What the installed binaries can run on this GPU, read from real files: fatbins written by NVIDIA's
+own nvcc for chosen -gencode lists, and the real ptxas of NVIDIA's CUDA 12.8.93 nvcc wheel (the
+ptxas Triton 3.4 and 3.5 bundle) as Triton's."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+import shutil
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from attn_doctor.facts.collect import collect
+from attn_doctor.facts.fatbin import FatbinError, cuda_code, torch_cuda_code
+from attn_doctor.facts.given import with_given_gpu
+from attn_doctor.facts.toolchain import release_of
+from attn_doctor.registry.versions import release
+from attn_doctor.report import Report, judge
+from tests.conftest import CACHE, RecordedNvml, Venv, pip, run
+from tests.test_binaries import EXTENSION, Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
+
+KERNEL = "__global__ void scale(float* x) { x[threadIdx.x] *= 2.0f; }\n"
+
+
+def nvcc() -> str:
+    """NVIDIA's compiler, as this machine image carries it (CUDA 13.0)."""
+    found = shutil.which("nvcc") or next(iter(sorted(Path("/usr/local").glob("cuda*/bin/nvcc"))), None)
+    if found is None:
+        pytest.fail("nvcc is needed to write real fatbins; this machine image has one in /usr/local/cuda")
+    return str(found)
+
+
+def gencode(*targets: str) -> list[str]:
+    """-gencode flags: "sm_80" a cubin, "compute_90" PTX."""
+    flags = []
+    for target in targets:
+        arch = target.replace("sm_", "compute_")
+        flags += ["-gencode", f"arch={arch},code={target}"]
+    return flags
+
+
+def build(output: Path, source: str, *flags: str) -> Path:
+    cu = output.with_suffix(".cu")
+    cu.write_text(source)
+    run(nvcc(), "-shared", "-Xcompiler", "-fPIC", "-o", output, cu, *flags)
+    return output
+
+
+@pytest.mark.parametrize(
+    ("targets", "more"),
+    [
+        (("sm_80", "sm_90a", "compute_90"), ()),
+        (("sm_89",), ("-Xfatbin", "-compress-all")),
+        (("sm_100f", "sm_120", "compute_120"), ("-Xfatbin", "-compress-all")),
+        (("sm_75", "sm_86"), ("-cudart", "shared")),
+        (("sm_80",), ("-rdc=true",)),  # relocatable device code: __nv_relfatbin beside .nv_fatbin
+    ],
+)
+def test_the_fatbin_reader_reads_what_nvcc_wrote(
+    tmp_path: Path, targets: tuple[str, ...], more: tuple[str, ...]
+) -> None:
+    library = build(tmp_path / "k.so", KERNEL, *gencode(*targets), *more)
+    assert set(cuda_code(str(library))) == set(targets)
+
+
+def test_a_library_without_gpu_code_and_a_damaged_one(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.so"
+    run("g++", "-shared", "-fPIC", "-o", plain, "-x", "c++", "/dev/null")
+    assert cuda_code(str(plain)) == Counter()
+    library = build(tmp_path / "k.so", KERNEL, *gencode("sm_90"))
+    data = bytearray(library.read_bytes())
+    start = data.index((0xBA55ED50).to_bytes(4, "little"))
+    data[start : start + 4] = b"XXXX"  # the first fatbin header no longer is one
+    (tmp_path / "broken.so").write_bytes(bytes(data))
+    with pytest.raises(FatbinError):
+        cuda_code(str(tmp_path / "broken.so"))
+
+
+def test_torchs_code_is_what_most_of_its_kernels_carry(tmp_path: Path) -> None:
+    """A few kernels carry another architecture (torch 2.13's sm_100a, sm_121a): not torch's list."""
+    lib = tmp_path / "torch" / "lib"
+    lib.mkdir(parents=True)
+    objects = []
+    for name, targets in (("a", ("sm_80", "sm_90")), ("b", ("sm_80", "sm_90")), ("c", ("sm_80", "sm_90", "sm_100a"))):
+        cu = tmp_path / f"{name}.cu"
+        cu.write_text(KERNEL.replace("scale", f"scale_{name}"))
+        run(nvcc(), "-c", "-Xcompiler", "-fPIC", "-o", tmp_path / f"{name}.o", cu, *gencode(*targets))
+        objects.append(tmp_path / f"{name}.o")
+    run(nvcc(), "-shared", "-o", lib / "libtorch_cuda.so", *objects, "-cudart", "shared")
+    assert cuda_code(str(lib / "libtorch_cuda.so"))["sm_100a"] == 1
+    assert torch_cuda_code(str(tmp_path / "torch")) == ("sm_80", "sm_90")
+
+
+def build_extension(made: Machine, *targets: str) -> None:
+    """FA2's extension as nvcc builds it: torch's symbols, and kernels for these architectures."""
+    build(made.extension, EXTENSION + KERNEL, f"-L{made.torch_lib}", "-lc10", "-ltorch", *gencode(*targets))
+
+
+def codes(report: Report) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for f in report.findings:
+        found.setdefault(f.code, []).append(f.title)
+    return found
+
+
+def test_an_extension_built_for_another_gpu_is_found_before_it_runs(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+) -> None:
+    """FA2 compiled on an RTX 4090 (sm_89 only) and copied to an H100: it imports, and every kernel
+    fails with `no kernel image`. The verdict, the finding and the fix say so; built for sm_90, it is fine."""
+    build_extension(machine, "sm_89")
+    report = judge(collect(str(machine.venv.python), nvml=h100))
+    [binary] = report.facts.binaries
+    assert binary.cuda_code == ("sm_89",)
+    [title] = codes(report)["extension-no-gpu-code"]
+    assert "carries no code for GPU 0 (NVIDIA H100 80GB HBM3, sm_90): it is built for sm_89" in title
+    [found] = [f for f in report.findings if f.code == "extension-no-gpu-code"]
+    assert "FLASH_ATTENTION_FORCE_BUILD=TRUE FLASH_ATTN_CUDA_ARCHS='90'" in found.fix[0]  # narrowed to this GPU
+    fa2 = report.assessments["fa2"]
+    assert not fa2.usable and any("carries no code for GPU 0" in r for r in fa2.reasons)
+
+    build_extension(machine, "sm_80", "sm_90")  # what the fix builds: this GPU's code
+    again = judge(collect(str(machine.venv.python), nvml=h100))
+    assert "extension-no-gpu-code" not in codes(again)
+    assert again.facts.binaries[0].cuda_code == ("sm_80", "sm_90")
+
+
+def test_a_torch_without_this_gpus_code_names_the_build_that_has_it(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+) -> None:
+    """A torch built for sm_80 and sm_90 (a CUDA 12.4 build) on an RTX 5090: SDPA and flex cannot run,
+    and the fix is this release's build that carries sm_120."""
+    build(machine.torch_lib / "libtorch_cuda.so", KERNEL, *gencode("sm_80", "sm_90"), "-cudart", "shared")
+    facts = collect(str(machine.venv.python), nvml=h100)
+    assert facts.torch is not None and facts.torch.cuda_code == ("sm_80", "sm_90")
+    assert "torch-no-gpu-code" not in codes(judge(facts))  # the H100 runs sm_90
+
+    rtx = judge(with_given_gpu(facts, "RTX 5090"))
+    [title] = codes(rtx)["torch-no-gpu-code"]
+    assert "torch 2.99.0+cu130 carries no code for GPU 0 (RTX 5090 (given), sm_120)" in title
+    [found] = [f for f in rtx.findings if f.code == "torch-no-gpu-code"]
+    # the driver (the H100's, CUDA 13.0) runs a CUDA 13.0 build; this release has one with sm_120
+    assert "--force-reinstall torch==2.99.0 --index-url https://download.pytorch.org/whl/cu130" in found.fix[0]
+    for name in ("sdpa", "flex"):
+        assert not rtx.assessments[name].usable, name
+    assert rtx.recommendation is not None and not rtx.recommendation.runs_now  # never "Use sdpa" here
+
+    pascal = judge(with_given_gpu(facts, "GTX 1080"))
+    [found] = [f for f in pascal.findings if f.code == "torch-no-gpu-code"]
+    assert "--index-url https://download.pytorch.org/whl/cu126" in found.fix[0]  # the last build with sm_60
+
+
+def nvcc_12_8_ptxas() -> Path:
+    """The ptxas of NVIDIA's nvidia-cuda-nvcc-cu12 12.8.93 wheel: the one Triton 3.4 and 3.5 bundle."""
+    kept = CACHE / "ptxas-12.8.93"
+    if not kept.exists():
+        wheels = CACHE / "wheels"
+        pip("download", "--no-deps", "--only-binary=:all:", "nvidia-cuda-nvcc-cu12==12.8.93", "-d", wheels)
+        [wheel] = wheels.glob("nvidia_cuda_nvcc_cu12-12.8.93-*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            kept.write_bytes(archive.read("nvidia/cuda_nvcc/bin/ptxas"))
+    return kept
+
+
+def triton_wheel(folder: Path, version: str, ptxas: Path) -> Path:
+    """A wheel of Triton's files that matter here: its bundled ptxas, at its real path."""
+    name = f"triton-{version}.dist-info"
+    files = {
+        "triton/__init__.py": f"__version__ = {version!r}\n".encode(),
+        "triton/backends/nvidia/bin/ptxas": ptxas.read_bytes(),
+        f"{name}/METADATA": f"Metadata-Version: 2.1\nName: triton\nVersion: {version}\n".encode(),
+        f"{name}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for path, data in files.items()
+    ]
+    wheel = folder / f"triton-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+        archive.writestr(f"{name}/RECORD", "\n".join([*record, f"{name}/RECORD,,"]) + "\n")
+    return wheel
+
+
+def test_a_triton_ptxas_older_than_the_gpu_points_at_a_newer_one(
+    venv: Venv, tmp_path: Path, h100: RecordedNvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Triton 3.5 bundles ptxas 12.8, which knows no sm_121: flex attention fails on a DGX Spark
+    (triton-lang/triton#8539). The fix users found, TRITON_PTXAS_PATH to a newer ptxas, is printed,
+    then applied: the finding is gone."""
+    old = nvcc_12_8_ptxas()
+    assert release_of(str(old)) == "12.8"
+    venv.install(triton_wheel(tmp_path, "3.5.0", old))
+    monkeypatch.delenv("TRITON_PTXAS_PATH", raising=False)
+    facts = collect(str(venv.python), nvml=h100)
+    assert [(p.role, p.release, p.variable) for p in facts.ptxas] == [("ptxas", "12.8", None)]
+    assert "triton-ptxas-too-old" not in codes(judge(facts))  # 12.8 knows the H100's sm_90
+
+    spark = judge(with_given_gpu(facts, "GB10"))
+    [found] = [f for f in spark.findings if f.code == "triton-ptxas-too-old"]
+    assert "ptxas of CUDA 12.8, which knows no sm_121 (CUDA 12.9 is the first that does)" in found.title
+    assert not spark.assessments["flex"].usable
+    export = found.fix[0]
+    assert export.startswith("export TRITON_PTXAS_PATH=") and "ptxas" in export, found.fix
+
+    variable, value = export.split("  #")[0].removeprefix("export ").split("=", 1)
+    assert release(release_of(value) or "0") >= (12, 9)  # a real ptxas that knows sm_121
+    monkeypatch.setenv(variable, value)
+    fixed = with_given_gpu(collect(str(venv.python), nvml=h100), "GB10")
+    assert [(p.variable, p.release) for p in fixed.ptxas] == [(None, "12.8"), ("TRITON_PTXAS_PATH", release_of(value))]
+    assert "triton-ptxas-too-old" not in codes(judge(fixed))
+
+
+def test_a_saved_report_keeps_what_the_binaries_carry(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+) -> None:
+    """--facts judges a saved machine as this one: the codes travel in the JSON report."""
+    from attn_doctor.facts.model import Facts, from_data, to_data
+
+    build_extension(machine, "sm_89")
+    facts = collect(str(machine.venv.python), nvml=h100)
+    again = from_data(Facts, to_data(facts))
+    assert again.binaries[0].cuda_code == ("sm_89",) and again == dataclasses.replace(facts)
+    assert codes(judge(again)) == codes(judge(facts))
+    assert os.path.exists(machine.extension)
