@@ -4,10 +4,12 @@ ptxas Triton 3.4 and 3.5 bundle) as Triton's."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import zipfile
 from collections import Counter
@@ -21,7 +23,7 @@ from attn_doctor.facts.given import with_given_gpu
 from attn_doctor.facts.toolchain import release_of
 from attn_doctor.registry.versions import release
 from attn_doctor.report import Report, judge
-from tests.conftest import CACHE, RecordedNvml, Venv, pip, run
+from tests.conftest import CACHE, FIXTURES, RecordedNvml, Venv, pip, run
 from tests.test_binaries import EXTENSION, Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
 
 KERNEL = "__global__ void scale(float* x) { x[threadIdx.x] *= 2.0f; }\n"
@@ -232,3 +234,26 @@ def test_a_saved_report_keeps_what_the_binaries_carry(
     assert again.binaries[0].cuda_code == ("sm_89",) and again == dataclasses.replace(facts)
     assert codes(judge(again)) == codes(judge(facts))
     assert os.path.exists(machine.extension)
+
+
+def test_the_rules_agree_with_launches_on_a_real_h100() -> None:
+    """scripts/device_gpu_code.sh built one kernel per code with nvcc on an H100 and launched it
+    (tests/fixtures/h100-extension-launches.txt): the compatibility rules must say what the GPU did."""
+    from attn_doctor.registry.cuda import runs
+
+    text = (FIXTURES / "h100-extension-launches.txt").read_text()
+    launches = re.findall(r"^(\w+): launched: (runs|no kernel image[^\n]*\nfails)", text, re.MULTILINE)
+    assert len(launches) == 8
+    for code, launched in launches:
+        assert runs(code, "9.0") == (launched == "runs"), code
+
+
+def test_torchs_list_from_a_real_libtorch_cuda_is_get_arch_list() -> None:
+    """The entry counts of torch 2.11.0+cu130's libtorch_cuda.so, read on the H100 beside
+    torch.cuda.get_arch_list() (tests/fixtures/h100-torch-archs.txt)."""
+    from attn_doctor.facts.fatbin import most_carried
+
+    lines = dict(line.split(":", 1) for line in (FIXTURES / "h100-torch-archs.txt").read_text().splitlines())
+    counts = ast.literal_eval(lines["every entry"].strip())
+    assert counts["sm_121a"] == 1 and counts["sm_90"] == 444
+    assert list(most_carried(counts)) == ast.literal_eval(lines["get_arch_list"].strip())

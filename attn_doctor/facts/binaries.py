@@ -22,6 +22,7 @@ from typing import Any
 
 from attn_doctor.facts.fatbin import cuda_code
 from attn_doctor.facts.model import Binary, VersionNeed
+from attn_doctor.registry.cuda import ordered
 
 # Mangled C++ names in torch's namespaces: the symbols a torch upgrade changes.
 TORCH_SYMBOL = re.compile(r"^_Z(?:T[IVS])?NK?(?:3c10|2at|5torch|6caffe2)")
@@ -337,7 +338,7 @@ def check_extension(extension: str, package: str, loader: Loader, torch: dict[st
         abi=_abi(torch_symbols),
         torch_abi=_torch_abi(o for o in torch.values() if o is not None),
         missing_versions=tuple(missing_versions),
-        cuda_code=tuple(sorted(cuda_code(extension))),
+        cuda_code=ordered(cuda_code(extension)),
     )
 
 

@@ -24,7 +24,10 @@ import os
 import stat
 import struct
 from collections import Counter
+from collections.abc import Mapping
 from typing import BinaryIO
+
+from attn_doctor.registry.cuda import ordered
 
 MAGIC = 0xBA55ED50
 SECTIONS = (b".nv_fatbin", b"__nv_relfatbin")
@@ -111,6 +114,10 @@ def torch_cuda_code(torch_location: str) -> tuple[str, ...]:
     library = os.path.join(torch_location, "lib", "libtorch_cuda.so")
     if not os.path.isfile(library):
         return ()
-    counts = cuda_code(library)
+    return most_carried(cuda_code(library))
+
+
+def most_carried(counts: Mapping[str, int]) -> tuple[str, ...]:
+    """The codes at least half as many entries have as the most common one."""
     most = max(counts.values(), default=0)
-    return tuple(sorted(code for code, count in counts.items() if 2 * count >= most))
+    return ordered(code for code, count in counts.items() if 2 * count >= most)

@@ -12,6 +12,7 @@ PTX for compute_XY is compiled by the driver for any GPU of XY or newer (compute
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from attn_doctor.registry.versions import in_range, release
@@ -26,6 +27,16 @@ def _parts(code: str) -> tuple[str, int, int, str] | None:
         return None
     kind, major, minor, suffix = found.groups()
     return kind, int(major), int(minor), suffix
+
+
+def ordered(codes: Iterable[str]) -> tuple[str, ...]:
+    """Cubins before PTX, each by architecture: sm_75, sm_80, ..., sm_120, compute_90."""
+    return tuple(sorted(codes, key=_order))
+
+
+def _order(code: str) -> tuple[bool, int, int, str]:
+    parts = _parts(code)
+    return (True, 0, 0, code) if parts is None else (parts[0] == "compute", parts[1], parts[2], parts[3])
 
 
 def capability(code: str) -> str:
