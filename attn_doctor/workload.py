@@ -80,16 +80,20 @@ def _config_path(path: Path) -> Path:
 
 
 def model_head_dims(path: Path) -> tuple[int, int]:
-    """Head dims from a Hugging Face config.json (or its folder), as Axolotl's `_get_head_dims`
-    reads them: text_config for composite models, MLA's qk_nope+qk_rope and v_head_dim,
-    else head_dim, else hidden_size // num_attention_heads."""
+    """The largest head dims any attention layer has, from a Hugging Face config.json (or its
+    folder), as transformers builds the layers: the text model of a composite one (text_config,
+    decoder, generator: PreTrainedConfig.get_text_config), MLA's qk_nope + qk_rope with v_head_dim
+    (its head_dim is the rope part alone), Gemma 4's global_head_dim on its full-attention layers
+    beside head_dim on the sliding ones, else head_dim, else hidden_size // num_attention_heads.
+    (transformers v5.25.0: configuration_utils.py get_text_config; models/deepseek_v3/
+    configuration_deepseek_v3.py; models/gemma4/modeling_gemma4.py)"""
     try:
         config = read_json(_config_path(path), "--model", MAX_FILE_BYTES)
     except InputError as error:
         raise WorkloadError(str(error)) from error
     if not isinstance(config, dict):
         raise WorkloadError(f"--model {path}: a config.json holds an object")
-    text = config.get("text_config")
+    text = next((config[k] for k in ("text_config", "decoder", "generator") if isinstance(config.get(k), dict)), None)
     config = text if isinstance(text, dict) else config
 
     def number(key: str) -> int | None:
@@ -103,7 +107,9 @@ def model_head_dims(path: Path) -> tuple[int, int]:
     nope, rope, v_dim = number("qk_nope_head_dim"), number("qk_rope_head_dim"), number("v_head_dim")
     if nope and rope:
         return nope + rope, v_dim or nope + rope
-    head_dim = number("head_dim")
+    head_dim, full_layers = number("head_dim"), number("global_head_dim")
+    if full_layers and full_layers > (head_dim or 0):
+        return full_layers, full_layers
     if head_dim:
         return head_dim, v_dim or head_dim
     hidden, heads = number("hidden_size"), number("num_attention_heads")

@@ -123,6 +123,23 @@ def test_model_head_dims(tmp_path: Path) -> None:
     assert model_head_dims(folder) == (128, 128)
 
 
+def test_head_dims_as_transformers_builds_the_layers(tmp_path: Path) -> None:
+    """Gemma 4 (a composite config): 256 on its sliding layers, 512 on its full-attention ones;
+    DeepSeek-V3 sets head_dim to the rope part (64), not the attention's 192; a decoder config."""
+    gemma4 = write(
+        tmp_path / "gemma4.json",
+        {"model_type": "gemma4", "text_config": {"head_dim": 256, "global_head_dim": 512, "hidden_size": 5376}},
+    )
+    dsv3 = write(
+        tmp_path / "dsv3.json",
+        {"head_dim": 64, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128},
+    )
+    decoder = write(tmp_path / "t5like.json", {"decoder": {"hidden_size": 1024, "num_attention_heads": 8}})
+    assert model_head_dims(gemma4) == (512, 512)
+    assert model_head_dims(dsv3) == (192, 128)
+    assert model_head_dims(decoder) == (128, 128)
+
+
 def doctor(*args: str | Path) -> tuple[int, str, str]:
     done = run(sys.executable, "-m", "attn_doctor", *args, check=False)
     return done.returncode, done.stdout, done.stderr

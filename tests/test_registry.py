@@ -281,3 +281,118 @@ def test_flex_has_one_verdict_from_torch_2_5_and_axolotl_asks_for_2_6(
     assert "Axolotl refuses Flex Attention below torch 2.6" in said["config-backend-unavailable"]
     code, out = check("2.6.0", "--config", str(config), "--format", "json")
     assert "config-backend-unavailable" not in {f["code"] for f in json.loads(out)["findings"]}
+
+
+@pytest.mark.parametrize(
+    ("gpu", "torch", "head_dim", "training", "said"),
+    [
+        # pytorch#133254: head dim 128 backward on an RTX 4090 with torch 2.5
+        ("RTX 4090", "2.5.1", 128, "lora", "backward with head dims up to 64 on sm_89, not 128"),
+        ("RTX 4090", "2.5.1", 128, "inference", None),  # the forward fits
+        ("RTX 4090", "2.8.0", 128, "lora", None),  # 2.7 changed the sm8x backward configs
+        ("H100", "2.5.1", 128, "lora", None),  # 227 KB
+        # pytorch#198224: sm_12x backward above 128, open through 2.15
+        ("RTX 5090", "2.15.0", 256, "full", "backward with head dims up to 128 on sm_120, not 256"),
+        ("GB10", "2.12.0", 192, "full", "backward with head dims up to 128 on sm_121, not 192"),
+        # pytorch#180278: head dim 192 on sm_86/89 until 2.13
+        ("RTX 3090", "2.12.0", 192, "inference", "head dims up to 128 on sm_86, not 192"),
+        ("RTX 3090", "2.13.0", 192, "inference", None),
+        ("H100", "2.15.0", 512, "inference", "head dims up to 256, not 512"),
+    ],
+)
+def test_flex_knows_its_shared_memory_limits(
+    gpu: str, torch: str, head_dim: int, training: str, said: str | None
+) -> None:
+    """Flex attention exists in these torches: what fails is its default kernel's shared memory on
+    this GPU, and the verdict says so (never "this torch has no Flex Attention")."""
+    from attn_doctor.facts.given import with_given_gpu, with_given_torch
+
+    facts = with_given_torch(with_given_gpu(load_facts(FIXTURES / "h100-check.json"), gpu), torch, "12.8")
+    flex = judge(facts, CheckRequest(workload=Workload(training=training, head_dim=head_dim))).assessments["flex"]
+    reasons = " ".join(flex.reasons)
+    assert "has no Flex Attention" not in reasons
+    if said is None:
+        assert flex.usable, reasons
+    else:
+        assert not flex.usable and said in reasons and "shared memory" in reasons, reasons
+
+
+def test_flex_on_a_python_its_torch_compile_refuses() -> None:
+    """torch 2.5 ships cp313 wheels, but its Dynamo refuses Python 3.13: flex attention cannot compile."""
+    facts = load_facts(FIXTURES / "h100-check.json")
+    py313 = dataclasses.replace(facts, python=dataclasses.replace(facts.python, version="3.13.1"))
+    from attn_doctor.facts.given import with_given_torch
+
+    old = judge(with_given_torch(py313, "2.5.1", "12.4")).assessments["flex"]
+    assert not old.usable and any(
+        "refuses on Python 3.13.1 (Dynamo takes Python 3.13 from torch 2.6)" in r for r in old.reasons
+    )
+    assert judge(with_given_torch(py313, "2.6.0", "12.4")).assessments["flex"].usable
+
+
+@pytest.mark.parametrize(
+    ("gpu", "fa4", "beside", "broken"),
+    [
+        ("RTX 5060 Ti", "4.0.0b12", (), "SM120 forward fails to compile"),  # flash-attention#2453
+        ("RTX 5060 Ti", "4.0.0b21", (), None),  # fixed in b21
+        ("H100", "4.0.0b12", (), None),  # the SM120 path only
+        ("B300", "4.0.0b14", (), "Only SM 10.x and 11.x are supported"),
+        ("B300", "4.0.0b36", (("nvidia-cutlass-dsl", "4.6.1"),), "backward never returns on sm_103"),
+        ("B300", "4.0.0b36", (("nvidia-cutlass-dsl", "4.6.2"),), None),
+        ("B200", "4.0.0b36", (("nvidia-cutlass-dsl", "4.6.1"),), None),
+        ("H100", "4.0.0b25", (("quack-kernels", "0.6.5"),), "sub_packed_f32x2"),
+        ("H100", "4.0.0b26", (("quack-kernels", "0.6.5"),), None),
+    ],
+)
+def test_a_release_broken_on_this_gpu_or_beside_this_dependency(
+    gpu: str, fa4: str, beside: tuple[tuple[str, str], ...], broken: str | None
+) -> None:
+    from attn_doctor.facts.given import with_given_gpu
+    from attn_doctor.facts.model import Installed
+
+    facts = with_package(with_given_gpu(load_facts(MACHINES / "h100.json"), gpu), "flash-attn-4", fa4)
+    others = tuple(i for i in facts.installed if i.name not in dict(beside))
+    facts = dataclasses.replace(facts, installed=(*others, *(Installed(n, v) for n, v in beside)))
+    report = judge(facts)
+    found = [f for f in report.findings if f.code == "release-broken-here"]
+    if broken is None:
+        assert not found
+        return
+    [finding] = found
+    assert broken in finding.title and finding.concerns(Kind.DISTRIBUTION, "flash-attn-4")
+    assert not report.assessments["fa4"].usable
+    if beside and beside[0][0] == "nvidia-cutlass-dsl":
+        assert "'nvidia-cutlass-dsl>=4.6.2'" in finding.fix[0]
+    else:
+        assert finding.fix[0].startswith("attn-doctor install fa4")
+
+
+def test_sdpa_on_a_release_known_bad_here_says_so_beside_its_recommendation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """torch 2.13 with cuDNN 9.20 on Hopper (pytorch#196678): SDPA is still recommended where it is the
+    choice, but never without its fault and the remedy beside it; another cuDNN, another GPU: silence."""
+    from attn_doctor.facts.given import with_given_gpu, with_given_torch
+    from attn_doctor.facts.model import Installed, to_data
+
+    base = with_given_torch(load_facts(MACHINES / "h100.json"), "2.13.0", "13.0")
+
+    def with_cudnn(facts: Facts, version: str) -> Facts:
+        others = tuple(i for i in facts.installed if not i.name.startswith("nvidia-cudnn"))
+        return dataclasses.replace(facts, installed=(*others, Installed("nvidia-cudnn-cu13", version)))
+
+    hopper = judge(with_cudnn(base, "9.20.0.48"))
+    [found] = [f for f in hopper.findings if f.code == "sdpa-known-bad"]
+    assert "NaN grad_q" in found.title and found.fix[0].startswith("export TORCH_CUDNN_SDPA_DEPRIORITIZED=1")
+    assert hopper.assessments["sdpa"].usable  # it runs; it has a fault
+    assert all(f.code != "sdpa-known-bad" for f in judge(with_cudnn(base, "9.24.0.43")).findings)
+    ampere = judge(with_cudnn(with_given_gpu(base, "A100"), "9.20.0.48"))
+    assert all(f.code != "sdpa-known-bad" for f in ampere.findings)
+
+    saved = tmp_path / "facts.json"
+    saved.write_text(json.dumps({"schema": "attn-doctor/report-1", **to_data(with_cudnn(base, "9.20.0.48"))}))
+    monkeypatch.setattr(sys, "argv", ["attn-doctor", "check", "--facts", str(saved)])
+    with pytest.raises(SystemExit):
+        main()
+    out = capsys.readouterr().out
+    assert "Use sdpa" in out and "but: SDPA on torch 2.13.0 with cuDNN 9.20.0.48" in out, out

@@ -20,10 +20,13 @@ from types import MappingProxyType
 from attn_doctor.facts.model import Facts, Gpu
 from attn_doctor.registry.findings import (
     FLASH_ATTN_4_PLACEHOLDER,
+    RELEASE_BROKEN_HERE,
     SAGEATTENTION_HOPPER_NO_KERNEL,
     SAGEATTENTION_V1,
     Rule,
 )
+from attn_doctor.registry.sdpa import HAZARDS as SDPA_HAZARDS
+from attn_doctor.registry.sdpa import SDPA_MODULE, SdpaHazard
 from attn_doctor.registry.versions import in_range, release
 
 FA = "https://github.com/Dao-AILab/flash-attention"
@@ -58,7 +61,8 @@ class Support:
 @dataclass(frozen=True)
 class HeadDimLimit:
     """Head dims above `max_head_dim` are refused by the releases in `versions` on every NVIDIA
-    GPU but `except_on` (capabilities), in the backward pass only when `backward_only`."""
+    GPU but `except_on` (capabilities), or only on `only_on` where given, in the backward pass
+    only when `backward_only`."""
 
     max_head_dim: int
     source: str
@@ -66,6 +70,8 @@ class HeadDimLimit:
     except_on: tuple[str, ...] = ()
     backward_only: bool = False
     refused_up_to: int | None = None  # only head dims up to this one are refused
+    only_on: tuple[str, ...] = ()
+    why: str = ""  # what fails, and what to do about it, where the limit is no plain upstream check
 
     def refuses(self, version: str | None, gpu: Gpu | None, head_dim: int, training: bool) -> bool:
         if head_dim <= self.max_head_dim or (self.backward_only and not training):
@@ -75,6 +81,8 @@ class HeadDimLimit:
         # a limit of some releases only (the old ones) is not the newest release's (version None)
         if self.versions and (version is None or not in_range(version, self.versions)):
             return False
+        if self.only_on:
+            return gpu is not None and gpu.vendor == "nvidia" and gpu.compute_capability in self.only_on
         return gpu is None or gpu.vendor != "nvidia" or gpu.compute_capability not in self.except_on
 
 
@@ -90,23 +98,32 @@ class FileMark:
 
 @dataclass(frozen=True)
 class BadRelease:
-    """Releases that install but are not the backend (a placeholder, another major), or builds
-    of a release that are broken (told by a FileMark)."""
+    """Releases that install but are not the backend (a placeholder, another major), builds of a
+    release that are broken (told by a FileMark), or releases broken only on some GPUs or next to
+    some release of a dependency."""
 
     versions: str
     rule: Rule  # the finding it raises
     title: str  # "{version}" is the installed one
     source: str
     mark: FileMark | None = None
+    capabilities: tuple[str, ...] = ()  # it bites only where a GPU of these is; empty: everywhere
+    beside: tuple[tuple[str, str], ...] = ()  # (distribution, versions): it bites only next to these
+    fix: str = ""  # a requirement that mends it (pip's form), where the backend's own install is not it
 
     def found(self, distribution: str, version: str | None, facts: Facts) -> bool:
         """Whether this installed release is the bad one, here."""
         if version is None or not in_range(version, self.versions):
             return False
+        here = {g.compute_capability for g in facts.gpus}
+        if self.capabilities and not here & set(self.capabilities):
+            return False
+        installed = {i.name: i.version for i in facts.installed}
+        if any(not in_range(installed.get(name) or "", spec) for name, spec in self.beside):
+            return False
         if self.mark is None:
             return True
-        capabilities = {g.compute_capability for g in facts.gpus}
-        bites = not self.mark.capabilities or bool(capabilities & set(self.mark.capabilities))
+        bites = not self.mark.capabilities or bool(here & set(self.mark.capabilities))
         return bites and f"{distribution}:{self.mark.path}" in facts.marked_files
 
 
@@ -159,6 +176,9 @@ class Backend:
     # what it runs through: a finding that one of these cannot run on a GPU here (Group.CANNOT_RUN_HERE)
     # makes this backend unusable too
     runs_through: tuple[str, ...] = ()
+    compiled_by_dynamo: bool = False  # its kernels come from torch.compile: DYNAMO_PYTHON's floors apply
+    # torch and cuDNN releases on which it picks a kernel known to go wrong on some GPUs (SDPA)
+    hazards: tuple[SdpaHazard, ...] = ()
 
     def support_for(self, version: str | None) -> Support:
         """The rule of the installed version, else of the newest release (what an install brings)."""
@@ -222,6 +242,64 @@ def fa4_accepts(cc_major: int, head_dim: int, head_dim_v: int, alignment: int = 
 
 _EVERYWHERE = (Support("", None, None, "torch's math backend runs on any device"),)
 
+# torch.compile refuses Python releases newer than its Dynamo knows: (Python, the first torch that
+# compiles on it). torch/_dynamo/eval_frame.py at v2.5.0 ("Dynamo is not supported on Python 3.13+"),
+# v2.6.0 (3.13 allowed) and v2.9.0/v2.10.0 (3.14 allowed from 2.10).
+DYNAMO_PYTHON = ((">=3.14", "2.10"), (">=3.13", "2.6"))
+_TORCH = "https://github.com/pytorch/pytorch"
+_SMALL_SMEM = ("8.6", "8.9", "12.0", "12.1")  # 99 KB of shared memory per block, against 163-227 KB
+_SMALLER_BLOCKS = (
+    "pass flex_attention kernel_options with smaller blocks (BLOCK_M1/N1/M2/N2 = 32), or compile it with "
+    "mode='max-autotune', which drops the configs that do not fit"
+)
+# Flex attention's default Triton configs by GPU and head dim (torch/_inductor/kernel/flex_attention.py,
+# later torch/_inductor/template_heuristics/triton.py) are not checked against the GPU's shared memory:
+# where one is too large the kernel fails with "out of resource: shared memory".
+FLEX_SHARED_MEMORY = (
+    HeadDimLimit(
+        64,
+        f"{_TORCH}/issues/133254 (RTX 4090, head dim 128: 131074 of 101376 bytes); {_TORCH}/blob/v2.5.0/torch/"
+        "_inductor/kernel/flex_attention.py (backward 64x128, 3 stages, for every GPU from sm_80)",
+        versions="<2.7",
+        only_on=("8.6", "8.9"),
+        backward_only=True,
+        why=f"its default backward kernel needs more shared memory than this GPU has; {_SMALLER_BLOCKS}",
+    ),
+    HeadDimLimit(
+        64,
+        f"{_TORCH}/blob/v2.8.0/torch/_inductor/template_heuristics.py (every GPU from sm_90 gets the H100 "
+        "configs, sized for 227 KB, until v2.9.0 gives sm_120 its own)",
+        versions="<2.9",
+        only_on=("12.0", "12.1"),
+        backward_only=True,
+        why=f"it runs the H100's backward configs on this 99 KB GPU; {_SMALLER_BLOCKS}",
+    ),
+    HeadDimLimit(
+        128,
+        f"{_TORCH}/issues/198224 (sm_12x backward, head dims above 128 padded to 256: 114688 of 101376 bytes; "
+        "open in 2.15.0)",
+        only_on=("12.0", "12.1"),
+        backward_only=True,
+        why=f"its default sm_12x backward kernel needs more shared memory than this GPU has; {_SMALLER_BLOCKS}",
+    ),
+    HeadDimLimit(
+        128,
+        f"{_TORCH}/issues/180278 (head dim 192 on sm_86/sm_89: ~144 KiB); fixed in v2.13.0 by {_TORCH}/pull/181835",
+        versions="<2.13",
+        only_on=("8.6", "8.9"),
+        refused_up_to=192,
+        why=f"its default kernel for head dim 192 needs more shared memory than this GPU has (torch 2.13 fits it); "
+        f"{_SMALLER_BLOCKS}",
+    ),
+    HeadDimLimit(
+        256,
+        f"{_TORCH}/issues/160018 (head dim 512 'basically not possible' without splitting it); "
+        "https://github.com/NVIDIA-NeMo/Automodel/pull/3064 (head dim 512 on an H100: 263168 of 232448 bytes)",
+        why="its default kernels for head dims above 256 need more shared memory than any GPU has; only small "
+        "blocks (kernel_options BLOCK_M/BLOCK_N = 32, one stage) fit at all",
+    ),
+)
+
 # The GPU classes that ranks are given for (ranking.gpu_class decides which one a GPU is in).
 # Blackwell datacentre (sm100-sm110) ranks as Hopper unless a backend says otherwise: what was
 # measured there is Hopper's.
@@ -256,7 +334,8 @@ BACKENDS: tuple[Backend, ...] = (
         name="sdpa",
         label="PyTorch SDPA",
         distribution=None,
-        module="torch.nn.functional",
+        module=SDPA_MODULE,
+        hazards=SDPA_HAZARDS,
         support=_EVERYWHERE,
         min_torch="2.0",
         install="install torch first (attn-doctor never chooses torch for you): https://pytorch.org/get-started/locally/",
@@ -284,6 +363,8 @@ BACKENDS: tuple[Backend, ...] = (
         source="https://github.com/pytorch/pytorch/blob/v2.5.0/torch/nn/attention/flex_attention.py; Axolotl "
         f"refuses it below torch 2.6: {AXOLOTL}/src/axolotl/utils/schemas/validation.py (check_flex_torch_version)",
         runs_through=("torch", "triton"),  # its kernels are Triton's, compiled by torch.compile
+        compiled_by_dynamo=True,
+        head_dims=FLEX_SHARED_MEMORY,
         axolotl="attn_implementation: flex_attention\ntorch_compile: true",
         axolotl_names=("flex_attention",),
         why="torch's compiled attention with custom masks",
@@ -453,6 +534,41 @@ BACKENDS: tuple[Backend, ...] = (
                 FLASH_ATTN_4_PLACEHOLDER,
                 "flash-attn-4 {version} is the yanked placeholder, not FA4",
                 "https://pypi.org/project/flash-attn-4/0.0.1/",
+            ),
+            # flash_fwd_sm120.py from b5: its base __init__ overwrote arch = 80 with the runtime sm_120,
+            # so the TMA epilogue was taken; b21 sets self.arch = Arch.sm_80 (flash_fwd.py, b20 against b21)
+            BadRelease(
+                ">=4.0.0b5,<4.0.0b21",
+                RELEASE_BROKEN_HERE,
+                "flash-attn-4 {version}'s SM120 forward fails to compile (`'NoneType' object has no attribute "
+                "'_trait'`) or computes wrong values on this GPU; fixed in 4.0.0b21",
+                f"{FA}/issues/2453, {FA}/issues/2477, {FA}/pull/2553",
+                capabilities=("12.0", "12.1"),
+            ),
+            BadRelease(
+                ">=4.0.0b3,<4.0.0b15",
+                RELEASE_BROKEN_HERE,
+                "flash-attn-4 {version} asserts `Only SM 10.x and 11.x are supported` on sm_103 with the CUDA 12 "
+                "CuTe DSL; fixed in 4.0.0b15 (or install nvidia-cutlass-dsl[cu13])",
+                f"{FA}/pull/2572",
+                capabilities=("10.3",),
+            ),
+            BadRelease(
+                "<4.0.0b26",
+                RELEASE_BROKEN_HERE,
+                "flash-attn-4 {version} imports quack.activation.sub_packed_f32x2, which quack-kernels 0.6.5 no "
+                "longer has: `import flash_attn.cute` fails; fixed in 4.0.0b26",
+                f"{FA}/issues/2782, {FA}/pull/2787",
+                beside=(("quack-kernels", ">=0.6.5"),),
+            ),
+            BadRelease(
+                "",
+                RELEASE_BROKEN_HERE,
+                "flash-attn-4 {version}'s backward never returns on sm_103 with nvidia-cutlass-dsl 4.6.0 or 4.6.1",
+                f"{FA}/issues/2797 (4.6.0.dev0 and 4.6.2 complete)",
+                capabilities=("10.3",),
+                beside=(("nvidia-cutlass-dsl", ">=4.6.0,<4.6.2"),),
+                fix="nvidia-cutlass-dsl>=4.6.2",
             ),
         ),
         installable=True,

@@ -31,6 +31,8 @@ class Group(enum.Enum):
     # what the finding concerns cannot run on a GPU here, so neither can a backend that runs through
     # it (Backend.runs_through: SDPA and flex through torch, flex through Triton too)
     CANNOT_RUN_HERE = "it cannot run on a GPU here: every backend that runs through it is unusable"
+    # a known fault of a backend that still runs: the recommendation says it beside that backend
+    CAVEAT = "a known fault of a backend that runs through it: said beside the recommendation"
 
 
 @dataclass(frozen=True)
@@ -623,6 +625,23 @@ TRITON_PTXAS_TOO_OLD = Rule(
     proof="inputs: tests/test_gpu_code.py::test_a_triton_ptxas_older_than_the_gpu_points_at_a_newer_one",
     groups=frozenset({Group.CANNOT_RUN_HERE}),
 )
+RELEASE_BROKEN_HERE = Rule(
+    "release-broken-here",
+    Severity.ERROR,
+    "The installed release of an attention backend is known broken on a GPU here, or next to a release of "
+    "one of its dependencies installed here (each case in `attn-doctor explain BACKEND`, with its source).",
+    "the registry's bad releases of each backend, each with its upstream issue or fix",
+    proof="inputs: tests/test_registry.py::test_a_release_broken_on_this_gpu_or_beside_this_dependency",
+)
+SDPA_KNOWN_BAD = Rule(
+    "sdpa-known-bad",
+    Severity.WARNING,
+    "This torch, with the cuDNN installed beside it, makes SDPA pick a kernel known to go wrong on a GPU here "
+    "(cuDNN attention: NaN gradients, corrupted outputs); the remedy takes SDPA's next kernel instead.",
+    "the releases and reports in `attn-doctor explain sdpa`",
+    proof="inputs: tests/test_registry.py::test_sdpa_on_a_release_known_bad_here_says_so_beside_its_recommendation",
+    groups=frozenset({Group.CAVEAT}),
+)
 
 # the doctor itself
 CHECK_CRASHED = Rule(
@@ -698,6 +717,8 @@ RULES: tuple[Rule, ...] = (
     TORCH_NO_GPU_CODE,
     EXTENSION_NO_GPU_CODE,
     TRITON_PTXAS_TOO_OLD,
+    RELEASE_BROKEN_HERE,
+    SDPA_KNOWN_BAD,
     CHECK_CRASHED,
 )
 

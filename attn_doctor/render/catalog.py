@@ -53,6 +53,7 @@ def render_backend(backend: Backend) -> str:
     lines.append(f"    trains: {'yes' if backend.trains else 'no (inference only)'}")
     for limit in backend.head_dims:
         where = f" (except on {', '.join(limit.except_on)})" if limit.except_on else ""
+        where += f" on {', '.join(limit.only_on)}" if limit.only_on else ""
         releases = f" in releases {limit.versions}" if limit.versions else ""
         what = "backward head dims" if limit.backward_only else "head dims"
         lines.append(f"    {what} up to {limit.max_head_dim}{releases}{where}: {limit.source}")
@@ -60,11 +61,20 @@ def render_backend(backend: Backend) -> str:
         lines.append(f"    head dims: its own rule, as of {backend.head_dim_rule_version}")
     for bad in backend.bad_releases:
         mark = bad.mark
-        which = f"releases {bad.versions}"
+        which = f"releases {bad.versions}" if bad.versions else "every release"
         if mark is not None:  # a broken build, told by one of its files, where it bites
             where = f" on compute capability {', '.join(mark.capabilities)}" if mark.capabilities else ""
             which = f"builds of {bad.versions} whose {mark.path} matches /{mark.pattern}/{where}"
+        if bad.capabilities or bad.beside:  # a release broken in some places only
+            places = [f"on compute capability {', '.join(bad.capabilities)}"] if bad.capabilities else []
+            places += [f"beside {name} {spec}" for name, spec in bad.beside]
+            lines.append(f"    broken: {which} {' and '.join(places)} ({bad.rule.code}): {bad.source}")
+            continue
         lines.append(f"    not the backend: {which} ({bad.rule.code}): {bad.source}")
+    for hazard in backend.hazards:
+        cudnn = f" with cuDNN {hazard.cudnn}" if hazard.cudnn else ""
+        where = ", ".join(hazard.capabilities)
+        lines.append(f"    known bad: torch {hazard.torch}{cudnn} on {where}: {hazard.what}; {hazard.source}")
     for lookalike in backend.lookalikes:
         lines.append(f"    lookalike: {lookalike.distribution} {lookalike.versions} is {lookalike.what}")
     lines += [f"    caveat: {c}" for c in backend.caveats]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attn_doctor.facts.model import Facts, Gpu
-from attn_doctor.registry.backends import Backend, registered
+from attn_doctor.registry.backends import DYNAMO_PYTHON, Backend, registered
 from attn_doctor.registry.findings import (
     BACKEND_UNSUPPORTED_GPU,
     PACKAGE_LOOKALIKE,
@@ -27,7 +27,7 @@ from attn_doctor.registry.findings import (
     Rule,
     Severity,
 )
-from attn_doctor.registry.versions import release
+from attn_doctor.registry.versions import in_range, release
 from attn_doctor.rules.ranking import major
 from attn_doctor.workload import Workload
 
@@ -93,6 +93,7 @@ def assess(backend: Backend, facts: Facts, work: Workload, findings: list[Findin
         for f in findings
         if (backend.distribution and f.concerns(Kind.DISTRIBUTION, backend.distribution))
         or (f.rule.is_in(Group.CANNOT_RUN_HERE) and any(f.concerns(Kind.DISTRIBUTION, d) for d in backend.runs_through))
+        or (f.rule.is_in(Group.CAVEAT) and f.concerns(Kind.MODULE, backend.module))
     )
     newest = _fit(backend, None, facts, work)
     fits = tuple(GpuFit(g, backend.runs_on(g, version), backend.support_for(version).source) for g in facts.gpus)
@@ -121,6 +122,14 @@ def _fit(backend: Backend, version: str | None, facts: Facts, work: Workload) ->
     amd = any(g.vendor == "amd" for g in facts.gpus)
     if amd and backend.min_rocm and torch is not None and torch.hip and release(torch.hip) < release(backend.min_rocm):
         reasons["rocm"] = f"{backend.label} needs ROCm >= {backend.min_rocm}; torch is built for HIP {torch.hip}"
+    if backend.compiled_by_dynamo and torch is not None:
+        for python, floor in DYNAMO_PYTHON:
+            if in_range(facts.python.version, python) and release(torch.version) < release(floor):
+                reasons["compile"] = (
+                    f"{backend.label} is compiled by torch.compile, which torch {torch.version} refuses on Python "
+                    f"{facts.python.version} (Dynamo takes Python {python.lstrip('>=')} from torch {floor})"
+                )
+                break
     training = work.training in TRAINING
     if training and not backend.trains:
         reasons["backward"] = f"{backend.label} has no backward pass: inference only"
@@ -145,9 +154,10 @@ def _head_dims(backend: Backend, version: str | None, facts: Facts, work: Worklo
     for limit in backend.head_dims:
         for gpu in gpus:
             if limit.refuses(version, gpu, max(head, head_v), training):
-                where = f" on {gpu.sm}" if gpu is not None and limit.except_on else ""
+                where = f" on {gpu.sm}" if gpu is not None and (limit.except_on or limit.only_on) else ""
                 what = "backward with head dims" if limit.backward_only else "head dims"
-                return f"{named} takes {what} up to {limit.max_head_dim}{where}, not {max(head, head_v)}"
+                said = f"{named} takes {what} up to {limit.max_head_dim}{where}, not {max(head, head_v)}"
+                return f"{said}: {limit.why}" if limit.why else said
     if backend.head_dim_rule is not None:
         for gpu in facts.gpus:
             if gpu.vendor == "nvidia" and backend.head_dim_rule(major(gpu), head, head_v) is False:

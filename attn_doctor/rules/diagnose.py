@@ -22,6 +22,7 @@ from attn_doctor.rules.checks import (
     packages,
     python,
     repairs,
+    sdpa,
     toolchain,
     torch,
     xformers,
@@ -43,6 +44,7 @@ CHECKS: tuple[Check, ...] = (
     gpu_code.torch_code_findings,
     gpu_code.extension_code_findings,
     gpu_code.ptxas_findings,
+    sdpa.sdpa_findings,
     toolchain.toolchain_findings,
 )
 

@@ -28,6 +28,7 @@ from attn_doctor.registry.findings import (
     CONFIG_SEVERAL_ATTENTION_FLAGS,
     CONFIG_UNKNOWN_ATTENTION,
     Finding,
+    Group,
     Kind,
     Subject,
     finding,
@@ -97,6 +98,9 @@ def recommend(
     better = next((b for b in ahead if b not in now), None)
     runner_up = next((b.name for b in now[1:]), None)
     reasons.insert(1, f"{chosen.label}: {chosen.why or chosen.source}")
+    # a known fault of the choice, said beside it, with its remedy (shown without -v)
+    caveats = [f for f in verdicts[chosen.name].findings if f.rule.is_in(Group.CAVEAT)]
+    reasons[2:2] = [f"but: {f.title}; {f.fix[0]}" if f.fix else f"but: {f.title}" for f in caveats]
     return Recommendation(
         backend=chosen.name,
         config=chosen.axolotl,

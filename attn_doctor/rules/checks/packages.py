@@ -103,7 +103,13 @@ def _release_findings(facts: Facts, package: Package) -> list[Finding]:
     refused = [g for g in facts.gpus if not backend.runs_on(g)]
     fix = instead(refused[0]) if refused else backend.install
     found = [
-        finding(bad.rule, bad.title.format(version=version), [fix], subject=distribution(package.name))
+        finding(
+            bad.rule,
+            bad.title.format(version=version),
+            [pip_install(facts, shlex.quote(bad.fix)) if bad.fix else fix],
+            [bad.source],
+            subject=distribution(package.name),
+        )
         for bad in backend.bad_releases_found(version, facts)
     ]
     found += [
