@@ -218,10 +218,11 @@ def check(
         _write_output(output, render_json(report, code))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from attn_doctor.render.annotations import render_annotations
+        from attn_doctor.render.safe import cleaned
 
         # on stderr, which the runner reads for workflow commands too: stdout stays the report
         # (JUnit or JSON redirected to a file)
-        sys.stderr.write(render_annotations(report))
+        sys.stderr.write(render_annotations(cleaned(report)))
     raise typer.Exit(code)
 
 
@@ -544,9 +545,12 @@ def install(
 
 
 def _say(*lines: str) -> None:
-    """What an action tells its user, line by line, as it happens (the runner's progress too)."""
+    """What an action tells its user, line by line, as it happens (the runner's progress too): each
+    a line of its own, whatever the target's names and pip's output hold."""
+    from attn_doctor.render.safe import printable
+
     for line in lines:
-        print(line, flush=True)
+        print(printable(line), flush=True)
 
 
 def _undo_line(python: str) -> str:
@@ -854,6 +858,13 @@ def fleet(
     raise typer.Exit(code)
 
 
+def _error(message: str) -> None:
+    """One line on stderr, whatever the input it names holds (a newline, an escape sequence)."""
+    from attn_doctor.render.safe import printable
+
+    print(f"attn-doctor: {printable(message)}", file=sys.stderr)
+
+
 def main() -> None:
     """Entry point: every failure ends as one line on stderr and a documented exit code."""
     from attn_doctor.output import prepare_stdout
@@ -864,18 +875,18 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except Stop as stop:
-        print(f"attn-doctor: {stop}", file=sys.stderr)
+        _error(str(stop))
         sys.exit(stop.code)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.TyperException as error:  # bad usage: the parser's message, on one line
-        print(f"attn-doctor: {error.format_message()}", file=sys.stderr)
+        _error(error.format_message())
         sys.exit(EXIT_USAGE)
     except typer.Abort:
         sys.exit(130)
     except BrokenPipeError:  # `attn-doctor check | head`
         sys.exit(EXIT_OK)
     except Exception as error:  # a bug must never read as a pass (exit 0) or a plain failure (1)
-        print(f"attn-doctor: internal error, please report it: {type(error).__name__}: {error}", file=sys.stderr)
+        _error(f"internal error, please report it: {type(error).__name__}: {error}")
         sys.exit(EXIT_CANNOT_INSPECT)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 POLL_S = 0.2  # how often a waiting read looks whether the child has exited
@@ -36,9 +36,10 @@ class Finished:
 class Child:
     """Started at once (OSError when it cannot be); `finish` collects it."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         self._process = subprocess.Popen(
             list(argv),
+            env=None if env is None else dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -84,9 +85,9 @@ class Child:
         return out or b"", err or b""
 
 
-def run_child(argv: Sequence[str], timeout: float) -> Finished:
+def run_child(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None) -> Finished:
     """Start and finish one child: OSError when it cannot start, ChildTimeout past `timeout`."""
-    return Child(argv).finish(timeout)
+    return Child(argv, env).finish(timeout)
 
 
 def _text(data: bytes | None) -> str:

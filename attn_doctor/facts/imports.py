@@ -7,8 +7,11 @@ from its message: the classes are what the user must do differently.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from attn_doctor.facts.child import ChildTimeout, run_child
@@ -50,10 +53,12 @@ def classify(stderr: str) -> tuple[str, str]:
     return "failed", lines[-1] if lines else "no error output"
 
 
-def import_one(python: str, module: str, timeout: float = IMPORT_TIMEOUT_S) -> ImportResult:
+def import_one(
+    python: str, module: str, timeout: float = IMPORT_TIMEOUT_S, env: Mapping[str, str] | None = None
+) -> ImportResult:
     started = time.perf_counter()
     try:
-        done = run_child([python, "-c", f"import {module}"], timeout)
+        done = run_child([python, "-B", "-c", f"import {module}"], timeout, env)
     except ChildTimeout:
         return ImportResult(module, "timeout", timeout, f"no answer in {timeout:.0f} s")
     except OSError as error:
@@ -70,5 +75,29 @@ def import_all(python: str, modules: list[str], timeout: float = IMPORT_TIMEOUT_
     on the disk and on CUDA initialisation."""
     if not modules:
         return ()
-    with ThreadPoolExecutor(max_workers=min(4, len(modules))) as pool:
-        return tuple(pool.map(lambda m: import_one(python, m, timeout), modules))
+    # in shared memory where there is some: a folder made and removed in $TMPDIR changes its mtime
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+    with tempfile.TemporaryDirectory(prefix="attn-doctor-imports-", dir=shm) as scratch:
+        env = scratch_environment(scratch)
+        with ThreadPoolExecutor(max_workers=min(4, len(modules))) as pool:
+            return tuple(pool.map(lambda m: import_one(python, m, timeout, env), modules))
+
+
+def scratch_environment(scratch: str) -> dict[str, str]:
+    """The imports' environment: every cache they would write goes under `scratch`, removed
+    afterwards (torch's inductor in $TMPDIR/torchinductor_*, Triton in ~/.triton, the CuTe DSL in
+    ~/cutlass_python_cache, anything else in ~/.cache); the user site stays where it is, so the
+    imports see the same sys.path as the training job does."""
+    import site
+
+    user_base = os.environ.get("PYTHONUSERBASE") or site.getuserbase()
+    return {
+        **os.environ,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUSERBASE": user_base,
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "XDG_CACHE_HOME": os.path.join(scratch, "cache"),
+        "TRITON_CACHE_DIR": os.path.join(scratch, "triton"),
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(scratch, "inductor"),
+    }

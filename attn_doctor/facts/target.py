@@ -68,7 +68,7 @@ def target_prefix(python: str | None) -> str:
     marker = answer_marker()
     code = f"import json, sys; print(); print({marker!r}); print(json.dumps(sys.prefix))"
     try:
-        done = run_child([executable, "-c", code], PROBE_TIMEOUT_S)
+        done = run_child([executable, "-B", "-c", code], PROBE_TIMEOUT_S)
     except (OSError, ChildTimeout) as error:
         raise TargetError(f"cannot run target interpreter {executable}: {error}") from error
     if done.returncode != 0:
@@ -107,7 +107,10 @@ class RunningProbe:
         try:
             # `-c` with the source, not the file path: the probe's own folder must not land on
             # the target's sys.path. The working directory is removed inside the probe.
-            self._child = Child([python, "-c", PROBE.read_text(encoding="utf-8"), json.dumps(request), self._marker])
+            # -B: importing the probe's stdlib modules and the target's .pth files writes no bytecode
+            # into a site-packages made without it (check changes nothing)
+            probe = PROBE.read_text(encoding="utf-8")
+            self._child = Child([python, "-B", "-c", probe, json.dumps(request), self._marker])
         except OSError as error:
             raise TargetError(f"cannot run target interpreter {python}: {error.strerror}") from error
 

@@ -87,7 +87,8 @@ def rebuild_fa2(facts: Facts, fa2: Package, torch: Torch | None) -> str:
     jobs = build_jobs(tools.cpus, tools.ram_gib, len(archs))
     minutes = fa2_build_minutes(jobs, len(archs))
     command = pip_install(
-        facts, f"--force-reinstall --no-deps --no-build-isolation --no-cache-dir flash-attn=={fa2.version}"
+        facts,
+        "--force-reinstall --no-deps --no-build-isolation --no-cache-dir " + shlex.quote(f"flash-attn=={fa2.version}"),
     )
     sm = ";".join(archs)
     settings = f"FLASH_ATTENTION_FORCE_BUILD=TRUE FLASH_ATTN_CUDA_ARCHS='{sm}' MAX_JOBS={jobs}"

@@ -144,7 +144,9 @@ def _requirement_findings(facts: Facts, package: Package) -> list[Finding]:
     fix = []
     if rest:
         torch = facts.package("torch")
-        held = f" torch=={torch.version}" if torch and torch.version and package.name != "torch" else ""
+        held = (
+            " " + shlex.quote(f"torch=={torch.version}") if torch and torch.version and package.name != "torch" else ""
+        )
         wanted = " ".join(shlex.quote(u.wanted) for u in rest)
         fix.append(f"{pip_install(facts, wanted + held)}  # only what is missing; torch stays")
     if on_torch and backend is not None:

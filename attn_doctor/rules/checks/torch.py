@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from attn_doctor.facts.model import Facts
 from attn_doctor.registry.findings import (
     TORCH_CPU_ONLY,
@@ -92,8 +94,8 @@ def torch_findings(facts: Facts) -> list[Finding]:
                         '"CUDA Version"), or install this torch built for the driver\'s CUDA:',
                         pip_install(
                             facts,
-                            f"torch=={public_release(torch.version)}+cu{driver[0]}{driver[1]} --index-url "
-                            f"https://download.pytorch.org/whl/cu{driver[0]}{driver[1]}",
+                            shlex.quote(f"torch=={public_release(torch.version)}+cu{driver[0]}{driver[1]}")
+                            + f" --index-url https://download.pytorch.org/whl/cu{driver[0]}{driver[1]}",
                         )
                         + "  # if PyTorch publishes that build",
                     ],
