@@ -54,3 +54,39 @@ def test_readme_commands_run_without_the_test_extras(
     done = run(plain, *[given.get(a, a) for a in args], check=False, cwd=tmp_path)
     assert done.returncode in codes, done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_tool_install_judges_the_project_venv_or_says_it_judges_its_own(plain: Path, tmp_path: Path) -> None:
+    """Installed in a venv of its own (as pipx or `uv tool` install it), with no environment active:
+    a `.venv` in the working folder or a parent is the target, as uv finds it; with none, the report
+    says that the doctor's own Python is judged and how to judge another. A conda base env is no
+    project's."""
+    import json
+    import os
+
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    run(sys.executable, "-m", "venv", "--without-pip", project / ".venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")}
+
+    def report(cwd: Path, **more: str) -> dict[str, object]:
+        done = run(plain, "check", "--format", "json", check=False, cwd=cwd, env={**env, **more})
+        assert done.returncode in (0, 1), done.stderr
+        return dict(json.loads(done.stdout))
+
+    found = report(project / "src")  # from a folder below the project
+    assert found["python"]["executable"] == str(project / ".venv" / "bin" / "python")  # type: ignore[index]
+    assert found["target_found_by"] == str(project / ".venv")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    own = report(elsewhere)
+    assert own["target_found_by"] == "this Python"
+    assert own["python"]["executable"] == str(plain.parent / "python")  # type: ignore[index]
+    text = run(plain, "check", check=False, cwd=elsewhere, env=env).stdout
+    assert "judged: the Python attn-doctor runs in" in text and "--python PATH" in text
+
+    base = report(elsewhere, CONDA_PREFIX=str(project / ".venv"), CONDA_DEFAULT_ENV="base")
+    assert base["target_found_by"] == "this Python"  # conda's base env is passed over
+    folder = run(plain, "check", "--python", str(project / ".venv"), "--format", "json", check=False, cwd=elsewhere)
+    assert json.loads(folder.stdout)["python"]["executable"] == str(project / ".venv" / "bin" / "python")

@@ -19,7 +19,7 @@ from attn_doctor.facts.imports import import_all
 from attn_doctor.facts.model import Facts, Package, Ptxas, Variable
 from attn_doctor.facts.ptxas import read_ptxas
 from attn_doctor.facts.repairs import unfinished
-from attn_doctor.facts.target import ProbeResult, RunningProbe, resolve_python
+from attn_doctor.facts.target import ProbeResult, RunningProbe, find_target
 from attn_doctor.facts.toolchain import read_toolchain
 from attn_doctor.inputs import MIB, InputError, read_text
 from attn_doctor.registry.backends import VARIABLES, file_marks, import_checks, packaged
@@ -35,7 +35,7 @@ def collect(
 ) -> Facts:
     """Raises TargetError when the target interpreter cannot be inspected. `modules` are imported
     in child processes too (what --require needs), `deep` adds every installed backend."""
-    executable = resolve_python(python)
+    executable, found_by = find_target(python)
     # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
     # H100, mostly in C, so a thread suits it), the toolkit's version files, and the ELF reading that needs
     # the probe's answer.
@@ -79,6 +79,7 @@ def collect(
         unfinished_repairs=unfinished_repairs(seen.python.prefix),
         marked_files=marked_files(seen.packages),
         ptxas=triton_ptxas(seen),
+        target_found_by=found_by,
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         doctor_version=__version__,

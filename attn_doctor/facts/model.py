@@ -279,6 +279,9 @@ class Facts:
     # build of a release that a good build shares the version of)
     marked_files: tuple[str, ...] = ()
     ptxas: tuple[Ptxas, ...] = ()  # Triton's, where Triton is installed
+    # how the target was chosen: "--python", "$VIRTUAL_ENV", "$CONDA_PREFIX", a .venv's folder, or
+    # "this Python" (the doctor's own, where nothing else named one); "" in older reports
+    target_found_by: str = ""
     hostname: str = ""
     collected_at: str = ""
     doctor_version: str = ""

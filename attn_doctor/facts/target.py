@@ -35,31 +35,56 @@ class TargetError(Exception):
     """The target interpreter could not be inspected (exit code 3)."""
 
 
-def default_python() -> str:
-    """The active virtualenv or conda env, else the interpreter running the doctor."""
+THIS_PYTHON = "this Python"  # how the target was found when nothing named one: the doctor's own
+
+
+def default_python() -> tuple[str, str]:
+    """The target when no --python names one, and how it was found, as uv finds a project's
+    environment: the active virtualenv, else the active conda env unless it is conda's base (no
+    project's), else a .venv in the working folder or a parent, else the interpreter running the
+    doctor (crates/uv-python/src/virtualenv.rs)."""
     for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         prefix = os.environ.get(variable)
-        if prefix:
-            candidate = Path(prefix) / "bin" / "python"
-            if candidate.exists():
-                return str(candidate)
-    return sys.executable
+        if not prefix or (variable == "CONDA_PREFIX" and _conda_base(prefix)):
+            continue
+        candidate = Path(prefix) / "bin" / "python"
+        if candidate.exists():
+            return str(candidate), f"${variable}"
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        candidate = folder / ".venv" / "bin" / "python"
+        if (folder / ".venv" / "pyvenv.cfg").is_file() and candidate.exists():
+            return str(candidate), f"{folder / '.venv'}"
+    return sys.executable, THIS_PYTHON
+
+
+def _conda_base(prefix: str) -> bool:
+    """conda's base environment: CONDA_DEFAULT_ENV says base (or root), or the prefix holds envs/."""
+    return os.environ.get("CONDA_DEFAULT_ENV") in ("base", "root") or (Path(prefix) / "envs").is_dir()
 
 
 def resolve_python(python: str | None) -> str:
-    """An absolute path to the target interpreter, or TargetError with one clear line."""
-    chosen = python or default_python()
+    """An absolute path to the target interpreter, or TargetError with one clear line. --python
+    takes an interpreter, or an environment's folder (as pip's --python does)."""
+    return find_target(python)[0]
+
+
+def find_target(python: str | None) -> tuple[str, str]:
+    """(the target interpreter's absolute path, how it was found)."""
+    chosen, found_by = (python, "--python") if python else default_python()
     if os.sep not in chosen:
         found = shutil.which(chosen)
         if found is None:
             raise TargetError(f"target interpreter {chosen!r} is not on PATH")
         chosen = found
     path = Path(chosen)
+    if path.is_dir() and (path / "bin" / "python").exists():
+        path = path / "bin" / "python"  # a venv or conda env's folder
     if not path.exists():
         raise TargetError(f"target interpreter {chosen} does not exist")
     if path.is_dir() or not os.access(path, os.X_OK):
         raise TargetError(f"target interpreter {chosen} is not an executable file")
-    return str(path.absolute())
+    return str(path.absolute()), found_by
 
 
 def target_prefix(python: str | None) -> str:

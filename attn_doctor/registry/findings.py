@@ -612,7 +612,7 @@ EXTENSION_NO_GPU_CODE = Rule(
     "machine, or with TORCH_CUDA_ARCH_LIST narrowed to one), so its kernels fail with `no kernel image is "
     "available`, though it imports.",
     f"the extension's fatbins (.nv_fatbin), read without running it; {_COMPATIBILITY}",
-    proof="ran: tests/test_gpu_code.py::test_an_extension_built_for_another_gpu_is_rebuilt_for_this_one",
+    proof="inputs: tests/test_gpu_code.py::test_an_extension_built_for_another_gpu_is_found_before_it_runs",
 )
 TRITON_PTXAS_TOO_OLD = Rule(
     "triton-ptxas-too-old",

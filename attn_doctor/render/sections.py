@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attn_doctor.facts.model import Facts, Package
+from attn_doctor.facts.target import THIS_PYTHON
 from attn_doctor.registry.backends import distributions, label_of, shown_module
 from attn_doctor.registry.findings import Kind, Severity, Subject, distribution
 from attn_doctor.report import Report
@@ -93,6 +94,16 @@ def _python(facts: Facts) -> Section:
     ]
     if py.externally_managed:
         lines.append(Line(NOTE, "externally managed (PEP 668)"))
+    if facts.target_found_by == THIS_PYTHON:  # never judged silently: say how to judge another
+        lines.append(
+            Line(
+                WARNING,
+                "judged: the Python attn-doctor runs in (no active venv or conda env, no .venv here); "
+                "--python PATH (an interpreter or an environment's folder) judges another",
+            )
+        )
+    elif facts.target_found_by:
+        lines.append(Line(NOTE, f"the target: {facts.target_found_by}"))
     return Section("Python", lines)
 
 
