@@ -6,6 +6,7 @@ added afterwards survives, and the exit code and the one line."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -104,7 +105,9 @@ def test_a_real_ctrl_c_while_pip_runs(venv: Venv, real: RealPackages) -> None:
     fa2_over_fa4(venv, real)
     before = snapshot(venv)
     argv = [sys.executable, "-m", "attn_doctor", "fix-shadow", "--python", str(venv.python), "--yes"]
-    child = subprocess.Popen([*argv, "--wheel-dir", str(WHEELS)], stdout=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it, even where this suite runs with it ignored (nohup, CI)
+    default = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    child = subprocess.Popen([*argv, "--wheel-dir", str(WHEELS)], stdout=subprocess.PIPE, text=True, preexec_fn=default)
     deadline = time.monotonic() + 60
     while not list(repairs_root(str(venv.root)).glob("*/step-1.log")) and time.monotonic() < deadline:
         time.sleep(0.01)

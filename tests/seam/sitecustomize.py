@@ -9,6 +9,11 @@ import signal
 
 _POINT = os.environ.get("ATTN_DOCTOR_KILL_AT", "")
 
+if _POINT and os.environ.get("ATTN_DOCTOR_KILL_WITH") == "SIGINT":
+    # Ctrl-C as a terminal delivers it, also where the suite runs with SIGINT ignored (nohup, a
+    # background job, a CI runner): a Python started so installs no handler of its own
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 if _POINT:
     try:
         from attn_doctor.actions import runner
