@@ -728,6 +728,12 @@ def bench(
     except ValueError as error:
         raise Stop(str(error), EXIT_USAGE) from error
     facts = _with_torch(python)
+    if not facts.gpus and not shape:  # said at once, not after minutes of CPU attention
+        raise Stop(
+            "no GPU here: the standard shapes (up to 4x8192x16x128, bf16) time GPU kernels; on the CPU, "
+            "time a small one with --shape B,S,H,D",
+            EXIT_USAGE,
+        )
     chosen = named or installed(judge(facts).assessments)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         checking = progress.add_task("checking each backend's result", total=len(chosen))

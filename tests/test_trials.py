@@ -340,3 +340,9 @@ def test_the_five_backend_h100_bench_names_each_shapes_fastest_trainer() -> None
     short = chosen(Workload(seq_len=1024))
     assert short.backend == "fa3" and short.better is None
     assert any("near 1024 tokens" in r and r.endswith("fa3 275, fa4 268, sdpa 231, fa2 165") for r in short.reasons)
+
+
+def test_bench_without_a_gpu_says_so_at_once(torch_venv: Venv) -> None:
+    """The standard shapes on a CPU ran ten minutes and ranked one shape: refused in one line now."""
+    code, out, err = doctor("bench", "--python", torch_venv.python)
+    assert (code, out) == (2, "") and "no GPU here" in err and "--shape" in err and err.count("\n") == 1
