@@ -202,6 +202,10 @@ def test_a_triton_ptxas_older_than_the_gpu_points_at_a_newer_one(
     assert release_of(str(old)) == "12.8"
     venv.install(triton_wheel(tmp_path, "3.5.0", old))
     monkeypatch.delenv("TRITON_PTXAS_PATH", raising=False)
+    # the machine's CUDA toolkit, named as a build names it (its nvcc on PATH may be a wrapper script)
+    toolkit = next((p for p in sorted(Path("/usr/local").glob("cuda*")) if (p / "bin" / "ptxas").is_file()), None)
+    assert toolkit is not None, "this machine image carries a CUDA toolkit in /usr/local"
+    monkeypatch.setenv("CUDA_HOME", str(toolkit))
     facts = collect(str(venv.python), nvml=h100)
     assert [(p.role, p.release, p.variable) for p in facts.ptxas] == [("ptxas", "12.8", None)]
     assert "triton-ptxas-too-old" not in codes(judge(facts))  # 12.8 knows the H100's sm_90

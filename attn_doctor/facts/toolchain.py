@@ -26,25 +26,19 @@ def cuda_home() -> str | None:
     return "/usr/local/cuda" if Path("/usr/local/cuda").is_dir() else None
 
 
-def nvcc_version(nvcc: str, home: str | None = None) -> str | None:
+def nvcc_version(nvcc: str) -> str | None:
     """ "12.8" for the toolkit nvcc belongs to (bin/nvcc's parent folder), from the files a toolkit
     has: version.json (CUDA 11.1 on; cuda_nvcc's own version), version.txt (up to 11.0), the
-    CUDA_VERSION of include/cuda.h, else the version string in nvcc itself (a toolkit made from
-    NVIDIA's pip wheels has none of those files). A wrapper script in nvcc's place says nothing:
-    then the toolkit at `home` (CUDA_HOME) is read the same way. None when none says: unknown,
-    never guessed by running it."""
-    for candidate in (nvcc, *([str(Path(home) / "bin" / "nvcc")] if home else [])):
-        real = os.path.realpath(candidate)
-        toolkit = Path(real).parent.parent
-        for version in (
-            _from_version_json(toolkit),
-            _from_version_txt(toolkit),
-            _from_cuda_h(toolkit),
-            release_of(real),
-        ):
-            if version is not None:
-                return version
-    return None
+    CUDA_VERSION of include/cuda.h, else the version string in the nvcc program itself (a toolkit
+    made from NVIDIA's pip wheels has none of those files). A wrapper script says nothing. None
+    when none says: unknown, never guessed by running it."""
+    real = os.path.realpath(nvcc)
+    toolkit = Path(real).parent.parent
+    for read in (_from_version_json, _from_version_txt, _from_cuda_h):
+        version = read(toolkit)
+        if version is not None:
+            return version
+    return release_of(real)
 
 
 _RELEASE = re.compile(rb"Cuda compilation tools, release (\d+\.\d+)")
@@ -54,10 +48,10 @@ _MARK = b"Cuda compilation tools, release "
 def release_of(path: str) -> str | None:
     """The CUDA release an NVIDIA tool (nvcc, ptxas) names in its own version string ("Cuda
     compilation tools, release 12.8, V12.8.93"), read and never run; None when it names none or
-    cannot be read (missing, not a plain file, a wrapper script)."""
+    cannot be read (missing, not a plain file, not a program: a wrapper script)."""
+    if not _is_program(path):
+        return None
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode) or os.path.getsize(path) == 0:
-            return None
         with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
             at = data.find(_MARK)
             found = _RELEASE.match(data[at : at + 64]) if at >= 0 else None
@@ -144,7 +138,7 @@ def read_toolchain(target_scripts: str | None = None) -> Toolchain:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 0
     return Toolchain(
-        nvcc=nvcc_version(nvcc, home) if nvcc else None,
+        nvcc=nvcc_version(nvcc) if nvcc else None,
         nvcc_path=nvcc,
         ptxas=toolkit_ptxas(nvcc, home),
         cuda_home=home,
