@@ -39,21 +39,35 @@ EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_CANNOT_INSPECT = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 EXIT_CODES = (
-    "Exit codes: 0 healthy or done; 1 findings at or above --fail-on, an unmet --require, a failed "
-    "verification (undone); 2 bad usage or bad input, or refused; 3 the target could not be inspected "
-    "(or an internal error)."
+    "Exit codes: 0 healthy; 1 a finding at or above --fail-on, an unmet --require, or drift from --against; "
+    "2 bad usage or bad input; 3 the target could not be inspected (or an internal error); 130 interrupted."
 )
+FLEET_EXIT_CODES = (
+    "Exit codes: 0 every node healthy and alike; 1 a node failing, or nodes that differ where --allow-drift "
+    "does not allow it; 2 bad usage or bad input; 3 the cluster could not be asked; 130 interrupted."
+)
+ACTION_EXIT_CODES = (
+    "Exit codes: 0 done, or nothing to do; 1 it failed and was undone, or was declined; 2 bad usage, or "
+    "refused before anything changed; 3 the target could not be inspected, or putting it back failed; "
+    "130 interrupted (Ctrl-C), everything it had changed put back first."
+)
+TRIAL_EXIT_CODES = (
+    "Exit codes: 0 done; 1 a backend that check calls usable failed; 2 bad usage or bad input; 3 the target "
+    "could not be inspected (or an internal error); 130 interrupted."
+)
+PLAIN_EXIT_CODES = "Exit codes: 0 done; 2 bad usage or bad input; 3 the target could not be inspected; 130 interrupted."
 VARIABLES = (
     "Settings, where the command line gives none: ATTN_DOCTOR_FAIL_ON, ATTN_DOCTOR_IGNORE, "
     "ATTN_DOCTOR_REQUIRE (parted by ';' or spaces), ATTN_DOCTOR_NO_GPU_OK, else [tool.attn-doctor] "
-    "in ./pyproject.toml. The target: --python, else $VIRTUAL_ENV, else $CONDA_PREFIX, else this Python."
+    "in ./pyproject.toml. The target: --python (an interpreter or an environment's folder), else "
+    "$VIRTUAL_ENV, else $CONDA_PREFIX (not conda's base), else a .venv here or above, else this Python."
 )
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Inspect, install, repair, verify and time the attention backends of LLM training; say which to use.",
-    epilog=f"{EXIT_CODES} {VARIABLES}",
+    epilog="Each command's --help gives its exit codes.",
 )
 
 
@@ -158,7 +172,7 @@ def _root(
     """attn-doctor: a doctor for FlashAttention 2/3/4, SDPA, flex, SageAttention and xFormers."""
 
 
-@app.command(epilog=f"{EXIT_CODES} {VARIABLES}")
+@app.command(epilog=f"{EXIT_CODES} {VARIABLES}", short_help="What is broken here, its fix, and the backend to use.")
 def check(
     python: PythonOption = None,
     deep: Annotated[
@@ -371,7 +385,7 @@ def _renderer(renderers: Renderers[R], output_format: Format) -> Renderer[R]:
         raise Stop(str(error), EXIT_USAGE) from error
 
 
-@app.command()
+@app.command(epilog=PLAIN_EXIT_CODES, short_help="The healthy state, for check --against.")
 def lock(
     python: PythonOption = None,
 ) -> None:
@@ -383,7 +397,7 @@ def lock(
     print(json.dumps(lock_data(_collect(python)), indent=2))
 
 
-@app.command()
+@app.command(epilog=PLAIN_EXIT_CODES, short_help="What a finding code or a backend is, with its sources.")
 def explain(
     code: Annotated[
         str | None,
@@ -407,7 +421,7 @@ def explain(
     sys.stdout.write(render_catalog(chosen, markdown))
 
 
-@app.command("fix-shadow", epilog=EXIT_CODES)
+@app.command("fix-shadow", epilog=ACTION_EXIT_CODES, short_help="Repair the FA2/FA4 collisions; undoable.")
 def fix_shadow(
     python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
@@ -457,7 +471,7 @@ def _repair_shadow(
     _say("Verified, no FA2/FA4 collision remains:", *verified, _undo_line(plan.python))
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=ACTION_EXIT_CODES, short_help="Install one backend: plan, run, verify; undoable.")
 def install(
     backend: Annotated[
         str,
@@ -643,7 +657,7 @@ BackendsArgument = Annotated[
 ]
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=TRIAL_EXIT_CODES, short_help="Run each backend against a float32 reference.")
 def verify(
     backends: BackendsArgument = None,
     python: PythonOption = None,
@@ -697,7 +711,7 @@ def _check_says(assessment: Assessment) -> tuple[tuple[str, ...], str | None]:
     return ((), None) if assessment.usable else (assessment.reasons, assessment.fix)
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=TRIAL_EXIT_CODES, short_help="Time each working backend against SDPA.")
 def bench(
     backends: BackendsArgument = None,
     python: PythonOption = None,
@@ -753,7 +767,7 @@ def bench(
     show(measured, View())
 
 
-@app.command("undo", epilog=EXIT_CODES)
+@app.command("undo", epilog=ACTION_EXIT_CODES, short_help="Put back the last install or repair, byte for byte.")
 def undo_last(
     python: PythonOption = None,
 ) -> None:
@@ -778,7 +792,7 @@ def undo_last(
     _say(f"Undone: {folder.name}")
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=f"{EXIT_CODES} {VARIABLES}", short_help="Check every node of a cluster, and say what differs.")
 def fleet(
     reports: Annotated[
         list[str] | None,
@@ -888,8 +902,8 @@ def main() -> None:
     except typer.TyperException as error:  # bad usage: the parser's message, on one line
         _error(error.format_message())
         sys.exit(EXIT_USAGE)
-    except typer.Abort:
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C outside an action (an action puts back first)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:  # `attn-doctor check | head`
         sys.exit(EXIT_OK)
     except Exception as error:  # a bug must never read as a pass (exit 0) or a plain failure (1)

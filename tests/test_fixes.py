@@ -159,6 +159,8 @@ def test_a_pep_668_python_gets_a_venv(tmp_path: Path) -> None:
     if not (Path(stdlib) / "EXTERNALLY-MANAGED").exists():
         pytest.skip("this machine's /usr/bin/python3 carries no PEP 668 marker")
     before = judge(collect(str(system)))
+    # pip refuses this Python: no fix may send pip to it
+    assert not [c for f in before.findings for c in f.fix if c.startswith(f"{system} -m pip install")]
     command = the(before, "python-externally-managed").fix[0]
     run_fix(command, cwd=tmp_path)  # `python3 -m venv .venv && . .venv/bin/activate`
     after = judge(collect(str(tmp_path / ".venv" / "bin" / "python")))

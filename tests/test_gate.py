@@ -363,3 +363,17 @@ def test_a_check_that_crashes_is_a_finding_and_the_rest_of_the_report_stands(
     others = [f for f in crashed["findings"] if f["code"] != "check-crashed"]
     assert len(others) == 3 and others == whole["findings"]  # the collisions, each as before
     assert crashed["recommendation"] == whole["recommendation"] and code == 0  # --fail-on never: the report
+
+
+def test_a_required_backend_that_is_not_installed_is_only_that(venv: Venv) -> None:
+    """`--require fa2` where flash-attn is not installed: "not installed" with its install line, no
+    import error on top of it (nothing was there to import)."""
+    done = run(
+        sys.executable, "-m", "attn_doctor", "check", "--python", venv.python, "--require", "fa2", "--format",
+        "json", check=False,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert not [f for f in report["findings"] if f["code"].startswith("import-")], report["findings"]
+    [required] = report["requirements"]
+    assert not required["met"] and "flash-attn is not installed" in required["reasons"]

@@ -57,9 +57,12 @@ def collect(
             torch = dataclasses.replace(torch, cxx11_abi=abi == "cxx11")
         if torch is not None and torch_code is not None:
             torch = dataclasses.replace(torch, cuda_code=_read_or_nothing(torch_code))
-    wanted = list(modules or [])
+    # a backend asked for (--require) is imported only where it is installed: "not installed" is
+    # the whole answer for one that is not, not an import error on top of it
+    installed = {p.name for p in seen.packages}
+    owners = {m: d for d, m in import_checks().items()}
+    wanted = [m for m in modules or [] if owners.get(m) is None or owners[m] in installed]
     if deep:
-        installed = {p.name for p in seen.packages}
         wanted += [m for d, m in import_checks().items() if d in installed and m not in wanted]
     imports = import_all(executable, wanted)
     return Facts(

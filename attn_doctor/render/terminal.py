@@ -60,7 +60,9 @@ def render_terminal(report: Report, console: Console, verbose: bool = False) -> 
         console.print(f"[dim]ignored: {len(report.ignored)} finding(s) ({escape(codes)})[/]", highlight=False)
     errors, warnings, info = (report.count(s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO))
     unmet = sum(1 for r in report.requirements if not r.met)
-    verdict = "[green]healthy[/]" if not errors and not unmet else "[red]problems found[/]"
+    chosen = report.recommendation
+    runs = chosen is not None and chosen.runs_now
+    verdict = "[red]problems found[/]" if errors or unmet else "[green]healthy[/]" if runs else "[yellow]not ready[/]"
     console.print(f"\n{verdict}: {errors} error(s), {warnings} warning(s), {info} note(s)", highlight=False)
 
 

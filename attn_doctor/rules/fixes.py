@@ -22,6 +22,8 @@ def pip_install(facts: Facts, args: str) -> str:
     """The install command for the target, by the installer `install` would use there
     (Interpreter.preferred_installer); pip bootstrapped first where there is neither."""
     python = shlex.quote(facts.python.executable)
+    if facts.python.externally_managed:  # pip refuses a PEP 668 Python: into the venv its finding makes
+        return f".venv/bin/python -m pip install {args}  # in the venv python-externally-managed makes"
     if facts.python.preferred_installer == "uv" and facts.python.uv:
         return f"{shlex.quote(facts.python.uv)} pip install --python {python} {args}"
     if facts.python.pip_version is None:
