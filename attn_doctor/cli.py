@@ -159,7 +159,9 @@ class Stop(Exception):
 
 def _version(value: bool) -> None:
     if value:
-        print(f"attn-doctor {__version__}")
+        from attn_doctor.registry.backends import RULES_CHECKED
+
+        print(f"attn-doctor {__version__} (rules checked against upstream {RULES_CHECKED})")
         raise typer.Exit()
 
 

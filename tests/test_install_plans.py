@@ -12,7 +12,7 @@ import pytest
 from attn_doctor.actions.install import Install, plan_install, torch_record_digest, verify_install
 from attn_doctor.actions.plan import Command, Refusal
 from attn_doctor.actions.recipes.context import InstallRequest
-from attn_doctor.facts.given import with_given_torch
+from attn_doctor.facts.given import with_given_gpu, with_given_torch
 from attn_doctor.facts.model import Facts, Toolchain
 from attn_doctor.facts.saved import load_facts
 from attn_doctor.registry.backends import backend_names
@@ -436,3 +436,29 @@ def test_the_plan_says_when_the_backend_ranks_after_sdpa_here() -> None:
     assert "0.64-0.77x SDPA" in doctor("explain", "fa2")[1]  # the measurement behind it
     assert "after PyTorch SDPA" not in " ".join(plan(machine("a100"), "fa2").plan.notes)
     assert "after PyTorch SDPA" not in " ".join(plan(h100, "fa4").plan.notes)
+
+
+def with_fa4(facts: Facts, version: str) -> Facts:
+    from attn_doctor.facts.model import Package
+
+    package = Package("flash-attn-4", version, f"/site/flash_attn_4-{version}.dist-info", "/site")
+    return dataclasses.replace(facts, packages=(*[p for p in facts.packages if p.name != "flash-attn-4"], package))
+
+
+def test_a_newer_working_fa4_is_never_downgraded_to_the_pin() -> None:
+    """Seen on the H200: flash-attn-4 4.0.0b40 installed and verified, and `install fa4` planned b36."""
+    newer = plan(with_fa4(load_facts(FIXTURES / "h100-check.json"), "4.0.0b40"), "fa4")
+    (step,) = commands(newer)
+    assert "flash-attn-4[cu13]==4.0.0b40" in step.argv and newer.version == "4.0.0b40"
+    assert any("kept, not downgraded" in note and "verify fa4" in note for note in newer.plan.notes)
+    older = plan(with_fa4(load_facts(FIXTURES / "h100-check.json"), "4.0.0b30"), "fa4")
+    assert "flash-attn-4[cu13]==4.0.0b36" in commands(older)[0].argv  # an older one is upgraded
+    # a newer release known bad on this GPU is replaced, and the plan says why
+    b300 = with_given_gpu(with_fa4(load_facts(FIXTURES / "h100-check.json"), "4.0.0b37"), "B300")
+    installed = tuple(i for i in b300.installed if i.name != "nvidia-cutlass-dsl")
+    from attn_doctor.facts.model import Installed
+
+    bad = dataclasses.replace(b300, installed=(*installed, Installed("nvidia-cutlass-dsl", "4.6.1")))
+    replaced = plan(bad, "fa4", force=True)
+    assert "flash-attn-4[cu13]==4.0.0b36" in commands(replaced)[0].argv
+    assert any("known bad here" in note for note in replaced.plan.notes)

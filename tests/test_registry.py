@@ -396,3 +396,14 @@ def test_sdpa_on_a_release_known_bad_here_says_so_beside_its_recommendation(
         main()
     out = capsys.readouterr().out
     assert "Use sdpa" in out and "but: SDPA on torch 2.13.0 with cuDNN 9.20.0.48" in out, out
+
+
+def test_a_release_newer_than_the_rules_is_a_note_with_its_proof() -> None:
+    from attn_doctor.registry.backends import RULES_CHECKED
+
+    facts = with_package(load_facts(MACHINES / "h100.json"), "flash-attn-4", "4.0.0b41")
+    [note] = [f for f in judge(facts).findings if f.code == "release-newer-than-rules"]
+    assert note.severity == Severity.INFO and "4.0.0b41 is newer than these rules know (4.0.0b40" in note.title
+    assert RULES_CHECKED in note.title and note.fix[0].startswith("attn-doctor verify fa4")
+    known = with_package(load_facts(MACHINES / "h100.json"), "flash-attn-4", "4.0.0b40")
+    assert all(f.code != "release-newer-than-rules" for f in judge(known).findings)

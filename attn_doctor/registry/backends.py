@@ -34,6 +34,12 @@ AXOLOTL = "https://github.com/axolotl-ai-cloud/axolotl/blob/v0.18.0"
 SAGE = "https://github.com/thu-ml/SageAttention"
 XFORMERS = "https://github.com/facebookresearch/xformers"
 
+# The day these rules were last checked against upstream (releases, issue threads, the files at
+# their tags): `--version` and the JSON report carry it, and a release newer than the newest each
+# backend's rules were checked against is said to be so (release-newer-than-rules).
+RULES_CHECKED = "2026-12-06"
+TORCH_CHECKED_UP_TO = "2.15.0"  # the newest torch these rules know (its builds, SDPA's kernels, flex)
+
 # the distributions whose files and collisions some checks and actions handle by name
 FA2_DISTRIBUTION = "flash-attn"
 FA4_DISTRIBUTION = "flash-attn-4"
@@ -179,6 +185,7 @@ class Backend:
     compiled_by_dynamo: bool = False  # its kernels come from torch.compile: DYNAMO_PYTHON's floors apply
     # torch and cuDNN releases on which it picks a kernel known to go wrong on some GPUs (SDPA)
     hazards: tuple[SdpaHazard, ...] = ()
+    checked_up_to: str = ""  # the newest release its rules were checked against (RULES_CHECKED)
 
     def support_for(self, version: str | None) -> Support:
         """The rule of the installed version, else of the newest release (what an install brings)."""
@@ -375,6 +382,7 @@ BACKENDS: tuple[Backend, ...] = (
         name="fa2",
         label="FlashAttention 2",
         distribution=FA2_DISTRIBUTION,
+        checked_up_to="2.8.3.post2",
         module="flash_attn",
         resolve=("flash_attn", "flash_attn_2_cuda"),
         verified=True,
@@ -455,6 +463,7 @@ BACKENDS: tuple[Backend, ...] = (
         name="fa3",
         label="FlashAttention 3",
         distribution="flash-attn-3",
+        checked_up_to="3.0.0",
         module="flash_attn_3",
         resolve=("flash_attn_3", "flash_attn_interface"),
         verified=True,
@@ -496,6 +505,7 @@ BACKENDS: tuple[Backend, ...] = (
         name="fa4",
         label="FlashAttention 4",
         distribution=FA4_DISTRIBUTION,
+        checked_up_to="4.0.0b40",
         module="flash_attn.cute",
         resolve=("flash_attn.cute",),
         verified=True,
@@ -578,6 +588,7 @@ BACKENDS: tuple[Backend, ...] = (
         name="sage",
         label="SageAttention 2",
         distribution="sageattention",
+        checked_up_to="2.2.0",
         module="sageattention",
         resolve=("sageattention",),
         verified=True,
@@ -636,6 +647,7 @@ BACKENDS: tuple[Backend, ...] = (
         name="xformers",
         label="xFormers",
         distribution=XFORMERS_DISTRIBUTION,
+        checked_up_to="0.0.35",
         module="xformers.ops",
         resolve=("xformers",),
         verified=True,

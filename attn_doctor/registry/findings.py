@@ -642,6 +642,14 @@ SDPA_KNOWN_BAD = Rule(
     proof="inputs: tests/test_registry.py::test_sdpa_on_a_release_known_bad_here_says_so_beside_its_recommendation",
     groups=frozenset({Group.CAVEAT}),
 )
+RELEASE_NEWER_THAN_RULES = Rule(
+    "release-newer-than-rules",
+    Severity.INFO,
+    "An installed release is newer than every release these rules were checked against (the date is in "
+    "`attn-doctor --version`): judged by the rules of the newest known one, unproven for its own changes.",
+    "each backend's newest checked release in `attn-doctor explain BACKEND`",
+    proof="inputs: tests/test_registry.py::test_a_release_newer_than_the_rules_is_a_note_with_its_proof",
+)
 
 # the doctor itself
 CHECK_CRASHED = Rule(
@@ -719,6 +727,7 @@ RULES: tuple[Rule, ...] = (
     TRITON_PTXAS_TOO_OLD,
     RELEASE_BROKEN_HERE,
     SDPA_KNOWN_BAD,
+    RELEASE_NEWER_THAN_RULES,
     CHECK_CRASHED,
 )
 

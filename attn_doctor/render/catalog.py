@@ -77,6 +77,8 @@ def render_backend(backend: Backend) -> str:
         lines.append(f"    known bad: torch {hazard.torch}{cudnn} on {where}: {hazard.what}; {hazard.source}")
     for lookalike in backend.lookalikes:
         lines.append(f"    lookalike: {lookalike.distribution} {lookalike.versions} is {lookalike.what}")
+    if backend.checked_up_to:
+        lines.append(f"    rules checked against: releases up to {backend.checked_up_to}")
     lines += [f"    caveat: {c}" for c in backend.caveats]
     lines += [f"    axolotl: {line}" for line in backend.axolotl.splitlines()]
     lines += [f"    install: {backend.install}", f"    source: {backend.source}"]

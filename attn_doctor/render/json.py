@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from attn_doctor.facts.model import SCHEMA, to_data
+from attn_doctor.registry.backends import RULES_CHECKED
 from attn_doctor.registry.findings import Severity
 from attn_doctor.report import Report
 
@@ -18,6 +19,7 @@ def report_data(report: Report, exit_code: int) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         **to_data(report.facts),
+        "rules_checked": RULES_CHECKED,
         "findings": [
             {
                 "code": f.code,

@@ -15,6 +15,7 @@ from attn_doctor.registry.findings import CHECK_CRASHED, Finding, finding
 from attn_doctor.rules.checks import (
     binaries,
     collisions,
+    freshness,
     gpu,
     gpu_code,
     gpu_support,
@@ -45,6 +46,7 @@ CHECKS: tuple[Check, ...] = (
     gpu_code.extension_code_findings,
     gpu_code.ptxas_findings,
     sdpa.sdpa_findings,
+    freshness.freshness_findings,
     toolchain.toolchain_findings,
 )
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from packaging.version import InvalidVersion, Version
+
 from attn_doctor.actions.installer import Installer
 from attn_doctor.actions.plan import Command, Step
 from attn_doctor.facts.model import Facts, Torch
+from attn_doctor.registry.backends import backend_of_distribution
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,24 @@ Recipe = tuple[list[Step], list[str], str, str | None]
 def pip_step(context: RecipeContext, why: str, *requirements: str, flags: tuple[str, ...] = (), **env: str) -> Command:
     argv = context.installer.install(*requirements, context.torch_pin, flags=flags)
     return Command(argv, context.watch, why, tuple(sorted(env.items())))
+
+
+def kept_or_pinned(context: RecipeContext, distribution: str, pinned: str) -> tuple[str, list[str]]:
+    """The release to plan: the pinned one, or the installed one where it is newer and not known bad
+    here. A plan never downgrades a newer release that works to the one these rules were checked
+    against; the note says so, and how to prove it."""
+    package = context.facts.package(distribution)
+    backend = backend_of_distribution(distribution)
+    installed = package.version if package is not None else None
+    try:
+        newer = installed is not None and Version(installed) > Version(pinned)
+    except InvalidVersion:
+        newer = False
+    if not newer or installed is None or backend is None:
+        return pinned, []
+    if backend.bad_releases_found(installed, context.facts):
+        return pinned, [f"{distribution} {installed} is installed but known bad here: {pinned} replaces it"]
+    return installed, [
+        f"{distribution} {installed} is installed, newer than {pinned} (the newest these rules pin) and not known "
+        f"bad here: kept, not downgraded; `attn-doctor verify {backend.name}` proves it on this GPU"
+    ]

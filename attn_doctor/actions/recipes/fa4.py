@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, kept_or_pinned, pip_step
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA2_DISTRIBUTION, FA4_DISTRIBUTION
 from attn_doctor.registry.versions import release
@@ -10,12 +10,14 @@ from attn_doctor.registry.versions import release
 
 def fa4(context: RecipeContext) -> Recipe:
     extra = "[cu13]" if release(context.torch.cuda)[:1] >= (13,) else ""
-    requirement = f"flash-attn-4{extra}=={recipes.FA4_VERSION}"
+    version, kept = kept_or_pinned(context, FA4_DISTRIBUTION, recipes.FA4_VERSION)
+    requirement = f"flash-attn-4{extra}=={version}"
     notes = [
-        f"flash-attn-4 {recipes.FA4_VERSION} is a pre-release, pinned exactly (plain `pip install flash-attn-4` "
+        f"flash-attn-4 {version} is a pre-release, pinned exactly (plain `pip install flash-attn-4` "
         "finds no release); the cu13 extra brings the CUDA 13 CuTe DSL libraries"
         if extra
-        else f"flash-attn-4 {recipes.FA4_VERSION} is a pre-release, pinned exactly",
+        else f"flash-attn-4 {version} is a pre-release, pinned exactly",
+        *kept,
         "the first call per shape JIT-compiles (~2 s); importing flash_attn.cute takes ~10 s (CuTe DSL)",
     ]
     if context.facts.package(FA2_DISTRIBUTION) is not None:
@@ -24,4 +26,4 @@ def fa4(context: RecipeContext) -> Recipe:
             "that collision with fix-shadow's plan, shown and undoable on its own"
         )
     why = "FA4 and its CuTe DSL dependencies" + (" for CUDA 13" if extra else "")
-    return [pip_step(context, why, requirement)], notes, FA4_DISTRIBUTION, recipes.FA4_VERSION
+    return [pip_step(context, why, requirement)], notes, FA4_DISTRIBUTION, version
