@@ -428,3 +428,60 @@ def test_a_fifo_named_in_record_is_not_opened(venv: Venv, tmp_path: Path) -> Non
     assert code != 3, err
     [package] = [p for p in json.loads(out)["packages"] if p["name"] == "sageattention"]
     assert {"path": "sageattention/core.py", "now_matches": None} in package["modified"]
+
+
+def machine_nvcc() -> Path:
+    """This machine image's nvcc: a toolkit made from NVIDIA's pip wheels (its dist-info, no
+    version.json), whose nvcc names its release in its own version string."""
+    found = next(
+        (p for p in sorted(Path("/usr/local").glob("cuda*/bin/nvcc")) if p.read_bytes()[:4] == b"\x7fELF"), None
+    )
+    assert found is not None, "this machine image carries a CUDA toolkit in /usr/local"
+    return found
+
+
+def test_check_and_install_say_the_same_of_an_nvcc_wrapper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A toolkit made from NVIDIA's pip wheels (no version.json: its nvcc names its release itself),
+    reached through a wrapper script on PATH: check and install give one answer, and CUDA_HOME,
+    set as that answer says, is what both then build with."""
+    import dataclasses
+
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.plan import Refusal
+    from attn_doctor.actions.recipes.context import InstallRequest
+    from attn_doctor.facts.model import Toolchain
+    from attn_doctor.facts.saved import load_facts
+    from attn_doctor.report import judge
+
+    toolkit = tmp_path / "cuda-pip"
+    (toolkit / "bin").mkdir(parents=True)
+    real = toolkit / "bin" / "nvcc"
+    real.write_bytes(machine_nvcc().read_bytes())
+    real.chmod(0o755)
+    wrapper = script(tmp_path / "bin" / "nvcc", f'exec {real} "$@"\n')
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+
+    facts = load_facts(HEALTHY)  # a CUDA 12.8 torch on an H100, with this machine's toolchain
+    from attn_doctor.facts.given import with_given_torch
+
+    def judged(tools: Toolchain) -> tuple[list[str], str]:
+        here = dataclasses.replace(with_given_torch(facts, "2.11.0", "13.0"), toolchain=tools)
+        said = [f.title for f in judge(here).findings if f.code == "nvcc-version-unknown"]
+        try:
+            plan_install(here, InstallRequest("fa3"), here=False)
+            return said, ""
+        except Refusal as refusal:
+            return said, str(refusal)
+
+    wrapped = read_toolchain(None)
+    assert (wrapped.nvcc_path, wrapped.nvcc) == (str(wrapper), None)
+    said, refused = judged(wrapped)
+    assert said and said[0] in refused and "set CUDA_HOME" in refused  # one answer, in both
+
+    monkeypatch.setenv("CUDA_HOME", str(toolkit))
+    named = read_toolchain(None)
+    assert (named.nvcc_path, named.nvcc) == (str(real), "13.0")  # read, never run
+    said, refused = judged(named)
+    assert said == [] and "nvcc" not in refused

@@ -590,6 +590,16 @@ BUILD_TOOL_MISSING = Rule(
     f"{_FA}/README.md (without ninja the build takes about 2 hours)",
     proof="unproven: `pip install ninja` from the index (nvcc and a compiler are system packages)",
 )
+NVCC_VERSION_UNKNOWN = Rule(
+    "nvcc-version-unknown",
+    Severity.INFO,
+    "The nvcc found tells no release: a wrapper script on PATH, or a toolkit without version files whose nvcc "
+    "has no version string. Source builds (FA2, FA3, SageAttention) cannot be planned with it until CUDA_HOME "
+    "names its toolkit.",
+    "torch.utils.cpp_extension (CUDA_HOME first, then the nvcc on PATH): "
+    "https://github.com/pytorch/pytorch/blob/v2.11.0/torch/utils/cpp_extension.py (_find_cuda_home)",
+    proof="inputs: tests/test_hostile_input.py::test_check_and_install_say_the_same_of_an_nvcc_wrapper",
+)
 
 # what the installed binaries can run on this GPU (their fatbins, Triton's ptxas)
 _COMPATIBILITY = "https://docs.nvidia.com/cuda/cuda-c-programming-guide/#binary-compatibility"
@@ -722,6 +732,7 @@ RULES: tuple[Rule, ...] = (
     FLEET_NODE_DEAD,
     NVCC_TORCH_CUDA_MISMATCH,
     BUILD_TOOL_MISSING,
+    NVCC_VERSION_UNKNOWN,
     TORCH_NO_GPU_CODE,
     EXTENSION_NO_GPU_CODE,
     TRITON_PTXAS_TOO_OLD,

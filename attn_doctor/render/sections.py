@@ -207,8 +207,8 @@ def _toolchain(facts: Facts) -> Section:
     tools = facts.toolchain
     lines = [
         Line(
-            OK if tools.nvcc_path else ABSENT,
-            f"nvcc {tools.nvcc or '(version unknown: no version file in its toolkit)'} at {tools.nvcc_path}"
+            (OK if tools.nvcc else WARNING) if tools.nvcc_path else ABSENT,
+            f"nvcc {tools.nvcc or '(its release unknown: see nvcc-version-unknown)'} at {tools.nvcc_path}"
             if tools.nvcc_path
             else "no nvcc",
         ),

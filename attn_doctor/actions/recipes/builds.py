@@ -14,6 +14,7 @@ from attn_doctor.actions.source import Source, SourceError, declared_version, gi
 from attn_doctor.registry import recipes
 from attn_doctor.registry.versions import release
 from attn_doctor.registry.wheels import cpython_tag, machine_of
+from attn_doctor.rules.checks.toolchain import nvcc_unusable
 
 
 def built_here(context: RecipeContext, distribution: str, version: str) -> str | None:
@@ -39,8 +40,9 @@ def build_setup(context: RecipeContext, min_nvcc: str) -> tuple[list[Step], list
     MAX_JOBS from cores and memory. Returns the steps so far, notes and the build's environment."""
     tools, torch = context.facts.toolchain, context.torch
     problems = []
-    if tools.nvcc is None:
-        problems.append("no nvcc (install the CUDA toolkit matching torch's CUDA, or set CUDA_HOME)")
+    unusable = nvcc_unusable(tools)
+    if unusable is not None or tools.nvcc is None:
+        problems.append(unusable or "no nvcc")
     elif release(tools.nvcc) < release(min_nvcc):
         problems.append(f"nvcc {tools.nvcc} is older than {min_nvcc}")
     elif release(tools.nvcc)[:1] != release(torch.cuda)[:1]:
