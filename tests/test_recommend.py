@@ -165,7 +165,8 @@ def config_codes(config: Path, *extra: str) -> set[str]:
         ("attn_implementation: flex_attention\ntorch_compile: auto\n", set()),
         ("sage_attention: true\n", {"config-sage-full-finetune", "config-backend-unavailable"}),
         ("attn_implementation: s2\n", {"config-unknown-attention"}),
-        ("attn_implementation: kernels-community/flash-attn3\n", set()),  # a hub kernel
+        # a hub kernel: transformers loads it through the `kernels` package, not installed there
+        ("attn_implementation: kernels-community/flash-attn3\n", {"config-backend-unavailable"}),
         ("base_model: m\nsome_future_key: [1, 2]\nattn_implementation: sdpa\n", set()),  # unknown keys: left alone
     ],
 )
@@ -336,3 +337,22 @@ def test_check_reads_head_dims_from_the_configs_local_base_model(tmp_path: Path)
     (model / "config.json").write_text("{broken")
     code, _, err = doctor("check", "--facts", FIXTURES / "h100-check.json", "--config", local)
     assert code == 2 and err.count("\n") == 1 and f"base_model of {local}" in err
+
+
+def test_a_hub_kernel_needs_the_kernels_package(tmp_path: Path) -> None:
+    """attn_implementation: kernels-community/flash-attn3 (axolotl PR #3602): without `kernels` the model
+    fails to load, and check says so with the install; with it, nothing stands in the way."""
+    import dataclasses
+
+    from attn_doctor.facts.model import Installed
+    from attn_doctor.report import CheckRequest
+
+    config = tmp_path / "axolotl.yaml"
+    config.write_text("base_model: m\nattn_implementation: kernels-community/flash-attn3\nadapter: lora\n")
+    facts = load_facts(FIXTURES / "h100-check.json")
+    work = axolotl_workload(config)
+    [missing] = [f for f in judge(facts, CheckRequest(workload=work)).findings if f.code.startswith("config-")]
+    assert "through the `kernels` package, which is not installed" in missing.title
+    assert "pip install kernels" in missing.fix[0]
+    with_kernels = dataclasses.replace(facts, installed=(*facts.installed, Installed("kernels", "0.11.0")))
+    assert not [f for f in judge(with_kernels, CheckRequest(workload=work)).findings if f.code.startswith("config-")]

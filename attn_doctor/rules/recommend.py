@@ -34,6 +34,7 @@ from attn_doctor.registry.findings import (
     finding,
 )
 from attn_doctor.rules.assess import Assessment
+from attn_doctor.rules.fixes import pip_install
 from attn_doctor.rules.ranking import major, ranking, weakest
 from attn_doctor.workload import CANONICAL, Workload
 
@@ -138,6 +139,14 @@ def _as_measured(
     return timed + [b for b in now if b.name not in speeds]
 
 
+# transformers loads an attn_implementation of the form org/name from the Hub; get_kernel raises
+# ImportError without the `kernels` distribution, and repos outside kernels-community need
+# allow_all_kernels (src/transformers/integrations/hub_kernels.py: is_kernel, get_kernel)
+HUB_KERNELS_SOURCE = (
+    "https://github.com/huggingface/transformers/blob/main/src/transformers/integrations/hub_kernels.py"
+)
+
+
 def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessment]) -> list[Finding]:
     """What an Axolotl config will meet on this machine (`--config`)."""
     ax = work.axolotl
@@ -178,6 +187,17 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
             )
         )
         return found
+    if chosen and "/" in chosen and "kernels" not in {i.name for i in facts.installed}:
+        found.append(
+            finding(
+                CONFIG_BACKEND_UNAVAILABLE,
+                f"the config asks for {chosen}, a kernel that transformers loads from the Hugging Face Hub "
+                "through the `kernels` package, which is not installed: loading the model fails",
+                [pip_install(facts, "kernels") + "  # the build for this torch and CUDA comes from the Hub at load"],
+                [HUB_KERNELS_SOURCE],
+                subject=Subject(Kind.CONFIG, "attn_implementation"),
+            )
+        )
     backend = backend_of_implementation(chosen)
     if backend is not None and not verdicts[backend.name].usable:
         verdict = verdicts[backend.name]
