@@ -227,6 +227,7 @@ def test_drift_of_torch_gpu_and_a_reinstall() -> None:
         ('{"schema": "attn-doctor/report-1"}', "is not an attn-doctor lock file"),
         ('{"schema": "attn-doctor/lock-1", "gpus": "Hopper", "torch": null, "packages": {}}', '"gpus" must be'),
         ('{"schema": "attn-doctor/lock-1", "gpus": [], "torch": {"version": 2}, "packages": {}}', '"torch" must be'),
+        ('{"schema": "attn-doctor/lock-1", "gpus": [], "packages": {}}', 'no "torch"'),  # was an internal error
         (
             '{"schema": "attn-doctor/lock-1", "gpus": [], "torch": null, "packages": {"fa": {"version": "1"}}}',
             '"packages" must map',

@@ -55,7 +55,9 @@ def load_lock(path: Path) -> dict[str, Any]:
     gpus = data.get("gpus")
     if not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus):
         raise FactsError(f'lock file {path}: "gpus" must be a list of strings')
-    torch = data.get("torch")
+    if "torch" not in data:  # `lock` writes null where there is none: a missing key is a damaged file
+        raise FactsError(f'lock file {path}: no "torch" (null where the locked machine had none)')
+    torch = data["torch"]
     if torch is not None and not (isinstance(torch, dict) and isinstance(torch.get("version"), str)):
         raise FactsError(f'lock file {path}: "torch" must be null or an object with a "version" string')
     packages = data.get("packages")
