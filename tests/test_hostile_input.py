@@ -430,6 +430,31 @@ def test_a_fifo_named_in_record_is_not_opened(venv: Venv, tmp_path: Path) -> Non
     assert {"path": "sageattention/core.py", "now_matches": None} in package["modified"]
 
 
+@pytest.mark.parametrize(
+    ("row", "said"),
+    [
+        # a row over csv's field limit (131,072 characters) ended the probe (exit 3)
+        ("sageattention/" + "x" * 200_000 + ".py,sha256=AAAA,1\n", "RECORD unreadable"),
+        # a row naming a kernel file: reading /proc/self/pagemap held the probe for a minute
+        ("/proc/self/pagemap,sha256=AAAA,1\n", None),
+    ],
+    ids=["over-csv-field-limit", "proc-pagemap"],
+)
+def test_a_hostile_record_row_is_a_finding_not_a_crash_or_a_wait(venv: Venv, row: str, said: str | None) -> None:
+    from tests.conftest import doctor, pypi_wheel
+
+    venv.install(pypi_wheel("sageattention==1.0.6"))
+    [record] = venv.site.glob("sageattention-1.0.6.dist-info/RECORD")
+    record.write_text(record.read_text() + row)
+    code, out, err = doctor("check", "--python", venv.python, "--no-gpu-ok", "--format", "json")
+    assert code in (0, 1), err
+    [package] = [p for p in json.loads(out)["packages"] if p["name"] == "sageattention"]
+    if said is None:
+        assert package["metadata_problem"] is None and package["missing"] == [] and package["modified"] == []
+    else:
+        assert said in (package["metadata_problem"] or "")
+
+
 def machine_nvcc() -> Path:
     """This machine image's nvcc: a toolkit made from NVIDIA's pip wheels (its dist-info, no
     version.json), whose nvcc names its release in its own version string."""

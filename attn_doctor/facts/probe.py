@@ -101,13 +101,16 @@ def _record(
     import csv
 
     rows = []
-    for row in csv.reader(text.splitlines()):
-        if not row:
-            continue
-        path = row[0]
-        recorded_hash = row[1] if len(row) > 1 and row[1] else None
-        size = int(row[2]) if len(row) > 2 and row[2].isdigit() else None
-        rows.append((path, recorded_hash, size))
+    try:
+        for row in csv.reader(text.splitlines()):
+            if not row:
+                continue
+            path = row[0]
+            recorded_hash = row[1] if len(row) > 1 and row[1] else None
+            size = int(row[2]) if len(row) > 2 and row[2].isdigit() else None
+            rows.append((path, recorded_hash, size))
+    except csv.Error as error:  # a row over csv's field limit, a NUL: a damaged RECORD, not a crash
+        raise ValueError("RECORD unreadable ({})".format(error)) from error
     return rows, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -209,6 +212,16 @@ def distributions(names: list[str], verify: list[str], hash_limit: int | None) -
     return found
 
 
+def _inside_environment(path: str, location: str) -> bool:
+    """Within the distribution's site-packages or the environment's prefix (scripts in bin/, data
+    files in share/): where an install writes its files."""
+    for folder in (location, sys.prefix):
+        root = os.path.normpath(folder)
+        if path == root or path.startswith(root + os.sep):
+            return True
+    return False
+
+
 def _verify(found: list[Json], hash_limit: int | None) -> None:
     """Compare every file with its RECORD row, and name whose copy a changed file now is."""
     owners: dict[str, list[tuple[str, str]]] = {}  # absolute path -> [(distribution, recorded hash)]
@@ -232,6 +245,8 @@ def _verify(found: list[Json], hash_limit: int | None) -> None:
             for other, _ in owners.get(absolute, []):
                 if other != entry["name"]:
                     shared.setdefault(other, []).append(path)
+            if not _inside_environment(absolute, entry["location"]):
+                continue  # a row naming /proc/... or /dev/...: pip writes nothing there, and it is never opened
             if not os.path.lexists(absolute):
                 missing.append(path)
                 continue
