@@ -171,25 +171,33 @@ def nvcc_12_8_ptxas() -> Path:
     return kept
 
 
-def triton_wheel(folder: Path, version: str, ptxas: Path) -> Path:
-    """A wheel of Triton's files that matter here: its bundled ptxas, at its real path."""
-    name = f"triton-{version}.dist-info"
+def make_wheel(folder: Path, name: str, version: str, files: dict[str, bytes], tag: str = "py3-none-any") -> Path:
+    """A wheel of these files, with its dist-info and a RECORD of their hashes."""
+    info = f"{name}-{version}.dist-info"
     files = {
-        "triton/__init__.py": f"__version__ = {version!r}\n".encode(),
-        "triton/backends/nvidia/bin/ptxas": ptxas.read_bytes(),
-        f"{name}/METADATA": f"Metadata-Version: 2.1\nName: triton\nVersion: {version}\n".encode(),
-        f"{name}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: py3-none-any\n",
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: {tag}\n".encode(),
     }
     record = [
         f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
         for path, data in files.items()
     ]
-    wheel = folder / f"triton-{version}-py3-none-any.whl"
+    wheel = folder / f"{name}-{version}-{tag}.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         for path, data in files.items():
             archive.writestr(path, data)
-        archive.writestr(f"{name}/RECORD", "\n".join([*record, f"{name}/RECORD,,"]) + "\n")
+        archive.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
     return wheel
+
+
+def triton_wheel(folder: Path, version: str, ptxas: Path) -> Path:
+    """A wheel of Triton's files that matter here: its bundled ptxas, at its real path."""
+    files = {
+        "triton/__init__.py": f"__version__ = {version!r}\n".encode(),
+        "triton/backends/nvidia/bin/ptxas": ptxas.read_bytes(),
+    }
+    return make_wheel(folder, "triton", version, files)
 
 
 def test_a_triton_ptxas_older_than_the_gpu_points_at_a_newer_one(
@@ -261,3 +269,53 @@ def test_torchs_list_from_a_real_libtorch_cuda_is_get_arch_list() -> None:
     counts = ast.literal_eval(lines["every entry"].strip())
     assert counts["sm_121a"] == 1 and counts["sm_90"] == 444
     assert list(most_carried(counts)) == ast.literal_eval(lines["get_arch_list"].strip())
+
+
+def test_a_kept_wheel_is_proven_to_fit_before_it_is_installed(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`install fa2 --find-links DIR` with a wheel built once on the cluster: its name says the release
+    and the Python, not the torch nor the GPU. Read before installing, as check reads installed files:
+    one built for this torch and sm_90 is chosen; one built for sm_89 or against another torch is
+    passed over, said why, and the plan compiles instead."""
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.recipes.context import InstallRequest
+    from attn_doctor.registry.recipes import FA2_VERSION
+
+    toolkit = next((p for p in sorted(Path("/usr/local").glob("cuda*")) if (p / "bin" / "ptxas").is_file()), None)
+    assert toolkit is not None, "this machine image carries a CUDA toolkit in /usr/local"
+    monkeypatch.setenv("CUDA_HOME", str(toolkit))
+    tag = run(machine.venv.python, "-c", "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')").stdout
+    wheelhouse = tmp_path / "wheelhouse"
+
+    def kept_wheel(*targets: str) -> None:
+        build_extension(machine, *targets)
+        shutil.rmtree(wheelhouse, ignore_errors=True)
+        wheelhouse.mkdir()
+        python = tag.strip()
+        files = {machine.extension.name: machine.extension.read_bytes(), "flash_attn/__init__.py": b""}
+        make_wheel(wheelhouse, "flash_attn", FA2_VERSION, files, f"{python}-{python}-linux_x86_64")
+
+    def planned() -> tuple[list[str], list[str]]:
+        facts = collect(str(machine.venv.python), nvml=h100)
+        job = plan_install(facts, InstallRequest("fa2", find_links=str(wheelhouse)), here=True)
+        return [" ".join(s.describe() for s in job.plan.steps)], list(job.plan.notes)
+
+    kept_wheel("sm_80", "sm_90")
+    steps, notes = planned()
+    assert not any("FLASH_ATTENTION_FORCE_BUILD" in s for s in steps), steps  # no compile
+    assert any("proven before installing" in n for n in notes), notes
+
+    kept_wheel("sm_89")  # built on an RTX 4090
+    steps, notes = planned()
+    assert any("FLASH_ATTENTION_FORCE_BUILD" in s for s in steps), steps  # compiles instead
+    assert any("passed over" in n and "carries no code for sm_90 (it has sm_89)" in n for n in notes), notes
+
+    kept_wheel("sm_90")
+    machine.build_torch(set_device_argument="signed char")  # this torch changed under the kept build
+    steps, notes = planned()
+    assert any("FLASH_ATTENTION_FORCE_BUILD" in s for s in steps), steps
+    assert any("passed over" in n and "torch symbol(s) torch 2.99.0+cu130 lacks" in n for n in notes), notes

@@ -63,7 +63,7 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
         raise Refusal(f"{backend.label} cannot run here: {'; '.join(problems)}. {_instead(facts, backend)}")
     installer = choose_installer(python, request.installer, request.find_links, request.offline, request.allow_system)
     watch = tuple(dict.fromkeys([*python.site_packages, str(Path(python.executable).parent)]))
-    context = RecipeContext(facts, facts.torch, installer, watch, request)
+    context = RecipeContext(facts, facts.torch, installer, watch, request, here)
     steps, notes, distribution, version = RECIPES[backend.name](context)
     forced = tuple(f"--force: planned although {p}" for p in problems)
     notes += _behind_sdpa(facts, backend)

@@ -11,28 +11,45 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.context import RecipeContext, pip_step
 from attn_doctor.actions.source import Source, SourceError, declared_version, git_head, read_source, unpack_argv
+from attn_doctor.facts.wheels import WheelError, read_wheel
 from attn_doctor.registry import recipes
 from attn_doctor.registry.versions import release
 from attn_doctor.registry.wheels import cpython_tag, machine_of
 from attn_doctor.rules.checks.toolchain import nvcc_unusable
+from attn_doctor.rules.wheel_fit import misfits
 
 
-def built_here(context: RecipeContext, distribution: str, version: str) -> str | None:
-    """A wheel of exactly this release for the target's Python and machine in --find-links: one
-    built from source once (on this cluster, for this torch) and kept, so that other nodes need
-    not compile it again. Its name cannot say which torch it was built against."""
+def built_here(context: RecipeContext, distribution: str, version: str) -> tuple[str | None, list[str]]:
+    """A wheel of exactly this release for the target's Python and machine in --find-links (one
+    built once on this cluster and kept, so that other nodes need not compile it again), proven to
+    fit before it is chosen: its shared objects read as `check` reads installed ones, against this
+    torch and these GPUs. Its name cannot say which torch it was built against; its symbols can.
+    Returns the chosen wheel's name, and why each other candidate was passed over."""
     if not context.request.find_links:
-        return None
+        return None, []
     python, machine = cpython_tag(context.facts.python.version), machine_of(context.facts.python)
+    passed_over = []
     for wheel in sorted(Path(context.request.find_links).glob("*.whl")):
         try:
             name, found, _, tags = parse_wheel_filename(wheel.name)
         except InvalidWheelFilename:
             continue
         ours = any(t.interpreter == python and t.platform.endswith(machine) for t in tags)
-        if name == canonicalize_name(distribution) and str(found) == version and ours:
-            return wheel.name
-    return None
+        if name != canonicalize_name(distribution) or str(found) != version or not ours:
+            continue
+        if not context.here:  # another machine's report: its torch's files are not here to read
+            return wheel.name, []
+        try:
+            reasons = misfits(read_wheel(str(wheel), distribution, context.torch.location), context.facts)
+        except WheelError as error:
+            reasons = [str(error)]
+        if not reasons:
+            return wheel.name, [
+                f"{wheel.name} proven before installing: its shared objects load next to this torch "
+                "and carry code for every GPU here"
+            ]
+        passed_over.append(f"{wheel.name} passed over: {'; '.join(reasons)}")
+    return None, passed_over
 
 
 def build_setup(context: RecipeContext, min_nvcc: str) -> tuple[list[Step], list[str], dict[str, str]]:

@@ -35,6 +35,7 @@ class RecipeContext:
     installer: Installer
     watch: tuple[str, ...]
     request: InstallRequest
+    here: bool = True  # the facts are this machine's: its files (torch's libraries) can be read
 
     @property
     def torch_pin(self) -> str:

@@ -32,11 +32,11 @@ def fa2(context: RecipeContext) -> Recipe:
             "flash-attn",
             recipes.FA2_WHEEL_VERSION,
         )
-    built = built_here(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
+    built, proof = built_here(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
     if built is not None and not context.request.sources:
         notes = [
-            f"{built} in --find-links: FA2 {recipes.FA2_VERSION} built before, installed without compiling; "
-            "the verification undoes it if it was built against another torch"
+            f"{built} in --find-links: FA2 {recipes.FA2_VERSION} built before, installed without compiling",
+            *proof,
         ]
         step = pip_step(context, "FA2 as built before, from the wheelhouse", f"flash-attn=={recipes.FA2_VERSION}")
         return [step], notes, FA2_DISTRIBUTION, recipes.FA2_VERSION
@@ -48,6 +48,7 @@ def fa2(context: RecipeContext) -> Recipe:
         f"no prebuilt FA2 wheel for torch {torch.version} ({torch.build}), Python {facts.python.version}: "
         f"it compiles, roughly {minutes} min with {jobs} jobs for sm {';'.join(archs)} "
         "(scaled from 19 min measured for sm 90 with 16 jobs on an H100)",
+        *proof,  # the kept wheels passed over, each with why
         *notes,
     ]
     env.update(FLASH_ATTN_CUDA_ARCHS=";".join(archs), FLASH_ATTENTION_FORCE_BUILD="TRUE")

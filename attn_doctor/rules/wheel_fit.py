@@ -1,0 +1,35 @@
+"""Whether a wheel's compiled files fit this machine, from their reading: the same judgements as
+`check` makes of installed ones (rules/checks/binaries.py, gpu_code.py), said as reasons to pass
+a candidate over before it is installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attn_doctor.facts.model import Binary, Facts
+from attn_doctor.registry import cuda
+
+
+def misfits(binaries: tuple[Binary, ...], facts: Facts) -> list[str]:
+    """Why these files would not load or not run here; empty where they fit."""
+    reasons = []
+    torch = f"torch {facts.torch.version}" if facts.torch else "the installed torch"
+    for binary in binaries:
+        name = Path(binary.path).name
+        if binary.error:
+            reasons.append(f"{name}: unreadable ({binary.error})")
+            continue
+        if binary.missing_libraries:
+            reasons.append(f"{name} needs {', '.join(binary.missing_libraries)}, which this machine does not have")
+        if binary.missing_symbols:
+            if binary.abi and binary.torch_abi and binary.abi != binary.torch_abi:
+                reasons.append(f"{name} is built with the {binary.abi} C++ ABI, {torch} with the {binary.torch_abi}")
+            else:
+                reasons.append(f"{name} imports {len(binary.missing_symbols)} torch symbol(s) {torch} lacks")
+        for need in binary.missing_versions:
+            reasons.append(f"{name} needs {need.version} from {need.library}, newer than this machine's")
+        gpus = [g for g in facts.gpus if g.vendor == "nvidia" and g.compute_capability]
+        for gpu in gpus:
+            if binary.cuda_code and not cuda.runs_any(binary.cuda_code, gpu.compute_capability or ""):
+                reasons.append(f"{name} carries no code for {gpu.sm} (it has {cuda.shown(binary.cuda_code)})")
+    return reasons
