@@ -34,6 +34,9 @@ else:  # pragma: no cover - Python 3.10
 KEYS = {"fail-on", "ignore", "require", "no-gpu-ok"}
 FAIL_ON = ("error", "warning", "info", "never")
 MAX_PYPROJECT_BYTES = 1 * MIB  # the largest pyprojects are tens of kilobytes
+# a gate names a few backends and codes: more is no gate (120,000 `require` entries took 38 s and
+# printed 120,040 lines), said in one line instead
+MAX_ENTRIES = 256
 
 
 class ConfigError(ValueError):
@@ -52,10 +55,11 @@ def load(folder: Path, environ: Mapping[str, str] = os.environ) -> GateConfig:
     from_file = _pyproject(folder / "pyproject.toml")
     return GateConfig(
         fail_on=_fail_on(environ.get("ATTN_DOCTOR_FAIL_ON"), "ATTN_DOCTOR_FAIL_ON") or from_file.fail_on,
-        ignore=tuple(environ["ATTN_DOCTOR_IGNORE"].replace(",", " ").split())
+        ignore=_bounded(tuple(environ["ATTN_DOCTOR_IGNORE"].replace(",", " ").split()), "ATTN_DOCTOR_IGNORE")
         if "ATTN_DOCTOR_IGNORE" in environ
         else from_file.ignore,
-        require=_requirements(environ.get("ATTN_DOCTOR_REQUIRE", "")) or from_file.require,
+        require=_bounded(_requirements(environ.get("ATTN_DOCTOR_REQUIRE", "")), "ATTN_DOCTOR_REQUIRE")
+        or from_file.require,
         no_gpu_ok=_flag(environ["ATTN_DOCTOR_NO_GPU_OK"])
         if "ATTN_DOCTOR_NO_GPU_OK" in environ
         else from_file.no_gpu_ok,
@@ -79,6 +83,8 @@ def _pyproject(path: Path) -> GateConfig:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    except RecursionError as error:  # arrays nested thousands deep: the parser's stack, not ours
+        raise ConfigError(f"{path} is nested too deeply to read") from error
     tool = document.get("tool", {})
     if not isinstance(tool, dict):  # `tool = 5`: valid TOML, but no table to look in
         raise ConfigError(f"{path}: [tool] must be a table")
@@ -107,7 +113,13 @@ def _fail_on(value: object, where: str) -> str | None:
 def _strings(value: object, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where} must be a list of strings")
-    return tuple(value)
+    return _bounded(tuple(value), where)
+
+
+def _bounded(entries: tuple[str, ...], where: str) -> tuple[str, ...]:
+    if len(entries) > MAX_ENTRIES:
+        raise ConfigError(f"{where} lists {len(entries)} entries: at most {MAX_ENTRIES}")
+    return entries
 
 
 def _boolean(value: object, where: str) -> bool | None:

@@ -510,3 +510,18 @@ def test_check_and_install_say_the_same_of_an_nvcc_wrapper(tmp_path: Path, monke
     assert (named.nvcc_path, named.nvcc) == (str(real), "13.0")  # read, never run
     said, refused = judged(named)
     assert said == [] and "nvcc" not in refused
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("require = " + "[" * 5000 + "]" * 5000, "nested too deeply to read"),  # was an internal error
+        ("require = [" + ",".join(['"sdpa"'] * 120_000) + "]", "require lists 120000 entries: at most 256"),
+    ],
+    ids=["nested-5000-deep", "120000-requirements"],
+)
+def test_a_pyproject_bounded_in_work_not_only_in_bytes(tmp_path: Path, toml: str, message: str) -> None:
+    """Under the 1 MiB limit, and still no gate: one line, exit 2, at once (it took 38 s and printed
+    120,040 lines)."""
+    (tmp_path / "pyproject.toml").write_text(f"[tool.attn-doctor]\n{toml}\n")
+    one_line(*doctor("check", "--facts", HEALTHY, cwd=tmp_path), message)
