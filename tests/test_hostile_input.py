@@ -525,3 +525,18 @@ def test_a_pyproject_bounded_in_work_not_only_in_bytes(tmp_path: Path, toml: str
     120,040 lines)."""
     (tmp_path / "pyproject.toml").write_text(f"[tool.attn-doctor]\n{toml}\n")
     one_line(*doctor("check", "--facts", HEALTHY, cwd=tmp_path), message)
+
+
+def test_a_pth_that_prints_256_mib_costs_the_doctor_no_more_memory(venv: Venv, tmp_path: Path) -> None:
+    """Every start of the target runs its .pth files: one that prints 256 MiB cost the doctor 1.5 GiB
+    (each child's output was kept whole). The output kept is the last part, where the answer is."""
+    (venv.site / "loud.pth").write_text("import sys; [sys.stdout.write('x' * (1 << 20)) for _ in range(256)]\n")
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "attn_doctor", "check", "--python", str(venv.python),
+         "--no-gpu-ok", "--format", "json"],
+        capture_output=True, text=True, timeout=HANG_GUARD_S, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr[-500:]
+    assert json.loads(done.stdout)["python"]["executable"] == str(venv.python)
+    peak_mib = int(done.stderr.strip().splitlines()[-1]) / 1024
+    assert peak_mib < 400, peak_mib  # the doctor's own process: bounded, far under the 256 MiB printed x6

@@ -12,14 +12,18 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 POLL_S = 0.2  # how often a waiting read looks whether the child has exited
 # Once the child has exited, how long what it left behind may keep its pipes open (a wrapper's
 # background job) before that is killed and the output read so far is the answer.
 LINGER_S = 1.0
+MAX_OUTPUT_BYTES = 32 << 20  # what is kept of each of a child's pipes: the last part, where its answer is
 
 
 class ChildTimeout(Exception):
@@ -31,6 +35,30 @@ class Finished:
     returncode: int
     stdout: str
     stderr: str
+
+
+class _Tail:
+    """One of the child's pipes read to its end by a thread of its own, keeping only the last
+    MAX_OUTPUT_BYTES: what a child writes is bounded in the doctor's memory whatever it writes (a
+    .pth file printing 256 MiB), and the answer, which comes last, is kept."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._pipe = pipe
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := self._pipe.read1(1 << 16):  # type: ignore[attr-defined]
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                while self._size > MAX_OUTPUT_BYTES and len(self._chunks) > 1:
+                    self._size -= len(self._chunks.popleft())
+
+    def text(self) -> str:
+        return _text(b"".join(list(self._chunks))[-MAX_OUTPUT_BYTES:])
 
 
 class Child:
@@ -45,44 +73,40 @@ class Child:
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: killpg reaches what it starts
         )
+        assert self._process.stdout is not None and self._process.stderr is not None
+        self._out, self._err = _Tail(self._process.stdout), _Tail(self._process.stderr)
 
     def finish(self, timeout: float) -> Finished:
         """Its exit status and output; ChildTimeout when it is still running after `timeout` s."""
         deadline = time.monotonic() + timeout
         exited_at: float | None = None
         while True:
-            try:
-                out, err = self._process.communicate(timeout=POLL_S)
-                return Finished(self._process.returncode, _text(out), _text(err))
-            except subprocess.TimeoutExpired:
-                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=POLL_S)
             now = time.monotonic()
             if self._process.poll() is not None:
                 exited_at = now if exited_at is None else exited_at
-                if now - exited_at >= LINGER_S:
-                    out, err = self._stop()
-                    return Finished(self._process.returncode, _text(out), _text(err))
+                self._out.thread.join(timeout=POLL_S)
+                self._err.thread.join(timeout=POLL_S)
+                read = not self._out.thread.is_alive() and not self._err.thread.is_alive()
+                if read or now - exited_at >= LINGER_S:
+                    if not read:
+                        self._stop()
+                    return Finished(self._process.returncode, self._out.text(), self._err.text())
             elif now >= deadline:
                 self._stop()
                 raise ChildTimeout(f"no answer in {timeout:.0f} s")
 
-    def _stop(self) -> tuple[bytes, bytes]:
-        """Kill the process group; what it wrote, read until the pipes close or LINGER_S passes
-        (a process that left the group with setsid may hold them for ever)."""
+    def _stop(self) -> None:
+        """Kill the process group; what it wrote is read until the pipes close or LINGER_S passes.
+        A process that left the group with setsid may hold them for ever: its reading threads are
+        left to it (daemons, blocked in a read that no close would wake), the answer is what came."""
         with contextlib.suppress(ProcessLookupError, PermissionError):  # all gone, or a setuid one
             os.killpg(self._process.pid, signal.SIGKILL)
-        out: bytes | None
-        err: bytes | None
-        try:
-            out, err = self._process.communicate(timeout=LINGER_S)
-        except subprocess.TimeoutExpired as still:
-            out, err = still.output, still.stderr
-            for pipe in (self._process.stdout, self._process.stderr):
-                if pipe is not None:
-                    pipe.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=LINGER_S)
-        return out or b"", err or b""
+        for tail in (self._out, self._err):
+            tail.thread.join(timeout=LINGER_S)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=LINGER_S)
 
 
 def run_child(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None) -> Finished:
