@@ -303,3 +303,15 @@ def test_ray_without_a_cluster_is_exit_3_at_once() -> None:
     started = time.monotonic()
     code, out, err = doctor("fleet", "--ray", "--address", "127.0.0.1:1")
     assert (code, out) == (3, "") and "no Ray cluster at 127.0.0.1:1" in err and time.monotonic() - started < 20
+
+
+def test_reports_are_bounded_together_not_only_each(tmp_path: Path) -> None:
+    """Each file under its own limit (16 MiB) and twenty of them held 1.9 GiB: the reports together are
+    bounded too, refused in one line before any is parsed."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for node in range(20):
+        # 15 MiB of whitespace after a valid object: under each report's own limit
+        (big / f"node-{node}.json").write_text('{"schema": "attn-doctor/report-1"}' + " " * (15 << 20))
+    code, out, err = doctor("fleet", "--reports", str(big / "*.json"))
+    assert (code, out) == (2, "") and "over 256 MiB" in err and err.count("\n") == 1

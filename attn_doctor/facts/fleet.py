@@ -21,7 +21,7 @@ from typing import Any
 from attn_doctor.facts.child import ChildTimeout, run_child
 from attn_doctor.facts.model import Facts, FactsError
 from attn_doctor.facts.saved import MAX_REPORT_BYTES, facts_of_report
-from attn_doctor.inputs import InputError, parse_json, read_bytes, read_json
+from attn_doctor.inputs import MIB, InputError, parse_json, read_bytes, read_json
 from attn_doctor.registry.findings import (
     FLEET_NODE_CHECK_FAILED,
     FLEET_NODE_DEAD,
@@ -78,6 +78,11 @@ def read_reports(patterns: list[str]) -> list[Answer]:
     return answers
 
 
+# All reports together: a node's report is tens to hundreds of KiB, so this is thousands of nodes;
+# each one may be up to MAX_REPORT_BYTES, but twenty of those held 1.9 GiB of the doctor's memory.
+MAX_FLEET_BYTES = 256 * MIB
+
+
 def report_paths(patterns: list[str]) -> list[Path]:
     found: dict[Path, None] = {}
     for pattern in patterns:
@@ -86,6 +91,12 @@ def report_paths(patterns: list[str]) -> list[Path]:
             raise FleetInputError(f"--reports {pattern}: no file matches")
         for name in matched:
             found.setdefault(Path(name), None)
+    total = sum(os.stat(p).st_size for p in found if os.path.isfile(p))
+    if total > MAX_FLEET_BYTES:
+        raise FleetInputError(
+            f"--reports: {len(found)} files of {total / MIB:.0f} MiB together, over {MAX_FLEET_BYTES // MIB} MiB: "
+            "are these check reports (a node's is some hundred KiB)?"
+        )
     return list(found)
 
 
