@@ -39,6 +39,8 @@ XFORMERS = "https://github.com/facebookresearch/xformers"
 # backend's rules were checked against is said to be so (release-newer-than-rules).
 RULES_CHECKED = "2026-12-06"
 TORCH_CHECKED_UP_TO = "2.15.0"  # the newest torch these rules know (its builds, SDPA's kernels, flex)
+# the newest releases of the dependencies whose combinations the bad releases name (FA4's)
+DEPENDENCIES_CHECKED_UP_TO = {"nvidia-cutlass-dsl": "4.7.0", "quack-kernels": "0.6.5", "triton": "3.9.0"}
 
 # the distributions whose files and collisions some checks and actions handle by name
 FA2_DISTRIBUTION = "flash-attn"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from attn_doctor.registry.backends import Backend
+from attn_doctor.registry.backends import RULES_CHECKED, Backend
 from attn_doctor.registry.findings import Rule
 
 
@@ -78,7 +78,7 @@ def render_backend(backend: Backend) -> str:
     for lookalike in backend.lookalikes:
         lines.append(f"    lookalike: {lookalike.distribution} {lookalike.versions} is {lookalike.what}")
     if backend.checked_up_to:
-        lines.append(f"    rules checked against: releases up to {backend.checked_up_to}")
+        lines.append(f"    rules checked against: releases up to {backend.checked_up_to}, on {RULES_CHECKED}")
     lines += [f"    caveat: {c}" for c in backend.caveats]
     lines += [f"    axolotl: {line}" for line in backend.axolotl.splitlines()]
     lines += [f"    install: {backend.install}", f"    source: {backend.source}"]
