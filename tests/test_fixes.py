@@ -120,6 +120,7 @@ def test_a_stale_second_dist_info_and_a_broken_one_are_set_aside(tmp_path: Path,
         ("s2_attention: true\n", "config-s2-attention", "replace-s2"),
         ("attn_implementation: flex_attention\n", "config-flex-without-compile", "add-line"),
         ("attn_implementation: sage\n", "config-sage-full-finetune", "add-line"),
+        ("flash_attention: true\n", "config-legacy-attention-flag", "replace-legacy"),
     ],
 )
 def test_config_fixes_are_lines_that_clear_the_finding(tmp_path: Path, yaml_text: str, code: str, edit: str) -> None:

@@ -154,7 +154,8 @@ def config_codes(config: Path, *extra: str) -> set[str]:
     ("yaml_text", "codes"),
     [
         ("base_model: m\nattn_implementation: sdpa\nsample_packing: true\nadapter: lora\n", set()),
-        ("base_model: m\nflash_attention: true\n", {"config-backend-unavailable"}),  # no flash-attn there
+        # no flash-attn there; and the flag itself is deprecated
+        ("base_model: m\nflash_attention: true\n", {"config-backend-unavailable", "config-legacy-attention-flag"}),
         ("attn_implementation: sdpa\nflash_attention: true\n", {"config-mixed-attention-keys"}),
         (
             "sdp_attention: true\nxformers_attention: true\n",
@@ -163,7 +164,10 @@ def config_codes(config: Path, *extra: str) -> set[str]:
         ("s2_attention: true\nsample_packing: true\n", {"config-s2-attention"}),
         ("attn_implementation: flex_attention\n", {"config-flex-without-compile"}),
         ("attn_implementation: flex_attention\ntorch_compile: auto\n", set()),
-        ("sage_attention: true\n", {"config-sage-full-finetune", "config-backend-unavailable"}),
+        (
+            "sage_attention: true\n",
+            {"config-sage-full-finetune", "config-backend-unavailable", "config-legacy-attention-flag"},
+        ),
         ("attn_implementation: s2\n", {"config-unknown-attention"}),
         # a hub kernel: transformers loads it through the `kernels` package, not installed there
         ("attn_implementation: kernels-community/flash-attn3\n", {"config-backend-unavailable"}),

@@ -503,6 +503,14 @@ CONFIG_SEVERAL_ATTENTION_FLAGS = Rule(
     f"{_AX}/utils/schemas/enums.py (LEGACY_ATTN_FLAG_TO_IMPL)",
     proof="ran: tests/test_fixes.py::test_config_fixes_are_lines_that_clear_the_finding",
 )
+CONFIG_LEGACY_ATTENTION_FLAG = Rule(
+    "config-legacy-attention-flag",
+    Severity.INFO,
+    "A legacy attention flag (flash_attention: true, sdp_attention: true...) selects the backend: Axolotl "
+    "deprecated them for the one attn_implementation field, which names it instead.",
+    f"{_AX}/utils/schemas/enums.py (LEGACY_ATTN_FLAG_TO_IMPL); https://github.com/axolotl-ai-cloud/axolotl/pull/3602",
+    proof="ran: tests/test_fixes.py::test_config_fixes_are_lines_that_clear_the_finding",
+)
 CONFIG_UNKNOWN_ATTENTION = Rule(
     "config-unknown-attention",
     Severity.ERROR,
@@ -722,6 +730,7 @@ RULES: tuple[Rule, ...] = (
     CONFIG_MIXED_ATTENTION_KEYS,
     CONFIG_SEVERAL_ATTENTION_FLAGS,
     CONFIG_UNKNOWN_ATTENTION,
+    CONFIG_LEGACY_ATTENTION_FLAG,
     CONFIG_BACKEND_UNAVAILABLE,
     CONFIG_FLEX_WITHOUT_COMPILE,
     CONFIG_SAGE_FULL_FINETUNE,

@@ -22,6 +22,7 @@ from attn_doctor.registry.findings import (
     CONFIG_BACKEND_UNAVAILABLE,
     CONFIG_FA4_HEAD_DIMS,
     CONFIG_FLEX_WITHOUT_COMPILE,
+    CONFIG_LEGACY_ATTENTION_FLAG,
     CONFIG_MIXED_ATTENTION_KEYS,
     CONFIG_S2_ATTENTION,
     CONFIG_SAGE_FULL_FINETUNE,
@@ -167,6 +168,15 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
                 CONFIG_MIXED_ATTENTION_KEYS,
                 f"attn_implementation and the legacy {', '.join(ax.legacy)} are both set: Axolotl stops",
                 [f"keep only attn_implementation: {ax.attn_implementation}"],
+            )
+        )
+    elif len(ax.legacy) == 1:
+        found.append(
+            finding(
+                CONFIG_LEGACY_ATTENTION_FLAG,
+                f"{ax.legacy[0]}: true is deprecated in Axolotl: attn_implementation names the backend now",
+                [f"attn_implementation: {ax.effective}  # in place of {ax.legacy[0]}: true"],
+                subject=Subject(Kind.CONFIG, ax.legacy[0]),
             )
         )
     elif len(ax.legacy) > 1:
