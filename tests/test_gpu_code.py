@@ -319,3 +319,19 @@ def test_a_kept_wheel_is_proven_to_fit_before_it_is_installed(
     steps, notes = planned()
     assert any("FLASH_ATTENTION_FORCE_BUILD" in s for s in steps), steps
     assert any("passed over" in n and "torch symbol(s) torch 2.99.0+cu130 lacks" in n for n in notes), notes
+
+
+def test_a_fatbin_section_of_padding_or_noise_costs_no_more_than_its_reading(tmp_path: Path) -> None:
+    """8 MiB of zero padding is skipped in chunks, not 8 bytes a step; noise is a damaged file."""
+    plain = tmp_path / "plain.so"
+    run("g++", "-shared", "-fPIC", "-o", plain, "-x", "c++", "/dev/null")
+    for name, fill in (("zeros", b"\0"), ("noise", b"\xff")):
+        section = tmp_path / f"{name}.bin"
+        section.write_bytes(fill * (8 << 20))
+        library = tmp_path / f"{name}.so"
+        run("objcopy", "--add-section", f".nv_fatbin={section}", plain, library)
+        if name == "zeros":
+            assert cuda_code(str(library)) == Counter()
+        else:
+            with pytest.raises(FatbinError):
+                cuda_code(str(library))

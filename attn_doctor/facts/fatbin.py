@@ -37,6 +37,9 @@ _ENTRY_HEADER = 64  # the smallest entry header
 _KINDS = {1: "compute", 2: "sm"}  # PTX, cubin; NVVM IR (8) and the old cubin format (4) are not run
 _SUFFIXES = {0: "", 0x100000: "a", 0x200000: "f"}
 _SUFFIX_MASK = 0x300000
+# what a damaged or hostile file may cost: the section names read, the headers hopped over
+MAX_NAMES_BYTES = 1 << 20
+MAX_HEADERS = 1_000_000  # libtorch_cuda.so's has ~5,000
 
 
 class FatbinError(Exception):
@@ -74,7 +77,7 @@ def _sections(stream: BinaryIO, wanted: tuple[bytes, ...]) -> list[tuple[int, in
     headers = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]
     _, _, _, _, names_offset, names_size = headers[shstrndx]
     stream.seek(names_offset)
-    names = stream.read(names_size)
+    names = stream.read(min(names_size, MAX_NAMES_BYTES))
     return [
         (offset, size)
         for name, _, _, _, offset, size in headers
@@ -85,17 +88,24 @@ def _sections(stream: BinaryIO, wanted: tuple[bytes, ...]) -> list[tuple[int, in
 def _entries(stream: BinaryIO, start: int, size: int) -> Counter[str]:
     found: Counter[str] = Counter()
     position, end = start, start + size
+    hops = 0
     while position + _CONTAINER.size <= end:
+        hops += 1
+        if hops > MAX_HEADERS:
+            raise FatbinError(f"over {MAX_HEADERS} fatbin headers: not a fatbin section")
         stream.seek(position)
         head = stream.read(_CONTAINER.size)
         magic, _, header_size, entries_size = _CONTAINER.unpack(head)
         if magic != MAGIC:
             if head[:8] == bytes(8):  # padding between containers of different objects
-                position += 8
+                position = _past_zeros(stream, position, end)
                 continue
             raise FatbinError(f"no fatbin header at offset {position:#x}")
         entry, last = position + header_size, min(position + header_size + entries_size, end)
         while entry + _ENTRY.size <= last:
+            hops += 1
+            if hops > MAX_HEADERS:
+                raise FatbinError(f"over {MAX_HEADERS} fatbin headers: not a fatbin section")
             stream.seek(entry)
             kind, _, entry_header, payload, _, _, _, _, arch, flags = _ENTRY.unpack(stream.read(_ENTRY.size))
             if entry_header < _ENTRY_HEADER:
@@ -105,6 +115,20 @@ def _entries(stream: BinaryIO, start: int, size: int) -> Counter[str]:
             entry += entry_header + payload
         position = (last + 7) & ~7
     return found
+
+
+def _past_zeros(stream: BinaryIO, position: int, end: int) -> int:
+    """The first 8-byte boundary at or after `position` where the zero padding ends."""
+    while position < end:
+        stream.seek(position)
+        chunk = stream.read(min(1 << 16, end - position))
+        if not chunk:
+            return end
+        zeros = len(chunk) - len(chunk.lstrip(b"\0"))
+        if zeros < len(chunk):
+            return position + (zeros & ~7)
+        position += len(chunk)
+    return end
 
 
 def torch_cuda_code(torch_location: str) -> tuple[str, ...]:
