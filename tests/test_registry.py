@@ -407,3 +407,16 @@ def test_a_release_newer_than_the_rules_is_a_note_with_its_proof() -> None:
     assert RULES_CHECKED in note.title and note.fix[0].startswith("attn-doctor verify fa4")
     known = with_package(load_facts(MACHINES / "h100.json"), "flash-attn-4", "4.0.0b40")
     assert all(f.code != "release-newer-than-rules" for f in judge(known).findings)
+
+
+def test_fa4_trains_where_it_has_a_backward_and_infers_where_it_runs() -> None:
+    """flash-attn-4 runs its forward on sm_80 (since beta5) but asserts sm 9-12 for the backward."""
+    from attn_doctor.facts.given import with_given_gpu
+
+    a100 = with_package(with_given_gpu(load_facts(MACHINES / "h100.json"), "A100"), "flash-attn-4", "4.0.0b36")
+    trained = judge(a100, CheckRequest(workload=Workload(training="lora"))).assessments["fa4"]
+    assert not trained.usable and any("no backward pass on sm_80" in r for r in trained.reasons), trained.reasons
+    inferred = judge(a100, CheckRequest(workload=Workload(training="inference"))).assessments["fa4"]
+    assert inferred.usable, inferred.reasons
+    hopper = with_package(load_facts(MACHINES / "h100.json"), "flash-attn-4", "4.0.0b36")
+    assert judge(hopper, CheckRequest(workload=Workload(training="lora"))).assessments["fa4"].usable

@@ -56,6 +56,7 @@ class Support:
     nvidia: tuple[str, ...] | None  # "8" = any 8.x; "9.0" = exactly 9.0; () = none
     amd: tuple[str, ...] | None  # gfx targets; () = none
     source: str
+    backward: tuple[str, ...] | None = None  # the NVIDIA GPUs it trains on, where fewer than it runs on
 
     def runs_on(self, gpu: Gpu) -> bool:
         if gpu.vendor == "amd":
@@ -64,6 +65,12 @@ class Support:
             return True
         capability = gpu.compute_capability or ""
         return capability in self.nvidia or capability.split(".")[0] in self.nvidia
+
+    def trains_on(self, gpu: Gpu) -> bool:
+        if gpu.vendor != "nvidia" or self.backward is None:
+            return True
+        capability = gpu.compute_capability or ""
+        return capability in self.backward or capability.split(".")[0] in self.backward
 
 
 @dataclass(frozen=True)
@@ -517,8 +524,9 @@ BACKENDS: tuple[Backend, ...] = (
                 ("8", "9", "10", "11", "12"),
                 (),
                 "flash_attn/cute/interface.py of https://pypi.org/project/flash-attn-4/4.0.0b36/ (forward on "
-                "majors 8-12, backward 9-12; since beta5); Axolotl uses it on 9, 10, 11: "
+                "majors 8-12, backward 9-12; since beta5, as in 4.0.0b40); Axolotl uses it on 9, 10, 11: "
                 f"{AXOLOTL}/src/axolotl/loaders/model.py",
+                backward=("9", "10", "11", "12"),
             ),
             Support(
                 "",

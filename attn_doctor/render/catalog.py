@@ -41,11 +41,13 @@ def render_backend(backend: Backend) -> str:
         f"{backend.name}: {backend.label}",
         f"    package: {backend.distribution or 'part of torch'}; proven by `import {backend.module}`",
     ]
-    for rule in backend.support:
-        releases = f"releases {rule.versions}" if rule.versions else "every release"
+    for support in backend.support:
+        releases = f"releases {support.versions}" if support.versions else "every release"
+        trains = f"; backward on {_gpus(support.backward)} only" if support.backward is not None else ""
         lines += [
-            f"    {releases}: NVIDIA compute capability {_gpus(rule.nvidia)}; AMD gfx targets {_gpus(rule.amd)}",
-            f"        source: {rule.source}",
+            f"    {releases}: NVIDIA compute capability {_gpus(support.nvidia)}; AMD gfx targets "
+            f"{_gpus(support.amd)}{trains}",
+            f"        source: {support.source}",
         ]
     lines.append(f"    torch: >= {backend.min_torch}" if backend.min_torch else "    torch: any")
     if backend.min_rocm:

@@ -133,6 +133,11 @@ def _fit(backend: Backend, version: str | None, facts: Facts, work: Workload) ->
     training = work.training in TRAINING
     if training and not backend.trains:
         reasons["backward"] = f"{backend.label} has no backward pass: inference only"
+    elif training:
+        forward_only = [g for g in facts.gpus if not backend.support_for(version).trains_on(g)]
+        if forward_only:
+            gpu = forward_only[0]
+            reasons["backward"] = f"{named} has no backward pass on {gpu.sm} ({gpu.name}): forward only there"
     head_dims = _head_dims(backend, version, facts, work, named)
     if head_dims:
         reasons["head dims"] = head_dims
