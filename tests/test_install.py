@@ -227,3 +227,56 @@ def test_a_second_action_on_the_same_environment_waits_for_none(torch_venv: Venv
         code, _, err = install(torch_venv, "fa4", fa4_wheelhouse, "--force", "--yes")
     assert code == 2 and "another attn-doctor repair or undo is running" in err and err.count("\n") == 1
     assert snapshot(torch_venv) == before
+
+
+def serve_index(folder: Path, wheels: list[Path]) -> tuple[str, object]:
+    """A PEP 503 index of these real wheels on 127.0.0.1, as a cluster's mirror serves it."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    project = folder / "simple" / "flash-attn-4"
+    project.mkdir(parents=True)
+    for wheel in wheels:
+        shutil.copy(wheel, project / wheel.name)
+    links = "".join(f'<a href="{w.name}">{w.name}</a>\n' for w in wheels)
+    (project / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/simple", server
+
+
+def test_fa4_is_planned_as_the_newest_release_the_index_offers(
+    torch_venv: Venv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No hard-coded newest: the release comes from the index the installer uses (here a local one
+    serving the real b35 and b36 wheels, then b35 alone); an index that cannot be reached falls back
+    to the newest these rules know, and says so."""
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.plan import Command
+    from attn_doctor.actions.recipes.context import InstallRequest
+    from attn_doctor.facts.collect import collect
+    from tests.conftest import pypi_wheel
+
+    b35, b36 = pypi_wheel("flash-attn-4==4.0.0b35"), pypi_wheel("flash-attn-4==4.0.0b36")
+    facts = collect(str(torch_venv.python))
+
+    def planned(index: str) -> tuple[str, list[str]]:
+        monkeypatch.setenv("PIP_INDEX_URL", index)
+        job = plan_install(facts, InstallRequest("fa4", force=True))
+        [pip] = [s for s in job.plan.steps if isinstance(s, Command)]
+        [wanted] = [a for a in pip.argv if a.startswith("flash-attn-4")]
+        return wanted, list(job.plan.notes)
+
+    both, server = serve_index(tmp_path / "both", [b35, b36])
+    wanted, notes = planned(both)
+    assert wanted == "flash-attn-4==4.0.0b36" and any("the newest release the index offers" in n for n in notes)
+    server.shutdown()  # type: ignore[attr-defined]
+
+    older, server = serve_index(tmp_path / "older", [b35])
+    assert planned(older)[0] == "flash-attn-4==4.0.0b35"
+    server.shutdown()  # type: ignore[attr-defined]
+
+    wanted, notes = planned("http://127.0.0.1:9/simple")  # nothing listens there
+    assert wanted == "flash-attn-4==4.0.0b36" and any("the index could not be asked" in n for n in notes)

@@ -8,6 +8,7 @@ from packaging.version import InvalidVersion, Version
 
 from attn_doctor.actions.installer import Installer
 from attn_doctor.actions.plan import Command, Step
+from attn_doctor.facts.index import index_versions
 from attn_doctor.facts.model import Facts, Torch
 from attn_doctor.registry.backends import backend_of_distribution
 
@@ -73,3 +74,34 @@ def kept_or_pinned(context: RecipeContext, distribution: str, pinned: str) -> tu
         f"{distribution} {installed} is installed, newer than {pinned} (the newest these rules pin) and not known "
         f"bad here: kept, not downgraded; `attn-doctor verify {backend.name}` proves it on this GPU"
     ]
+
+
+def newest_fitting(context: RecipeContext, distribution: str, pinned: str) -> tuple[str, list[str]]:
+    """The release to plan, asked of the installer's index (or the wheelhouse, offline): the newest
+    one not known bad here, never lower than a newer installed one that is not known bad. Where the
+    index cannot be asked (planning for another machine, no network), the newest these rules know."""
+    backend = backend_of_distribution(distribution)
+    offered = (
+        index_versions(
+            context.facts.python.executable, distribution, context.request.find_links, context.request.offline
+        )
+        if context.here
+        else None
+    )
+    if offered is None or backend is None:
+        version, kept = kept_or_pinned(context, distribution, pinned)
+        said = [] if not context.here else [f"the index could not be asked: {version}, the newest these rules know"]
+        return version, [*said, *kept]
+    fitting = [v for v in offered if not backend.bad_releases_found(v, context.facts)]
+    if not fitting:
+        return pinned, [f"the index offers no {distribution} release that is not known bad here: {pinned} planned"]
+    newest = max(fitting, key=Version)
+    version, kept = kept_or_pinned(context, distribution, newest)
+    where = "the wheelhouse" if context.request.offline else "the index"
+    notes = [f"{distribution} {version}: the newest release {where} offers that is not known bad here", *kept]
+    if backend.checked_up_to and Version(version) > Version(backend.checked_up_to):
+        notes.append(
+            f"{version} is newer than these rules know ({backend.checked_up_to}): `attn-doctor verify "
+            f"{backend.name}` proves it on this GPU"
+        )
+    return version, notes

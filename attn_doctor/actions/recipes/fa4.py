@@ -1,8 +1,9 @@
-"""FlashAttention 4: its pinned pre-release from the index, with the CUDA extra of torch's build."""
+"""FlashAttention 4: the newest pre-release the index offers that is not known bad here, with the CUDA extra
+of torch's build."""
 
 from __future__ import annotations
 
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, kept_or_pinned, pip_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, newest_fitting, pip_step
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA2_DISTRIBUTION, FA4_DISTRIBUTION
 from attn_doctor.registry.versions import release
@@ -10,7 +11,7 @@ from attn_doctor.registry.versions import release
 
 def fa4(context: RecipeContext) -> Recipe:
     extra = "[cu13]" if release(context.torch.cuda)[:1] >= (13,) else ""
-    version, kept = kept_or_pinned(context, FA4_DISTRIBUTION, recipes.FA4_VERSION)
+    version, kept = newest_fitting(context, FA4_DISTRIBUTION, recipes.FA4_VERSION)
     requirement = f"flash-attn-4{extra}=={version}"
     notes = [
         f"flash-attn-4 {version} is a pre-release, pinned exactly (plain `pip install flash-attn-4` "
