@@ -90,7 +90,9 @@ def newest_fitting(context: RecipeContext, distribution: str, pinned: str) -> tu
     )
     if offered is None or backend is None:
         version, kept = kept_or_pinned(context, distribution, pinned)
-        said = [] if not context.here else [f"the index could not be asked: {version}, the newest these rules know"]
+        said = (
+            [f"the index could not be asked: the newest release these rules know is {pinned}"] if context.here else []
+        )
         return version, [*said, *kept]
     fitting = [v for v in offered if not backend.bad_releases_found(v, context.facts)]
     if not fitting:
