@@ -335,3 +335,43 @@ def test_a_fatbin_section_of_padding_or_noise_costs_no_more_than_its_reading(tmp
         else:
             with pytest.raises(FatbinError):
                 cuda_code(str(library))
+
+
+def test_a_kept_sageattention_built_from_its_broken_tag_is_passed_over(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SageAttention 2.2.0 built from its v2.2.0 tag returns garbage on Hopper, and its version says
+    nothing: the wheel's own sm90_compile.py tells it, read before installing, as check tells it once
+    installed. The build of the fixed commit is chosen; the tag's is passed over, and the plan compiles."""
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.recipes.context import InstallRequest
+
+    toolkit = next((p for p in sorted(Path("/usr/local").glob("cuda*")) if (p / "bin" / "ptxas").is_file()), None)
+    assert toolkit is not None, "this machine image carries a CUDA toolkit in /usr/local"
+    monkeypatch.setenv("CUDA_HOME", str(toolkit))
+    build_extension(machine, "sm_90")  # a compiled extension for this torch and GPU
+    python = run(machine.venv.python, "-c", "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
+    tag = python.stdout.strip()
+    facts = collect(str(machine.venv.python), nvml=h100)
+
+    def planned(compile_py: str) -> tuple[list[str], list[str]]:
+        wheelhouse = tmp_path / compile_py
+        wheelhouse.mkdir()
+        files = {
+            f"sageattention/_qattn_sm90{machine.extension.suffix}": machine.extension.read_bytes(),
+            "sageattention/__init__.py": b"",
+            "sageattention/sm90_compile.py": (FIXTURES / "sage" / compile_py).read_bytes(),
+        }
+        make_wheel(wheelhouse, "sageattention", "2.2.0", files, f"{tag}-{tag}-linux_x86_64")
+        job = plan_install(facts, InstallRequest("sage", find_links=str(wheelhouse)), here=True)
+        return [s.describe() for s in job.plan.steps], list(job.plan.notes)
+
+    steps, notes = planned("sm90_compile-ff71e1e.py")
+    assert len(steps) == 1 and "sageattention==2.2.0" in steps[0], steps
+    assert any("proven before installing" in n for n in notes), notes
+    steps, notes = planned("sm90_compile-v2.2.0.py")
+    assert any("compile SageAttention" in s for s in steps), steps
+    assert any("passed over" in n and "built from its v2.2.0 tag" in n for n in notes), notes

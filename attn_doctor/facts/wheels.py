@@ -43,3 +43,15 @@ def read_wheel(path: str, distribution: str, torch_location: str | None) -> tupl
                 shutil.rmtree(scratch, ignore_errors=True)
     except (OSError, zipfile.BadZipFile) as error:
         raise WheelError(f"{Path(path).name}: {error}") from error
+
+
+def wheel_text(path: str, member: str, limit: int = 4 << 20) -> str | None:
+    """One text file of the wheel (a file a broken build is told by), bounded; None where it has none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(member)
+            if info.file_size > limit:
+                return None
+            return archive.read(member).decode("utf-8", errors="replace")
+    except (KeyError, OSError, zipfile.BadZipFile):
+        return None

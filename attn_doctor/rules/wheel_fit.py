@@ -4,10 +4,14 @@ a candidate over before it is installed."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from attn_doctor.facts.model import Binary, Facts
 from attn_doctor.registry import cuda
+from attn_doctor.registry.backends import Backend
+from attn_doctor.registry.versions import in_range
 
 
 def misfits(binaries: tuple[Binary, ...], facts: Facts) -> list[str]:
@@ -32,4 +36,18 @@ def misfits(binaries: tuple[Binary, ...], facts: Facts) -> list[str]:
         for gpu in gpus:
             if binary.cuda_code and not cuda.runs_any(binary.cuda_code, gpu.compute_capability or ""):
                 reasons.append(f"{name} carries no code for {gpu.sm} (it has {cuda.shown(binary.cuda_code)})")
+    return reasons
+
+
+def broken_builds(backend: Backend, version: str, files: Mapping[str, str], facts: Facts) -> list[str]:
+    """The registry's broken builds of this release that the wheel's own files are (a FileMark
+    found in them), where they bite on a GPU here: as check tells them once installed."""
+    here = {g.compute_capability for g in facts.gpus}
+    reasons = []
+    for bad in backend.bad_releases:
+        mark = bad.mark
+        if mark is None or not in_range(version, bad.versions) or mark.path not in files:
+            continue
+        if (not mark.capabilities or here & set(mark.capabilities)) and re.search(mark.pattern, files[mark.path]):
+            reasons.append(f"{bad.title.format(version=version)} ({mark.path})")
     return reasons

@@ -11,12 +11,13 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.context import RecipeContext, pip_step
 from attn_doctor.actions.source import Source, SourceError, declared_version, git_head, read_source, unpack_argv
-from attn_doctor.facts.wheels import WheelError, read_wheel
+from attn_doctor.facts.wheels import WheelError, read_wheel, wheel_text
 from attn_doctor.registry import recipes
+from attn_doctor.registry.backends import backend_of_distribution
 from attn_doctor.registry.versions import release
 from attn_doctor.registry.wheels import cpython_tag, machine_of
 from attn_doctor.rules.checks.toolchain import nvcc_unusable
-from attn_doctor.rules.wheel_fit import misfits
+from attn_doctor.rules.wheel_fit import broken_builds, misfits
 
 
 def built_here(context: RecipeContext, distribution: str, version: str) -> tuple[str | None, list[str]]:
@@ -43,6 +44,11 @@ def built_here(context: RecipeContext, distribution: str, version: str) -> tuple
             reasons = misfits(read_wheel(str(wheel), distribution, context.torch.location), context.facts)
         except WheelError as error:
             reasons = [str(error)]
+        backend = backend_of_distribution(distribution)
+        if backend is not None:
+            marked = {b.mark.path for b in backend.bad_releases if b.mark is not None}
+            files = {m: t for m in marked if (t := wheel_text(str(wheel), m)) is not None}
+            reasons += broken_builds(backend, version, files, context.facts)
         if not reasons:
             return wheel.name, [
                 f"{wheel.name} proven before installing: its shared objects load next to this torch "

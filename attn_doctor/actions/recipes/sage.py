@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from attn_doctor.actions.plan import Refusal
-from attn_doctor.actions.recipes.builds import (
-    build_setup,
-    build_tree,
-    tree_steps,
-)
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext
+from attn_doctor.actions.recipes.builds import build_setup, build_tree, built_here, tree_steps
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
 from attn_doctor.facts.model import Gpu
 from attn_doctor.registry import recipes
 from attn_doctor.registry.versions import release
 
 
 def sage(context: RecipeContext) -> Recipe:
+    built, proof = built_here(context, "sageattention", recipes.SAGE_TREE.version)
+    if built is not None and not context.request.sources:
+        notes = [f"{built} in --find-links: SageAttention 2.2.0 built before, installed without compiling", *proof]
+        step = pip_step(context, "SageAttention 2 as built before, from the wheelhouse", "sageattention==2.2.0")
+        return [step], notes, "sageattention", "2.2.0"
     steps, notes, env = build_setup(context, "12.0")
     nvcc = release(context.facts.toolchain.nvcc)
     for gpu in context.facts.gpus:
@@ -27,6 +28,7 @@ def sage(context: RecipeContext) -> Recipe:
     extensions, per_extension = recipes.sage_parallelism(int(env["MAX_JOBS"]), set(archs))
     env.update(EXT_PARALLEL=str(extensions), MAX_JOBS=str(per_extension))
     notes += [
+        *proof,  # the kept wheels passed over, each with why
         "SageAttention 2 has no backward pass at all (custom ops without autograd; thu-ml #90): "
         "inference and frozen-attention use only; full fine-tuning was seen to drive the loss to 0 (thu-ml #198)",
         f"PyPI has only SageAttention 1.x: 2.2.0 is built from commit {recipes.SAGE_TREE.commit[:7]}, not its "
