@@ -8,7 +8,7 @@ from attn_doctor.registry.wheels import fa2_wheel_name
 
 
 def test_the_example_from_setup_py() -> None:
-    """upstream/flash-attention.md §1 quotes setup.py's own example name."""
+    """The example wheel name in FA2's own setup.py (https://github.com/Dao-AILab/flash-attention/blob/v2.8.3/setup.py)."""
     assert (
         fa2_wheel_name("2.8.3", "2.8.0+cu128", "12.8", True, "3.12.3", "x86_64")
         == "flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp312-cp312-linux_x86_64.whl"
