@@ -6,13 +6,16 @@ installed or imported."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
 from attn_doctor.facts.binaries import check_binaries
+from attn_doctor.facts.collect import MAX_MARKED_BYTES
 from attn_doctor.facts.model import Binary
+from attn_doctor.registry.backends import FileMark
 
 MAX_UNPACKED_BYTES = 8 << 30  # a wheel whose shared objects unpack to more is not read
 
@@ -45,13 +48,21 @@ def read_wheel(path: str, distribution: str, torch_location: str | None) -> tupl
         raise WheelError(f"{Path(path).name}: {error}") from error
 
 
-def wheel_text(path: str, member: str, limit: int = 4 << 20) -> str | None:
-    """One text file of the wheel (a file a broken build is told by), bounded; None where it has none."""
+def wheel_marks(path: str, distribution: str, marks: list[FileMark]) -> tuple[str, ...]:
+    """The `distribution:path` of each of the wheel's own files in which a FileMark is found, as
+    collect.marked_files finds them in an installed release (bounded reads; nothing unpacked)."""
+    found = []
     try:
         with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo(member)
-            if info.file_size > limit:
-                return None
-            return archive.read(member).decode("utf-8", errors="replace")
-    except (KeyError, OSError, zipfile.BadZipFile):
-        return None
+            for mark in marks:
+                try:
+                    info = archive.getinfo(mark.path)
+                except KeyError:
+                    continue
+                if info.file_size > MAX_MARKED_BYTES:
+                    continue
+                if re.search(mark.pattern, archive.read(info).decode("utf-8", errors="replace")):
+                    found.append(f"{distribution}:{mark.path}")
+    except (OSError, zipfile.BadZipFile):
+        return ()
+    return tuple(found)

@@ -4,20 +4,19 @@ a candidate over before it is installed."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import dataclasses
 from pathlib import Path
 
 from attn_doctor.facts.model import Binary, Facts
 from attn_doctor.registry import cuda
 from attn_doctor.registry.backends import Backend
-from attn_doctor.registry.versions import in_range
 
 
 def misfits(binaries: tuple[Binary, ...], facts: Facts) -> list[str]:
     """Why these files would not load or not run here; empty where they fit."""
     reasons = []
     torch = f"torch {facts.torch.version}" if facts.torch else "the installed torch"
+    gpus = [g for g in facts.gpus if g.vendor == "nvidia" and g.compute_capability]
     for binary in binaries:
         name = Path(binary.path).name
         if binary.error:
@@ -32,22 +31,19 @@ def misfits(binaries: tuple[Binary, ...], facts: Facts) -> list[str]:
                 reasons.append(f"{name} imports {len(binary.missing_symbols)} torch symbol(s) {torch} lacks")
         for need in binary.missing_versions:
             reasons.append(f"{name} needs {need.version} from {need.library}, newer than this machine's")
-        gpus = [g for g in facts.gpus if g.vendor == "nvidia" and g.compute_capability]
         for gpu in gpus:
             if binary.cuda_code and not cuda.runs_any(binary.cuda_code, gpu.compute_capability or ""):
                 reasons.append(f"{name} carries no code for {gpu.sm} (it has {cuda.shown(binary.cuda_code)})")
     return reasons
 
 
-def broken_builds(backend: Backend, version: str, files: Mapping[str, str], facts: Facts) -> list[str]:
-    """The registry's broken builds of this release that the wheel's own files are (a FileMark
-    found in them), where they bite on a GPU here: as check tells them once installed."""
-    here = {g.compute_capability for g in facts.gpus}
-    reasons = []
-    for bad in backend.bad_releases:
-        mark = bad.mark
-        if mark is None or not in_range(version, bad.versions) or mark.path not in files:
-            continue
-        if (not mark.capabilities or here & set(mark.capabilities)) and re.search(mark.pattern, files[mark.path]):
-            reasons.append(f"{bad.title.format(version=version)} ({mark.path})")
-    return reasons
+def broken_builds(backend: Backend, version: str, marked: tuple[str, ...], facts: Facts) -> list[str]:
+    """The registry's broken builds of this release that the wheel is, told by the file marks found in
+    its own files (`marked`: "distribution:path", as Facts.marked_files), judged as check judges an
+    installed one: BadRelease.found, the GPUs where the fault bites included."""
+    as_installed = dataclasses.replace(facts, marked_files=marked)
+    return [
+        f"{bad.title.format(version=version)} ({bad.mark.path})"
+        for bad in backend.bad_releases_found(version, as_installed)
+        if bad.mark is not None
+    ]

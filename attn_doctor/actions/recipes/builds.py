@@ -11,7 +11,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.context import RecipeContext, pip_step
 from attn_doctor.actions.source import Source, SourceError, declared_version, git_head, read_source, unpack_argv
-from attn_doctor.facts.wheels import WheelError, read_wheel, wheel_text
+from attn_doctor.facts.wheels import WheelError, read_wheel, wheel_marks
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import backend_of_distribution
 from attn_doctor.registry.versions import release
@@ -46,9 +46,8 @@ def built_here(context: RecipeContext, distribution: str, version: str) -> tuple
             reasons = [str(error)]
         backend = backend_of_distribution(distribution)
         if backend is not None:
-            marked = {b.mark.path for b in backend.bad_releases if b.mark is not None}
-            files = {m: t for m in marked if (t := wheel_text(str(wheel), m)) is not None}
-            reasons += broken_builds(backend, version, files, context.facts)
+            marks = [b.mark for b in backend.bad_releases if b.mark is not None]
+            reasons += broken_builds(backend, version, wheel_marks(str(wheel), distribution, marks), context.facts)
         if not reasons:
             return wheel.name, [
                 f"{wheel.name} proven before installing: its shared objects load next to this torch "
