@@ -43,6 +43,25 @@ def run(
     return done
 
 
+def cuda_toolkit() -> Path:
+    """This machine image's CUDA toolkit (made from NVIDIA's pip wheels: its dist-info, no version.json),
+    whose nvcc and ptxas are programs, not the wrapper scripts on PATH."""
+    found = (
+        next(
+            (
+                p
+                for p in sorted(Path("/usr/local").glob("cuda*"))
+                if (p / "bin" / "nvcc").read_bytes()[:4] == b"\x7fELF"
+            ),
+            None,
+        )
+        if Path("/usr/local").is_dir()
+        else None
+    )
+    assert found is not None, "this machine image carries a CUDA toolkit in /usr/local"
+    return found
+
+
 def pip(*args: str | Path, env: dict[str, str] | None = None) -> None:
     run(sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args, env=env)
 

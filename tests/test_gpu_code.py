@@ -23,7 +23,7 @@ from attn_doctor.facts.given import with_given_gpu
 from attn_doctor.facts.toolchain import release_of
 from attn_doctor.registry.versions import release
 from attn_doctor.report import Report, judge
-from tests.conftest import CACHE, FIXTURES, RecordedNvml, Venv, pip, run
+from tests.conftest import CACHE, FIXTURES, RecordedNvml, Venv, cuda_toolkit, pip, run
 from tests.test_binaries import EXTENSION, Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
 
 KERNEL = "__global__ void scale(float* x) { x[threadIdx.x] *= 2.0f; }\n"
@@ -211,9 +211,7 @@ def test_a_triton_ptxas_older_than_the_gpu_points_at_a_newer_one(
     venv.install(triton_wheel(tmp_path, "3.5.0", old))
     monkeypatch.delenv("TRITON_PTXAS_PATH", raising=False)
     # the machine's CUDA toolkit, named as a build names it (its nvcc on PATH may be a wrapper script)
-    toolkit = next((p for p in sorted(Path("/usr/local").glob("cuda*")) if (p / "bin" / "ptxas").is_file()), None)
-    assert toolkit is not None, "this machine image carries a CUDA toolkit in /usr/local"
-    monkeypatch.setenv("CUDA_HOME", str(toolkit))
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
     facts = collect(str(venv.python), nvml=h100)
     assert [(p.role, p.release, p.variable) for p in facts.ptxas] == [("ptxas", "12.8", None)]
     assert "triton-ptxas-too-old" not in codes(judge(facts))  # 12.8 knows the H100's sm_90
@@ -285,9 +283,7 @@ def test_a_kept_wheel_is_proven_to_fit_before_it_is_installed(
     from attn_doctor.actions.recipes.context import InstallRequest
     from attn_doctor.registry.recipes import FA2_VERSION
 
-    toolkit = next((p for p in sorted(Path("/usr/local").glob("cuda*")) if (p / "bin" / "ptxas").is_file()), None)
-    assert toolkit is not None, "this machine image carries a CUDA toolkit in /usr/local"
-    monkeypatch.setenv("CUDA_HOME", str(toolkit))
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
     tag = run(machine.venv.python, "-c", "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')").stdout
     wheelhouse = tmp_path / "wheelhouse"
 
@@ -349,9 +345,7 @@ def test_a_kept_sageattention_built_from_its_broken_tag_is_passed_over(
     from attn_doctor.actions.install import plan_install
     from attn_doctor.actions.recipes.context import InstallRequest
 
-    toolkit = next((p for p in sorted(Path("/usr/local").glob("cuda*")) if (p / "bin" / "ptxas").is_file()), None)
-    assert toolkit is not None, "this machine image carries a CUDA toolkit in /usr/local"
-    monkeypatch.setenv("CUDA_HOME", str(toolkit))
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
     build_extension(machine, "sm_90")  # a compiled extension for this torch and GPU
     python = run(machine.venv.python, "-c", "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
     tag = python.stdout.strip()

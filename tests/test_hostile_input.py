@@ -20,7 +20,7 @@ import pytest
 from attn_doctor.facts.binaries import check_binaries
 from attn_doctor.facts.toolchain import read_toolchain
 from attn_doctor.inputs import MIB
-from tests.conftest import FIXTURES, Venv
+from tests.conftest import FIXTURES, Venv, cuda_toolkit
 from tests.test_binaries import Machine, machine  # noqa: F401 (machine: a venv with FA2 and a built torch)
 
 HEALTHY = FIXTURES / "h100-check.json"  # exit 0
@@ -455,16 +455,6 @@ def test_a_hostile_record_row_is_a_finding_not_a_crash_or_a_wait(venv: Venv, row
         assert said in (package["metadata_problem"] or "")
 
 
-def machine_nvcc() -> Path:
-    """This machine image's nvcc: a toolkit made from NVIDIA's pip wheels (its dist-info, no
-    version.json), whose nvcc names its release in its own version string."""
-    found = next(
-        (p for p in sorted(Path("/usr/local").glob("cuda*/bin/nvcc")) if p.read_bytes()[:4] == b"\x7fELF"), None
-    )
-    assert found is not None, "this machine image carries a CUDA toolkit in /usr/local"
-    return found
-
-
 def test_check_and_install_say_the_same_of_an_nvcc_wrapper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A toolkit made from NVIDIA's pip wheels (no version.json: its nvcc names its release itself),
     reached through a wrapper script on PATH: check and install give one answer, and CUDA_HOME,
@@ -481,7 +471,7 @@ def test_check_and_install_say_the_same_of_an_nvcc_wrapper(tmp_path: Path, monke
     toolkit = tmp_path / "cuda-pip"
     (toolkit / "bin").mkdir(parents=True)
     real = toolkit / "bin" / "nvcc"
-    real.write_bytes(machine_nvcc().read_bytes())
+    real.write_bytes((cuda_toolkit() / "bin" / "nvcc").read_bytes())
     real.chmod(0o755)
     wrapper = script(tmp_path / "bin" / "nvcc", f'exec {real} "$@"\n')
     monkeypatch.delenv("CUDA_HOME", raising=False)
@@ -531,12 +521,28 @@ def test_a_pth_that_prints_256_mib_costs_the_doctor_no_more_memory(venv: Venv, t
     """Every start of the target runs its .pth files: one that prints 256 MiB cost the doctor 1.5 GiB
     (each child's output was kept whole). The output kept is the last part, where the answer is."""
     (venv.site / "loud.pth").write_text("import sys; [sys.stdout.write('x' * (1 << 20)) for _ in range(256)]\n")
-    done = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "attn_doctor", "check", "--python", str(venv.python),
-         "--no-gpu-ok", "--format", "json"],
-        capture_output=True, text=True, timeout=HANG_GUARD_S, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert done.returncode in (0, 1), done.stderr[-500:]
-    assert json.loads(done.stdout)["python"]["executable"] == str(venv.python)
-    peak_mib = int(done.stderr.strip().splitlines()[-1]) / 1024
+    # the doctor's peak resident memory, as wait4 reports it for a child (what GNU time's %M prints)
+    measure = (
+        "import json, resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, "
+        "text=True, stdin=subprocess.DEVNULL); print(json.dumps([done.returncode, done.stdout, done.stderr, "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "attn_doctor",
+        "check",
+        "--python",
+        str(venv.python),
+        "--no-gpu-ok",
+        "--format",
+        "json",
+    ]
+    measured = subprocess.run(
+        [sys.executable, "-c", measure, *argv], capture_output=True, text=True, timeout=HANG_GUARD_S
+    )
+    code, out, err, peak_kib = json.loads(measured.stdout)
+    assert code in (0, 1), err[-500:]
+    assert json.loads(out)["python"]["executable"] == str(venv.python)
+    peak_mib = peak_kib / 1024
     assert peak_mib < 400, peak_mib  # the doctor's own process: bounded, far under the 256 MiB printed x6
