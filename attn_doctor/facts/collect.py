@@ -37,10 +37,10 @@ def collect(
     in child processes too (what --require needs), `deep` adds every installed backend."""
     executable, found_by = find_target(python)
     # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
-    # H100, mostly in C, so a thread suits it), the toolkit's version files, and the ELF reading that needs
-    # the probe's answer.
+    # H100, mostly in C, so a thread suits it), the toolkit's version files, and the readings that need
+    # the probe's answer: the extensions' ELF files, torch's fatbins, Triton's ptxas.
     probe = RunningProbe(executable, deep)
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         gpus = pool.submit(read_gpus, nvml)
         toolchain = pool.submit(read_toolchain, str(Path(executable).parent))
         seen = probe.result()
@@ -48,6 +48,7 @@ def collect(
         # there are any; read off libc10 only when asked (install plans), 30 ms `check` spares
         asked = pool.submit(torch_abi, seen.torch.location) if seen.torch and read_torch_abi else None
         torch_code = pool.submit(torch_cuda_code, seen.torch.location) if seen.torch and seen.torch.cuda else None
+        ptxas = pool.submit(triton_ptxas, seen)
         binaries = check_binaries(extensions(seen), seen.torch.location if seen.torch else None)
         driver, found_gpus = gpus.result()
         tools = toolchain.result()
@@ -81,7 +82,7 @@ def collect(
         environment=tuple(Variable(n, os.environ[n]) for n in VARIABLES if n in os.environ),
         unfinished_repairs=unfinished_repairs(seen.python.prefix),
         marked_files=marked_files(seen.packages),
-        ptxas=triton_ptxas(seen),
+        ptxas=ptxas.result(),
         target_found_by=found_by,
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
