@@ -27,14 +27,12 @@ _KEEP_LINES = {("Recommendation", "config")}
 
 
 def printable(text: str) -> str:
-    if not _UNSAFE.search(text):
-        return text
-    return _UNSAFE.sub(
-        lambda m: _NAMED.get(
-            m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
-        ),
-        text,
-    )
+    return _UNSAFE.sub(_escaped, text) if _UNSAFE.search(text) else text
+
+
+def _escaped(found: re.Match[str]) -> str:
+    char = found.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
 def cleaned(value: T) -> T:
