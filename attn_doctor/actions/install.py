@@ -93,7 +93,7 @@ def _behind_sdpa(facts: Facts, backend: Backend) -> list[str]:
     ranked = [b.name for b in ranking(gpu, Workload())]
     if backend.name not in ranked or "sdpa" not in ranked or ranked.index(backend.name) < ranked.index("sdpa"):
         return []
-    here = f"{gpu.architecture} {gpu.sm or gpu.gfx_target}"
+    here = f"{gpu.architecture} {gpu.target}"
     return [
         f"for training on this GPU ({here}) the doctor ranks {backend.label} after PyTorch SDPA, "
         f"which torch already has (`attn-doctor explain {backend.name}` says why)"

@@ -41,6 +41,11 @@ class Gpu:
         major, _, minor = self.compute_capability.partition(".")
         return f"sm_{major}{minor}"
 
+    @property
+    def target(self) -> str | None:
+        """The code target a build is made for: `sm_90` on NVIDIA, `gfx942` on AMD."""
+        return self.sm or self.gfx_target
+
 
 @dataclass(frozen=True)
 class Driver:

@@ -26,7 +26,7 @@ def _worst(outcome: Outcome) -> str:
 def where(facts: Facts) -> str:
     """The GPU and torch a trial ran on, for its heading."""
     gpu = facts.gpus[0] if facts.gpus else None
-    device = f"{gpu.name} ({gpu.sm or gpu.gfx_target})" if gpu else "the CPU (no GPU)"
+    device = f"{gpu.name} ({gpu.target})" if gpu else "the CPU (no GPU)"
     return f"{device}, torch {facts.torch.version if facts.torch else '-'}"
 
 

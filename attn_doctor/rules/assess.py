@@ -47,7 +47,7 @@ class GpuFit:
 
     @property
     def label(self) -> str:
-        return f"GPU {self.gpu.index} ({self.gpu.name}, {self.gpu.sm or self.gpu.gfx_target})"
+        return f"GPU {self.gpu.index} ({self.gpu.name}, {self.gpu.target})"
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,7 @@ def _fit(backend: Backend, version: str | None, facts: Facts, work: Workload) ->
     named = f"{backend.label} {version}" if version and backend.distribution else backend.label
     for gpu in facts.gpus:
         if not backend.runs_on(gpu, version):
-            reasons[f"gpu{gpu.index}"] = (
-                f"{named} does not run on GPU {gpu.index} ({gpu.name}, {gpu.sm or gpu.gfx_target})"
-            )
+            reasons[f"gpu{gpu.index}"] = f"{named} does not run on GPU {gpu.index} ({gpu.name}, {gpu.target})"
     torch = facts.torch
     if torch is not None and backend.needs_newer_torch(torch.version):
         reasons["torch"] = f"{backend.label} needs torch >= {backend.min_torch}; torch is {torch.version}"

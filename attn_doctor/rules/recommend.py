@@ -68,8 +68,7 @@ def recommend(
         reasons.append("no GPU: SDPA is what runs (its math and CPU kernels)")
     else:
         reasons.append(
-            f"{gpu.architecture} {gpu.sm or gpu.gfx_target}"
-            + (" (the oldest of these GPUs)" if len(facts.gpus) > 1 else "")
+            f"{gpu.architecture} {gpu.target}" + (" (the oldest of these GPUs)" if len(facts.gpus) > 1 else "")
         )
     fit: list[Backend] = []
     now: list[Backend] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 from attn_doctor.actions.plan import Refusal
 from attn_doctor.actions.recipes.builds import build_setup, build_tree, built_here, tree_steps
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
-from attn_doctor.facts.model import Gpu
 from attn_doctor.registry import recipes
 from attn_doctor.registry.versions import release
 
@@ -21,7 +20,7 @@ def sage(context: RecipeContext) -> Recipe:
     for gpu in context.facts.gpus:
         needed = recipes.SAGE_MIN_NVCC.get(gpu.compute_capability or "")
         if needed and nvcc < release(needed) and not context.request.force:
-            raise Refusal(f"SageAttention 2.2.0 for {gpu_label(gpu)} needs nvcc >= {needed}, this is {nvcc}")
+            raise Refusal(f"SageAttention 2.2.0 for {gpu.name} ({gpu.target}) needs nvcc >= {needed}, this is {nvcc}")
     archs = sorted({g.compute_capability for g in context.facts.gpus if g.compute_capability in recipes.SAGE_MIN_NVCC})
     if archs:
         env["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)  # else setup.py builds for every GPU it sees
@@ -40,7 +39,3 @@ def sage(context: RecipeContext) -> Recipe:
     steps += tree_steps(context, recipes.SAGE_TREE)
     steps.append(build_tree(context, recipes.SAGE_TREE, "compile SageAttention 2.2.0", env))
     return steps, notes, "sageattention", "2.2.0"
-
-
-def gpu_label(gpu: Gpu) -> str:
-    return f"{gpu.name} ({gpu.sm or gpu.gfx_target})"

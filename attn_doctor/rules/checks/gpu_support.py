@@ -28,8 +28,7 @@ def gpu_support_findings(facts: Facts) -> list[Finding]:
             found.append(
                 finding(
                     BACKEND_UNSUPPORTED_GPU,
-                    f"{backend.label} {package.version} does not run on GPU {gpu.index} ({gpu.name}, "
-                    f"{gpu.sm or gpu.gfx_target})",
+                    f"{backend.label} {package.version} does not run on GPU {gpu.index} ({gpu.name}, {gpu.target})",
                     [better],
                     [f"rule for {package.name} {rule.versions or 'every release'}: {rule.source}"],
                     subject=distribution(package.name),
