@@ -248,6 +248,13 @@ def venv(tmp_path: Path) -> Venv:
     return Venv(tmp_path / "venv")
 
 
+@pytest.fixture
+def torch_venv(venv: Venv, real: RealPackages) -> Venv:
+    """A venv that sees the real CPU torch of the build venv."""
+    venv.see_packages_of(real.torch_python)
+    return venv
+
+
 class RecordedNvml:
     """NVML as it answered on a real H100 (tests/fixtures/nvml-h100.json); `fail` makes one
     call raise the real pynvml.NVMLError with the given code."""

@@ -17,13 +17,7 @@ from pathlib import Path
 import pytest
 
 from attn_doctor.facts.repairs import repairs_root
-from tests.conftest import FA4_VERSION, RealPackages, Venv, doctor, interpreter, run, snapshot
-
-
-@pytest.fixture
-def torch_venv(venv: Venv, real: RealPackages) -> Venv:
-    venv.see_packages_of(real.torch_python)
-    return venv
+from tests.conftest import FA4_VERSION, Venv, doctor, interpreter, run, snapshot
 
 
 def install(venv: Venv, backend: str, wheels: Path, *extra: str) -> tuple[int, str, str]:

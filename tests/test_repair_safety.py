@@ -421,3 +421,27 @@ def test_a_step_that_creates_its_watched_folder_is_undone(venv: Venv) -> None:
     undo(journal.folder, lambda _: None)
     assert not tree.exists()
     assert snapshot(venv) == before
+
+
+def test_folders_a_stopped_command_made_and_left_empty_are_undone(venv: Venv) -> None:
+    """pip stopped early has made a package's folders and no file in them yet (seen as empty
+    `google/protobuf` folders after a kill storm): they are the command's, and go."""
+    made = venv.site / "google" / "protobuf" / "compiler"
+    script = f"import os, time; os.makedirs({str(made)!r}); print('made', flush=True); time.sleep(60)"
+    plan = Plan(
+        "make-folders",
+        str(venv.python),
+        str(venv.root),
+        (Command((sys.executable, "-c", script), (str(venv.site),), "folders"),),
+        (),
+    )
+    before = snapshot(venv)
+
+    def interrupt_when_made(line: str) -> None:
+        if line == "made":
+            raise KeyboardInterrupt  # as Ctrl-C lands, while the command runs
+
+    with pytest.raises(KeyboardInterrupt):
+        carry_out_checked(plan, list, lambda _: None, interrupt_when_made)
+    assert not (venv.site / "google").exists()
+    assert snapshot(venv) == before

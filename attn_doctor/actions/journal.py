@@ -12,6 +12,7 @@ import fcntl
 import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ from attn_doctor.facts.repairs import (
 )
 
 KEEP = 3  # completed repairs whose backups are kept whole
+# While a killed command's watchdog writes down what the command did, it holds the environment's
+# lock (inherited from the runner) and a marker of this name in the repair's folder; another action
+# waits for it this long rather than being refused.
+RECORDING = "recording"
+RECORDING_WAIT_S = 30.0
 
 
 class RunnerError(Exception):
@@ -95,12 +101,15 @@ def journal_paths(steps: list[dict[str, Any]]) -> list[str]:
     for step in steps:
         paths.extend(step["watch"] if step["kind"] == "command" else [step["path"]])
         paths.extend(entry[0] for entry in step.get("created", []) + step.get("changed", []))
+        paths.extend(step.get("folders", []))
     return paths
 
 
 @contextmanager
-def exclusive(prefix: str) -> Iterator[None]:
-    """One repair or undo at a time per environment (two shells on a shared node)."""
+def exclusive(prefix: str) -> Iterator[int]:
+    """One repair or undo at a time per environment (two shells on a shared node). Yields the
+    lock's descriptor: a command's watchdog inherits it, so that the lock outlives a killed runner
+    until what its command did is written down."""
     root = _prepared_root(prefix)
     try:
         descriptor = os.open(root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -110,13 +119,23 @@ def exclusive(prefix: str) -> Iterator[None]:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
             raise RunnerError(f"{root / 'lock'} is not a plain file: refused, move it away")
         os.fchmod(descriptor, 0o600)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise RunnerError(f"another attn-doctor repair or undo is running on {prefix}") from error
-        yield
+        _lock(descriptor, root, prefix)
+        yield descriptor
     finally:
         os.close(descriptor)
+
+
+def _lock(descriptor: int, root: Path, prefix: str) -> None:
+    deadline = time.monotonic() + RECORDING_WAIT_S
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError as error:
+            recording = any(root.glob(f"*/{RECORDING}"))  # a killed repair being written down: brief
+            if not recording or time.monotonic() >= deadline:
+                raise RunnerError(f"another attn-doctor repair or undo is running on {prefix}") from error
+            time.sleep(0.05)
 
 
 def _step_data(step: Step) -> dict[str, Any]:
@@ -131,6 +150,7 @@ def _step_data(step: Step) -> dict[str, Any]:
 class Journal:
     folder: Path
     data: dict[str, Any]
+    lock: int | None = None  # the environment's lock, held while the journal is written
 
     def save(self) -> None:
         write_json(self.folder / "journal.json", self.data)
@@ -140,7 +160,7 @@ class Journal:
         self.save()
 
 
-def start(plan: Plan) -> Journal:
+def start(plan: Plan, lock: int | None = None) -> Journal:
     """The repair's folder and its journal, every step still planned. Refuses a plan that would
     touch anything outside its environment."""
     steps = [{**_step_data(s), "state": "planned"} for s in plan.steps]
@@ -161,6 +181,7 @@ def start(plan: Plan) -> Journal:
             "state": "running",
             "steps": steps,
         },
+        lock,
     )
     try:
         folder.mkdir(mode=0o700)

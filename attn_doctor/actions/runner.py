@@ -26,20 +26,27 @@ Before undo changes anything it checks every step it will put back:
   identity (inode, size, mtime) recorded when the command ended. A package uninstalled or
   reinstalled since then makes undo refuse in one line naming the path, changing nothing.
 
-A command killed while it ran (SIGKILL, a power cut) has no such record. Its undo then takes back
-only what is provably the command's, by time: the runner touches a heartbeat file every 0.2 s
-while the command runs, and a watchdog kills its whole process group the moment the runner dies. The command's
-window is from the heartbeat file's creation to its last beat plus half a second. Using ctime (which
+A command whose runner is killed (SIGKILL, SIGTERM, SIGHUP) is recorded by its watchdog, a
+process of its own session (`_WATCHDOG`): the runner's end of its pipe closing before "done" tells
+it at once; it kills the command's process group, waits until no process of it is left, and
+writes the same record the runner would have, holding the environment's lock (inherited) and a
+`recording` marker meanwhile, so that undo is exact after any kill.
+
+Only where the watchdog could not record (it was killed too, a power cut) does undo go by time:
+the runner touches a heartbeat file every 0.2 s while the command runs. The command's window is
+from the heartbeat file's creation to its last beat plus half a second. Using ctime (which
 no one can set back), undo removes a new path (absent from the backup) only when it, or a folder
 it lies in that is also new, was made in that window and it was not changed after it; pip's
 `~`-stashes left by the kill are such folders. A backed-up file that now differs is put back only
 when it was not changed after the window; a removed one is put back. Limits: anything another
 process wrote into the watched folders *during* the window (or in the half second after a kill) is
 taken for the command's; a file someone deleted after the kill may come back (nothing is lost);
-and a file changed after the window is left as it is and named. Clocks are the file system's own.
+and a file changed after the window (a later repair's undo relinks files, which changes their
+ctime) is left as it is and named. Clocks are the file system's own.
 
 A command that fails or is interrupted in-process (Ctrl-C, an error) is stopped and waited for,
-and what it did is recorded exactly, as for one that finished.
+and what it did is recorded exactly, as for one that finished. Ctrl-C interrupts once: later
+presses are ignored, so that the kill, the record and the undo are never cut short.
 
 Backups are pruned after each successful action: the newest KEEP completed repairs keep their
 whole snapshot; older completed ones keep only what their undo reads (the files a command replaced
@@ -56,7 +63,9 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +78,18 @@ from attn_doctor.actions.files import (
     same_file,
     write_atomically,
 )
-from attn_doctor.actions.journal import Journal, RunnerError, UndoFailed, backup_path, exclusive, prune, said, start
+from attn_doctor.actions.journal import (
+    RECORDING,
+    Journal,
+    RunnerError,
+    UndoFailed,
+    backup_path,
+    exclusive,
+    load_journal,
+    prune,
+    said,
+    start,
+)
 from attn_doctor.actions.plan import Command, MoveAside, Plan, RewriteFile
 from attn_doctor.actions.undo import printable, undo
 
@@ -150,14 +170,16 @@ def _command(journal: Journal, index: int, step: Command, output: Callable[[str]
     stashes = [p for w in step.watch for p in pip_stashes(w)]  # a crash's, earlier: not this command's
     journal.mark(index, "backed-up", saved=saved, stashes=stashes, start_ns=os.lstat(heartbeat).st_mtime_ns)
     checkpoint("backed-up", number, "")
+    watchdog = _Watchdog(journal, number)
     try:
-        _run(step, folder / f"step-{number}.log", output, heartbeat, number)
-    except BaseException:
-        created, changed = _changes(step.watch, folder, number, stashes)  # the command is dead: exact
-        journal.mark(index, "stopped", created=created, changed=changed)
-        raise
-    created, changed = _changes(step.watch, folder, number, stashes)
-    journal.mark(index, "done", created=created, changed=changed)
+        try:
+            _run(step, folder / f"step-{number}.log", output, heartbeat, number, watchdog)
+        except BaseException:
+            journal.mark(index, "stopped", **_changes(step.watch, folder, number, stashes))  # it is dead: exact
+            raise
+        journal.mark(index, "done", **_changes(step.watch, folder, number, stashes))
+    finally:
+        watchdog.stand_down()
 
 
 def _back_up(watch: tuple[str, ...], folder: Path, number: int) -> int:
@@ -179,22 +201,24 @@ def _back_up(watch: tuple[str, ...], folder: Path, number: int) -> int:
     return count
 
 
-def _changes(
-    watch: list[str] | tuple[str, ...], folder: Path, number: int, stashes: list[str]
-) -> tuple[list[Any], list[Any]]:
+def _changes(watch: list[str] | tuple[str, ...], folder: Path, number: int, stashes: list[str]) -> dict[str, list[Any]]:
     """What the command did to the watched folders: the files it created, and those it replaced
     or removed (their backups no longer share the file on disk), each with the identity it left,
-    so that undo takes back exactly these, and only while they are still as it left them."""
+    so that undo takes back exactly these, and only while they are still as it left them; and the
+    folders it made (a command killed early leaves some empty)."""
     created: list[Any] = []
     changed: list[Any] = []
+    folders: list[str] = []
     for watched in watch:
         saved = backup_path(folder, number, watched)
-        before = set(folder_entries(saved)[1])
-        for relative in folder_entries(watched)[1]:
-            if relative not in before:
+        old_folders, old_files = (set(entries) for entries in folder_entries(saved))
+        now_folders, now_files = folder_entries(watched)
+        folders.extend(os.path.join(watched, r) for r in now_folders if r not in old_folders)
+        for relative in now_files:
+            if relative not in old_files:
                 path = os.path.join(watched, relative)
                 created.append([path, file_identity(path)])
-        for relative in sorted(before):
+        for relative in sorted(old_files):
             path = os.path.join(watched, relative)
             if not same_file(saved / relative, path):
                 changed.append([path, file_identity(path)])
@@ -202,40 +226,122 @@ def _changes(
             created.extend(
                 [os.path.join(stash, r), file_identity(os.path.join(stash, r))] for r in folder_entries(stash)[1]
             )
-    return created, changed
+    return {"created": created, "changed": changed, "folders": folders}
 
 
-# A watchdog of its own process group: when the runner's end of its pipe closes without "done"
-# (the runner was killed), it kills the command's whole process group at once, `pip --python`'s
-# own child included, so that nothing of the command writes on after the runner (the time window
-# of an interrupted command relies on that).
+# The watchdog of one command, a process of its own session. When the runner's end of its pipe
+# closes before "done" (the runner was killed: SIGKILL, SIGTERM, a closed terminal), it kills the
+# command's whole process group at once (`pip --python`'s own child included) unless the command
+# had already ended, waits until every process of the group is gone, and then writes down exactly
+# what the command did, as the runner would have: undo is then exact after any kill, also when
+# other repairs ran and were undone since (which changes files' ctimes, all the time window has).
+# It holds the environment's lock (inherited) until then, and a marker that tells another action
+# to wait for it. Its first part is the standard library only, so that the kill never waits on an
+# import; the doctor's code is imported for the record only.
 _WATCHDOG = """
-import os, signal, sys
-group = int(sys.stdin.readline())
-if sys.stdin.read() != "done":
+import os, signal, sys, time
+folder, number, package, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+group, ended, done = None, False, False
+for line in sys.stdin:
+    word = line.strip()
+    if word.isdigit():
+        group = int(word)
+    ended, done = ended or word == "ended", done or word == "done"
+if not done:
+    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
     try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        if group is not None and not ended:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sys.path.insert(0, package)
+        from attn_doctor.actions.runner import record_killed
+        record_killed(folder, number, None if ended else group)
+    finally:
+        os.unlink(marker)
 """
 
 
-def _watch(child: subprocess.Popen[str]) -> subprocess.Popen[str]:
-    watchdog = subprocess.Popen(
-        [sys.executable, "-I", "-c", _WATCHDOG], stdin=subprocess.PIPE, text=True, start_new_session=True
-    )
-    assert watchdog.stdin is not None
-    watchdog.stdin.write(f"{child.pid}\n")
-    watchdog.stdin.flush()
-    return watchdog
+class _Watchdog:
+    """The runner's side of the watchdog: the group to kill, "ended" once the command has exited
+    (before it is reaped, so that its group id cannot have been reused), "done" once the step is
+    recorded or the runner itself takes care of it."""
+
+    def __init__(self, journal: Journal, number: int) -> None:
+        import attn_doctor
+
+        package = os.path.dirname(os.path.dirname(os.path.abspath(attn_doctor.__file__)))
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                _WATCHDOG,
+                str(journal.folder),
+                str(number),
+                package,
+                str(journal.folder / RECORDING),
+            ],
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a signal to the doctor's group (Ctrl-C, a closed terminal) spares it
+            pass_fds=() if journal.lock is None else (journal.lock,),
+        )
+
+    def _say(self, word: str) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(f"{word}\n")
+        self._process.stdin.flush()
+
+    def watch(self, group: int) -> None:
+        self._say(str(group))
+
+    def ended(self) -> None:
+        self._say("ended")
+
+    def stand_down(self) -> None:
+        assert self._process.stdin is not None
+        with suppress(BrokenPipeError):
+            self._say("done")
+            self._process.stdin.close()
+        self._process.wait()
 
 
-def _stand_down(watchdog: subprocess.Popen[str]) -> None:
-    """Before the command is reaped, so that its process group's id cannot have been reused."""
-    assert watchdog.stdin is not None
-    watchdog.stdin.write("done")
-    watchdog.stdin.close()
-    watchdog.wait()
+def record_killed(folder: str, number: int, group: int | None) -> None:
+    """The watchdog's record of a command whose runner was killed: once the command's group is
+    gone, what it did, exactly as `_command` records it. Nothing when the runner recorded it
+    already, or the repair is being (or was) undone."""
+    if group is not None:
+        _wait_gone(group)
+    journal = Journal(Path(folder), load_journal(Path(folder) / "journal.json"))
+    step = journal.data["steps"][number - 1]
+    if journal.data["state"] != "running" or step["state"] != "backed-up":
+        return
+    journal.mark(number - 1, "stopped", **_changes(step["watch"], journal.folder, number, step.get("stashes", [])))
+
+
+def _wait_gone(group: int, limit_s: float = 10.0) -> None:
+    """Until no live process of the group is left (a killed one that is not yet reaped writes
+    nothing), read from /proc; at most `limit_s` (one stuck in an uninterruptible write)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and _group_alive(group):
+        time.sleep(0.02)
+
+
+def _group_alive(group: int) -> bool:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
+                line = stat.read()
+        except OSError:
+            continue  # gone meanwhile
+        state, _, pgrp, *_ = line[line.rindex(")") + 2 :].split()
+        if int(pgrp) == group and state not in ("Z", "X"):
+            return True
+    return False
 
 
 def _beat(heartbeat: Path, stop: threading.Event) -> None:
@@ -246,7 +352,9 @@ def _beat(heartbeat: Path, stop: threading.Event) -> None:
             return
 
 
-def _run(step: Command, log: Path, output: Callable[[str], None] | None, heartbeat: Path, number: int) -> None:
+def _run(
+    step: Command, log: Path, output: Callable[[str], None] | None, heartbeat: Path, number: int, watchdog: _Watchdog
+) -> None:
     """The command's own output, stdout and stderr merged in order, kept whole in `log`. On any
     exception (Ctrl-C included) the command is killed and waited for before it is passed on."""
     last = "no output"
@@ -265,7 +373,7 @@ def _run(step: Command, log: Path, output: Callable[[str], None] | None, heartbe
                 env={**os.environ, **dict(step.env)},
                 start_new_session=True,  # its own process group: stopped whole, children included
             )
-            watchdog = _watch(child)
+            watchdog.watch(child.pid)
             beating.start()
             try:
                 assert child.stdout is not None
@@ -281,7 +389,8 @@ def _run(step: Command, log: Path, output: Callable[[str], None] | None, heartbe
                 os.killpg(child.pid, signal.SIGKILL)
                 raise
             finally:
-                _stand_down(watchdog)
+                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+                watchdog.ended()
                 code = child.wait()
                 stop.set()
                 beating.join()
@@ -302,8 +411,8 @@ def carry_out_checked(
     undo it all and raise Undone; on Ctrl-C undo it all, say so, and raise Interrupted. If the
     undo fails too, UndoFailed says where the journal is. Returns the repair's folder."""
     say = printable(report)
-    with exclusive(plan.prefix):
-        journal = start(plan)
+    with exclusive(plan.prefix) as lock, _one_interrupt():
+        journal = start(plan, lock)
         try:
             carry_out(journal, plan, say, output and printable(output))
             problems = check()
@@ -320,6 +429,31 @@ def carry_out_checked(
             raise Undone(problems, journal.folder)
         prune(plan.prefix)
     return journal.folder
+
+
+@contextmanager
+def _one_interrupt() -> Iterator[None]:
+    """Ctrl-C stops an action once. Held down, or pressed again while the command is being killed
+    and recorded, it must not interrupt that too (the command would run on unattended, or go
+    unrecorded), nor the exit after it (Python's finalisation puts SIGINT's default action back,
+    which would end the doctor by the signal rather than with 130): from the first press on,
+    SIGINT is ignored. A SIGINT that was already ignored (nohup) stays ignored."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def once(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, once)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is once:  # not pressed
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _undo_on_the_spot(folder: Path, say: Callable[[str], None], why: str) -> None:

@@ -189,7 +189,7 @@ def _undo_step(step: dict[str, Any], folder: Path, number: int, report: Callable
 
 def _take_back(step: dict[str, Any], folder: Path, number: int) -> None:
     """Exactly what the command did, as recorded: its files removed, the ones it replaced or
-    removed linked back, and the folders it made that are empty again removed."""
+    removed linked back, and the folders it made (or made files in) that are empty again removed."""
     for path, _ in step["created"]:
         if os.path.lexists(path):
             os.remove(path)
@@ -199,8 +199,8 @@ def _take_back(step: dict[str, Any], folder: Path, number: int) -> None:
             put_back(backup, Path(path), backup.parent)
     for watched in step["watch"]:
         mirror = backup_path(folder, number, watched)
-        made = {os.path.dirname(p) for p, _ in step["created"] if p.startswith(watched.rstrip("/") + os.sep)}
-        _remove_empty_new_folders(watched, mirror, made)
+        made = {os.path.dirname(p) for p, _ in step["created"]} | set(step.get("folders", []))
+        _remove_empty_new_folders(watched, mirror, {p for p in made if p.startswith(watched.rstrip("/") + os.sep)})
         for stash in (p for p in pip_stashes(watched) if p not in step.get("stashes", [])):
             remove_empty_tree(stash)
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from attn_doctor import keeper
+
 POLL_S = 0.2  # how often a waiting read looks whether the child has exited
 # Once the child has exited, how long what it left behind may keep its pipes open (a wrapper's
 # background job) before that is killed and the output read so far is the answer.
@@ -73,6 +75,7 @@ class Child:
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: killpg reaches what it starts
         )
+        keeper.keep(self._process.pid)  # and dies with the doctor, whatever ends it
         assert self._process.stdout is not None and self._process.stderr is not None
         self._out, self._err = _Tail(self._process.stdout), _Tail(self._process.stderr)
 
@@ -92,9 +95,11 @@ class Child:
                 if read or now - exited_at >= LINGER_S:
                     if not read:
                         self._stop()
+                    keeper.release(self._process.pid)
                     return Finished(self._process.returncode, self._out.text(), self._err.text())
             elif now >= deadline:
                 self._stop()
+                keeper.release(self._process.pid)
                 raise ChildTimeout(f"no answer in {timeout:.0f} s")
 
     def _stop(self) -> None:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from attn_doctor import keeper
+
 KERNEL = Path(__file__).with_name("kernel.py")
 
 
@@ -78,6 +80,7 @@ def run_kernels(
             )
         except OSError as error:
             return [Outcome(backend, c.name, "crashed", f"cannot run {python}: {error.strerror}") for c in cases]
+        keeper.keep(child.pid)  # a hung import dies with the doctor, whatever ends it
 
         def read() -> None:
             assert child.stdout is not None
@@ -98,6 +101,7 @@ def run_kernels(
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
             status, why = "timed-out", f"no answer within {timeout:.0f} s"
+        keeper.release(child.pid)
         reader.join(timeout=5)
         if not why:
             errors.seek(0)
