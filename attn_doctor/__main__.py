@@ -1,5 +1,5 @@
-"""`python -m attn_doctor` runs the same CLI as the `attn-doctor` script."""
+"""`python -m attn_doctor` runs the same command as the `attn-doctor` script."""
 
-from attn_doctor.cli import main
+from attn_doctor.entry import main
 
 main()

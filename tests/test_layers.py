@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("attn_doctor.report",),
     ("attn_doctor.trials", "attn_doctor.actions"),
     ("attn_doctor.render",),
-    ("attn_doctor.cli", "attn_doctor.__main__"),
+    ("attn_doctor.cli", "attn_doctor.entry", "attn_doctor.__main__"),
 )
 
 

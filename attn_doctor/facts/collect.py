@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from attn_doctor import __version__
+from attn_doctor.facts import head_start
 from attn_doctor.facts.binaries import check_binaries, torch_abi
 from attn_doctor.facts.fatbin import FatbinError, torch_cuda_code
 from attn_doctor.facts.gpu import read_gpus
@@ -39,9 +40,10 @@ def collect(
     # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
     # H100, mostly in C, so a thread suits it), the toolkit's version files, and the readings that need
     # the probe's answer: the extensions' ELF files, torch's fatbins, Triton's ptxas.
-    probe = RunningProbe(executable, deep)
+    early = head_start.take(executable, deep)  # started by the entry point, before the CLI's imports
+    probe = early.probe if early else RunningProbe(executable, deep)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        gpus = pool.submit(read_gpus, nvml)
+        gpus = early.gpus if early and nvml is None else pool.submit(read_gpus, nvml)
         toolchain = pool.submit(read_toolchain, str(Path(executable).parent))
         seen = probe.result()
         # torch's C++ ABI (what FA2's wheel names encode): known from the extensions' reading where

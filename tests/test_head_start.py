@@ -1,0 +1,78 @@
+"""`check`'s head start: the probe and NVML's reading started by the entry point, before the CLI's
+imports, change how soon the answer comes and nothing of the answer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attn_doctor.entry import _head_start
+from attn_doctor.facts import head_start
+from tests.conftest import REPO, RealPackages, Venv, run
+
+
+def report(*argv: str | Path) -> dict[str, Any]:
+    done = run(*argv, check=False, cwd=REPO)
+    assert done.returncode in (0, 1), done.stderr
+    data: dict[str, Any] = json.loads(done.stdout)
+    data.pop("collected_at")
+    return data
+
+
+def test_the_head_start_changes_nothing_of_the_report(venv: Venv, real: RealPackages) -> None:
+    venv.install(real.fa2_wheel, real.fa4_wheel)
+    args = ("check", "--python", str(venv.python), "--format", "json")
+    with_head_start = report(sys.executable, "-m", "attn_doctor", *args)
+    plain_cli = "from attn_doctor.cli import main; main()"  # the CLI alone, as before the head start
+    without = report(sys.executable, "-c", plain_cli, *args)
+    assert with_head_start == without
+    assert any(p["name"] == "flash-attn-4" for p in with_head_start["packages"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "deep"),
+    [
+        (["check", "--python", "{python}"], False),
+        (["check", "--deep", "--python={python}", "--format", "json"], True),
+    ],
+)
+def test_a_plain_check_gets_its_probe_started(venv: Venv, argv: list[str], deep: bool) -> None:
+    _head_start([a.format(python=venv.python) for a in argv])
+    started = head_start.take(str(venv.python), deep)
+    assert started is not None
+    assert started.probe.result().python.executable  # the real probe, answered
+    assert started.gpus.result() is not None
+    assert head_start.take(str(venv.python), deep) is None  # handed over once
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--facts", "saved.json"],
+        ["check", "--help"],
+        ["install", "fa4", "--python", "{python}"],
+        ["check", "--python"],
+        [],
+    ],
+)
+def test_nothing_is_started_where_check_will_not_probe(venv: Venv, argv: list[str]) -> None:
+    _head_start([a.format(python=venv.python) for a in argv])
+    assert head_start.take(str(venv.python), False) is None
+
+
+def test_a_probe_started_for_another_target_is_not_used(venv: Venv) -> None:
+    _head_start(["check", "--python", str(venv.python)])
+    assert head_start.take(str(venv.python), True) is None  # --deep was not asked: another request
+
+
+def test_collect_takes_over_what_was_started(venv: Venv) -> None:
+    from attn_doctor.facts.collect import collect
+
+    _head_start(["check", "--python", str(venv.python)])
+    facts = collect(str(venv.python))
+    assert head_start.take(str(venv.python), False) is None  # collect took it
+    assert facts.python.executable
