@@ -92,6 +92,7 @@ def test_report_schema_doc_lists_every_field() -> None:
         model.Resolution,
         model.Toolchain,
         model.ImportResult,
+        model.HubKernel,
         model.ModifiedFile,
         model.SharedFiles,
         model.Binary,

@@ -16,6 +16,7 @@ from attn_doctor.facts import head_start
 from attn_doctor.facts.binaries import check_binaries, torch_abi
 from attn_doctor.facts.fatbin import FatbinError, torch_cuda_code
 from attn_doctor.facts.gpu import read_gpus
+from attn_doctor.facts.hub_cache import read_hub_kernels
 from attn_doctor.facts.imports import import_all
 from attn_doctor.facts.model import Facts, Package, Ptxas, Variable
 from attn_doctor.facts.ptxas import read_ptxas
@@ -23,7 +24,7 @@ from attn_doctor.facts.repairs import unfinished
 from attn_doctor.facts.target import ProbeResult, RunningProbe, find_target
 from attn_doctor.facts.toolchain import read_toolchain
 from attn_doctor.inputs import MIB, InputError, read_text
-from attn_doctor.registry.backends import VARIABLES, file_marks, import_checks, packaged
+from attn_doctor.registry.backends import KERNELS_DISTRIBUTION, VARIABLES, file_marks, import_checks, packaged
 from attn_doctor.registry.versions import in_range
 
 
@@ -85,6 +86,7 @@ def collect(
         unfinished_repairs=unfinished_repairs(seen.python.prefix),
         marked_files=marked_files(seen.packages),
         ptxas=ptxas.result(),
+        hub_kernels=read_hub_kernels(os.environ) if KERNELS_DISTRIBUTION in installed else (),
         target_found_by=found_by,
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -261,6 +261,16 @@ class Ptxas:
 
 
 @dataclass(frozen=True)
+class HubKernel:
+    """A kernel repository of the Hugging Face Hub found in the local cache (what transformers'
+    `attn_implementation: org/name` loads through `kernels`), with the build variants cached."""
+
+    repo: str  # "kernels-community/flash-attn3"
+    variants: tuple[str, ...]  # build/ folder names: "torch-stable-abi29-cu130-x86_64-linux"
+    cache: str  # the snapshots' folder
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything `check` read off one machine."""
 
@@ -284,6 +294,7 @@ class Facts:
     # build of a release that a good build shares the version of)
     marked_files: tuple[str, ...] = ()
     ptxas: tuple[Ptxas, ...] = ()  # Triton's, where Triton is installed
+    hub_kernels: tuple[HubKernel, ...] = ()  # the local Hub cache's kernels, where `kernels` is installed
     # how the target was chosen: "--python", "$VIRTUAL_ENV", "$CONDA_PREFIX", a .venv's folder, or
     # "this Python" (the doctor's own, where nothing else named one); "" in older reports
     target_found_by: str = ""
@@ -299,6 +310,9 @@ class Facts:
             if package.name == name:
                 return package
         return None
+
+    def hub_kernel(self, repo: str) -> HubKernel | None:
+        return next((k for k in self.hub_kernels if k.repo == repo), None)
 
     def resolution(self, module: str) -> Resolution | None:
         for resolution in self.resolutions:

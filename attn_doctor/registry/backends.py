@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from attn_doctor.facts.model import Facts, Gpu
+from attn_doctor.facts.model import Facts, Gpu, Interpreter, Torch
 from attn_doctor.registry.findings import (
     FLASH_ATTN_4_PLACEHOLDER,
     RELEASE_BROKEN_HERE,
@@ -25,9 +25,12 @@ from attn_doctor.registry.findings import (
     SAGEATTENTION_V1,
     Rule,
 )
+from attn_doctor.registry.hub import CACHE_VARIABLES, KERNELS_SOURCE, OFFLINE_VARIABLES
+from attn_doctor.registry.recipes import FA2_WHEEL_VERSION
 from attn_doctor.registry.sdpa import HAZARDS as SDPA_HAZARDS
 from attn_doctor.registry.sdpa import SDPA_MODULE, SdpaHazard
 from attn_doctor.registry.versions import in_range, release
+from attn_doctor.registry.wheels import fa2_wheel_for
 
 FA = "https://github.com/Dao-AILab/flash-attention"
 AXOLOTL = "https://github.com/axolotl-ai-cloud/axolotl/blob/v0.18.0"
@@ -46,6 +49,8 @@ DEPENDENCIES_CHECKED_UP_TO = {"nvidia-cutlass-dsl": "4.7.0", "quack-kernels": "0
 FA2_DISTRIBUTION = "flash-attn"
 FA4_DISTRIBUTION = "flash-attn-4"
 XFORMERS_DISTRIBUTION = "xformers"
+KERNELS_DISTRIBUTION = "kernels"
+TRANSFORMERS_DISTRIBUTION = "transformers"
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ class Backend:
     axolotl: str = ""  # the config line that selects it
     axolotl_names: tuple[str, ...] = ()  # its attn_implementation values
     # position in the recommendation per GPU class (ranking.gpu_class); lower goes first
-    ranks: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    ranks: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     why: str = ""  # why it is chosen, when it is
     caveats: tuple[str, ...] = ()
     bad_releases: tuple[BadRelease, ...] = ()
@@ -195,6 +200,17 @@ class Backend:
     # torch and cuDNN releases on which it picks a kernel known to go wrong on some GPUs (SDPA)
     hazards: tuple[SdpaHazard, ...] = ()
     checked_up_to: str = ""  # the newest release its rules were checked against (RULES_CHECKED)
+    requires: tuple[str, ...] = ()  # other distributions it serves through (transformers loads a Hub kernel)
+    # the backend that serves the same kernels prebuilt (from the Hugging Face Hub): the choice where
+    # this one would have to be compiled here and there is no compiler
+    hub_route: str = ""
+    # the prebuilt wheel its install takes for this torch and Python; None: none, so it compiles
+    release_wheel: Callable[[Torch, Interpreter], str | None] | None = None
+
+    def compiles_here(self, facts: Facts) -> bool:
+        """Its install would compile here: a CUDA torch no release wheel of it is built for."""
+        torch = facts.torch
+        return bool(torch and torch.cuda and self.release_wheel and self.release_wheel(torch, facts.python) is None)
 
     def support_for(self, version: str | None) -> Support:
         """The rule of the installed version, else of the newest release (what an install brings)."""
@@ -330,7 +346,7 @@ HOPPER, BLACKWELL, AMPERE, TURING, AMD, OTHER, INFERENCE = (
 )
 
 
-def _ranks(**positions: int) -> Mapping[str, int]:
+def _ranks(**positions: float) -> Mapping[str, float]:
     names = {
         "hopper": HOPPER,
         "blackwell": BLACKWELL,
@@ -453,6 +469,8 @@ BACKENDS: tuple[Backend, ...] = (
         # Not measured on Blackwell: ahead of SDPA there, as before.
         ranks=_ranks(hopper=4, blackwell=2, ampere=1, amd=1),
         why="FlashAttention's stable build for this GPU, with varlen for sample packing",
+        hub_route="hub-fa2",
+        release_wheel=lambda torch, python: fa2_wheel_for(FA2_WHEEL_VERSION, torch, python),
         caveats=(
             "on the H100 it trained at 0.64-0.77x SDPA (fwd+bwd, every standard shape, one bench of all five): "
             "on Hopper SDPA, FA3 and FA4 are faster",
@@ -686,6 +704,38 @@ BACKENDS: tuple[Backend, ...] = (
         verifiable=True,
     ),
     Backend(
+        name="hub-fa2",
+        label="FlashAttention 2 from the Hub (kernels)",
+        distribution=KERNELS_DISTRIBUTION,
+        checked_up_to="0.19.1",
+        module="kernels",
+        requires=(TRANSFORMERS_DISTRIBUTION,),
+        support=(
+            Support(
+                "",
+                ("8", "9", "10", "12"),
+                (),  # ROCm is served by kernels-community/aiter-flash-attn, another kernel
+                "https://github.com/huggingface/kernels-community/blob/40d4194f48b6775c4be4776ed08035fabb0e758f/"
+                "flash-attn2/build.toml (cuda, xpu, cpu); the build for this torch and CUDA is chosen at load: "
+                f"{KERNELS_SOURCE}",
+            ),
+        ),
+        # transformers' own fallback for flash_attention_2 when flash-attn is missing is this kernel
+        # (src/transformers/modeling_flash_attention_utils.py at v5.25.0, FLASH_ATTN_KERNEL_FALLBACK)
+        install="pip install 'transformers[kernels]'  # the kernels release this transformers loads Hub kernels with",
+        source="https://github.com/huggingface/transformers/blob/v5.25.0/src/transformers/integrations/"
+        "hub_kernels.py (load_and_register_attn_kernel); Axolotl passes an org/name through: "
+        f"{AXOLOTL}/src/axolotl/utils/schemas/config.py (validate_attn_implementation)",
+        varlen=True,
+        axolotl="attn_implementation: kernels-community/flash-attn2",
+        axolotl_names=("kernels-community/flash-attn2", "kernels-community/flash-attn"),
+        # FA2's kernels: ranked right after FA2 itself, where FA2 is ranked
+        ranks=_ranks(hopper=4.5, blackwell=2.5, ampere=1.5),
+        why="FA2's kernels, prebuilt on the Hugging Face Hub for this torch and CUDA: no compiler and no "
+        "flash-attn wheel needed (fetched once at the first load, then from the local cache)",
+        caveats=("the first load needs the network (huggingface.co), unless the kernel is in the local Hub cache",),
+    ),
+    Backend(
         name="s2",
         label="Shifted-sparse attention (S2)",
         distribution=None,
@@ -704,13 +754,14 @@ COMPANIONS: tuple[Companion, ...] = (
     Companion("triton", "Triton", "triton"),
     Companion("nvidia-cutlass-dsl", "CuTe DSL (FA4)"),
     Companion("axolotl", "Axolotl"),
+    Companion(TRANSFORMERS_DISTRIBUTION, "transformers"),
 )
 
 
 # FA2's ROCm Triton build imports only with it set to TRUE (flash_attn_interface.py, v2.7.1-v2.8.3.post1)
 FA2_TRITON_AMD = "FLASH_ATTENTION_TRITON_AMD_ENABLE"
 # Environment variables that change what a backend does at import: `check` records them.
-VARIABLES = (FA2_TRITON_AMD,)
+VARIABLES = (FA2_TRITON_AMD, *OFFLINE_VARIABLES, *CACHE_VARIABLES)
 
 
 def registered() -> tuple[Backend, ...]:

@@ -679,6 +679,43 @@ CHECK_CRASHED = Rule(
     proof="no fix: a bug in attn-doctor; the finding names the concern and the error",
 )
 
+KERNELS_REFUSED_BY_TRANSFORMERS = Rule(
+    "kernels-refused-by-transformers",
+    Severity.ERROR,
+    "The installed `kernels` is outside the releases the installed transformers loads Hub kernels with: "
+    "an attn_implementation of the form org/name (and transformers' own fallback for flash_attention_2 "
+    'without flash-attn) fails with "`kernels` is either not installed or uses an incompatible version".',
+    "https://github.com/huggingface/transformers/blob/v5.25.0/src/transformers/utils/import_utils.py "
+    "(is_kernels_available, KERNELS_MIN_VERSION and KERNELS_MAX_VERSION); the `kernels` requirement in "
+    "transformers' metadata",
+    proof="ran: tests/test_hub_kernels.py::test_a_kernels_release_transformers_refuses_is_found_and_fixed",
+)
+CONFIG_HUB_KERNEL_NO_BUILD = Rule(
+    "config-hub-kernel-no-build",
+    Severity.WARNING,
+    "The Hub kernel the config names is in the local cache, but none of its cached builds fits this torch "
+    "and CUDA: it is fetched again at load, which needs the network (offline, loading fails).",
+    "https://github.com/huggingface/kernels/blob/v0.16.0/kernels/src/kernels/variants.py (_check_variants)",
+    proof="unproven: fetching the fitting build needs huggingface.co, which the tests cannot reach",
+)
+CONFIG_HUB_KERNEL_OFFLINE = Rule(
+    "config-hub-kernel-offline",
+    Severity.ERROR,
+    "The config names a Hub kernel that is not in the local cache (or not for this torch) while "
+    "HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set: loading the model fails.",
+    "https://github.com/huggingface/kernels/blob/v0.16.0/docs/source/env.md; huggingface_hub's HF_HUB_OFFLINE",
+    proof="unproven: `kernels download` needs huggingface.co, which the tests cannot reach",
+)
+CONFIG_HUB_KERNEL_NOT_CACHED = Rule(
+    "config-hub-kernel-not-cached",
+    Severity.INFO,
+    "The config names a Hub kernel that is not in the local cache: the build for this torch and CUDA is "
+    "fetched from huggingface.co at the first load (which builds it publishes is known only there).",
+    "https://github.com/huggingface/kernels/blob/v0.16.0/docs/source/env.md (KERNELS_CACHE, HF_HUB_CACHE)",
+    proof="no fix: nothing is wrong; `kernels download` fetches it ahead of time",
+)
+
+
 RULES: tuple[Rule, ...] = (
     NO_GPU,
     NVML_LIBRARY_MISSING,
@@ -735,6 +772,10 @@ RULES: tuple[Rule, ...] = (
     CONFIG_FLEX_WITHOUT_COMPILE,
     CONFIG_SAGE_FULL_FINETUNE,
     CONFIG_FA4_HEAD_DIMS,
+    KERNELS_REFUSED_BY_TRANSFORMERS,
+    CONFIG_HUB_KERNEL_NO_BUILD,
+    CONFIG_HUB_KERNEL_OFFLINE,
+    CONFIG_HUB_KERNEL_NOT_CACHED,
     FLEET_NODE_UNREACHABLE,
     FLEET_NODE_TIMEOUT,
     FLEET_NODE_CHECK_FAILED,

@@ -178,7 +178,12 @@ def _problems(
         if backend.distribution is not None:
             return [f"{backend.distribution} is not installed"]
         return ["torch is not installed" if version is None else f"torch {version} has no {backend.label}"]
-    problems = [bad.title.format(version=version) for bad in backend.bad_releases_found(version, facts)]
+    problems = [
+        f"{name} is not installed: {backend.label} is loaded through it"
+        for name in backend.requires
+        if facts.package(name) is None and name not in {i.name for i in facts.installed}
+    ]
+    problems += [bad.title.format(version=version) for bad in backend.bad_releases_found(version, facts)]
     problems += [lookalike.title(version or "") for lookalike in backend.lookalikes_found(version)]
     said = _said_here()
     problems += [f.title for f in own if f.severity == Severity.ERROR and f.rule not in said]

@@ -13,6 +13,7 @@ from attn_doctor.facts.model import Facts
 from attn_doctor.registry.backends import (
     AXOLOTL,
     FA4_DISTRIBUTION,
+    KERNELS_DISTRIBUTION,
     Backend,
     backend_of_implementation,
     by_name,
@@ -22,6 +23,9 @@ from attn_doctor.registry.findings import (
     CONFIG_BACKEND_UNAVAILABLE,
     CONFIG_FA4_HEAD_DIMS,
     CONFIG_FLEX_WITHOUT_COMPILE,
+    CONFIG_HUB_KERNEL_NO_BUILD,
+    CONFIG_HUB_KERNEL_NOT_CACHED,
+    CONFIG_HUB_KERNEL_OFFLINE,
     CONFIG_LEGACY_ATTENTION_FLAG,
     CONFIG_MIXED_ATTENTION_KEYS,
     CONFIG_S2_ATTENTION,
@@ -34,6 +38,7 @@ from attn_doctor.registry.findings import (
     Subject,
     finding,
 )
+from attn_doctor.registry.hub import KERNELS_SOURCE, OFFLINE_VARIABLES, variant_fits
 from attn_doctor.rules.assess import Assessment
 from attn_doctor.rules.fixes import pip_install
 from attn_doctor.rules.ranking import major, ranking, weakest
@@ -97,6 +102,15 @@ def recommend(
     # that can, and is behind it, is behind it by this machine's own measurement)
     ahead = fit[: fit.index(chosen)] if chosen in fit else fit
     better = next((b for b in ahead if b not in now), None)
+    if better is not None and better.hub_route and better.compiles_here(facts) and facts.toolchain.nvcc is None:
+        # no wheel of it for this torch and no compiler to build it: the same kernels, prebuilt
+        hub = by_name()[better.hub_route]
+        if hub in fit:
+            reasons.append(
+                f"{better.label} has no release wheel for torch {facts.torch.version} and there is no nvcc "
+                f"to build it: {hub.label} brings its kernels prebuilt"
+            )
+            better = None if hub in now or hub is chosen else hub
     runner_up = next((b.name for b in now[1:]), None)
     reasons.insert(1, f"{chosen.label}: {chosen.why or chosen.source}")
     # a known fault of the choice, said beside it, with its remedy (shown without -v)
@@ -196,17 +210,8 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
             )
         )
         return found
-    if chosen and "/" in chosen and "kernels" not in {i.name for i in facts.installed}:
-        found.append(
-            finding(
-                CONFIG_BACKEND_UNAVAILABLE,
-                f"the config asks for {chosen}, a kernel that transformers loads from the Hugging Face Hub "
-                "through the `kernels` package, which is not installed: loading the model fails",
-                [pip_install(facts, "kernels") + "  # the build for this torch and CUDA comes from the Hub at load"],
-                [HUB_KERNELS_SOURCE],
-                subject=Subject(Kind.CONFIG, "attn_implementation"),
-            )
-        )
+    if chosen and "/" in chosen:
+        found += _hub_path_findings(facts, chosen)
     backend = backend_of_implementation(chosen)
     if backend is not None and not verdicts[backend.name].usable:
         verdict = verdicts[backend.name]
@@ -249,3 +254,66 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
                 )
                 break
     return found
+
+
+def _hub_path_findings(facts: Facts, chosen: str) -> list[Finding]:
+    """An attn_implementation of the form org/name[@revision][:function]: loaded by transformers
+    through `kernels`, in the build for this torch that the local cache holds or the Hub gives."""
+    subject = Subject(Kind.CONFIG, "attn_implementation")
+    if KERNELS_DISTRIBUTION not in {i.name for i in facts.installed}:
+        return [
+            finding(
+                CONFIG_BACKEND_UNAVAILABLE,
+                f"the config asks for {chosen}, a kernel that transformers loads from the Hugging Face Hub "
+                "through the `kernels` package, which is not installed: loading the model fails",
+                [pip_install(facts, "'transformers[kernels]'") + "  # the kernels release this transformers takes"],
+                [HUB_KERNELS_SOURCE],
+                subject=subject,
+            )
+        ]
+    repo = chosen.split("@")[0].split(":")[0]
+    cached = facts.hub_kernel(repo)
+    torch = facts.torch
+    if torch is None:
+        return []  # torch-missing says what comes first
+    fitting = [v for v in cached.variants if variant_fits(v, torch, facts.python)] if cached else []
+    if fitting:
+        return []
+    offline = [v for v in OFFLINE_VARIABLES if (facts.variable(v) or "0").lower() not in ("0", "false", "no", "")]
+    built_for = f"torch {torch.version} ({torch.build}), {facts.python.platform}"
+    seen = f"cached builds: {', '.join(cached.variants) or 'none'} ({cached.cache})" if cached else "not in the cache"
+    if offline:
+        return [
+            finding(
+                CONFIG_HUB_KERNEL_OFFLINE,
+                f"{', '.join(offline)} is set and the local Hub cache holds no build of {repo} for {built_for}: "
+                "loading the model fails",
+                [
+                    f"unset {' '.join(offline)} for the first load, where huggingface.co is reachable (the build for "
+                    "this torch is then cached), or copy a Hub cache that holds it into this one"
+                ],
+                [seen, KERNELS_SOURCE],
+                subject=subject,
+            )
+        ]
+    if cached:
+        return [
+            finding(
+                CONFIG_HUB_KERNEL_NO_BUILD,
+                f"the local Hub cache holds {repo}, but no build of it for {built_for}: it is fetched at load",
+                [],
+                [seen, KERNELS_SOURCE],
+                subject=subject,
+            )
+        ]
+    return [
+        finding(
+            CONFIG_HUB_KERNEL_NOT_CACHED,
+            f"{repo} is not in the local Hub cache: transformers fetches its build for {built_for} from "
+            "huggingface.co at the first load (whether the Hub publishes one is known only there; "
+            f"`kernels variants {repo} --json` asks it)",
+            [],
+            [KERNELS_SOURCE],
+            subject=subject,
+        )
+    ]

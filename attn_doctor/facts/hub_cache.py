@@ -1,0 +1,70 @@
+"""The Hugging Face Hub kernels already in the local cache: what `attn_implementation: org/name`
+can load without the network.
+
+`kernels` keeps a kernel where huggingface_hub keeps any repository: `$KERNELS_CACHE`, else
+`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`; from kernels 0.14 as
+`kernels--ORG--NAME` (the repository type `kernel`), before it as `models--ORG--NAME`. Each
+snapshot keeps only the build variants fetched, under `build/VARIANT/`
+(https://github.com/huggingface/kernels/blob/v0.16.0/docs/source/env.md;
+huggingface_hub's `repo_folder_name`). Read only where `kernels` is installed; folder names only,
+bounded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from attn_doctor.facts.model import HubKernel
+
+MAX_REPOSITORIES = 200
+MAX_VARIANTS = 200  # per repository, over its snapshots
+
+
+def hub_cache(environ: Mapping[str, str]) -> Path:
+    for variable in ("KERNELS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if environ.get(variable):
+            return Path(environ[variable])
+    home = environ.get("HF_HOME") or os.path.join(
+        environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME") or "~", ".cache"), "huggingface"
+    )
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def read_hub_kernels(environ: Mapping[str, str]) -> tuple[HubKernel, ...]:
+    cache = hub_cache(environ)
+    try:
+        entries = sorted(e.name for e in os.scandir(cache) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return ()
+    found = []
+    for name in entries:
+        kind, _, rest = name.partition("--")
+        owner, _, repo = rest.partition("--")
+        if kind not in ("kernels", "models") or not owner or not repo:
+            continue
+        snapshots = cache / name / "snapshots"
+        variants = _variants(snapshots)
+        if kind == "models" and not variants:
+            continue  # a model's cache, not a kernel's
+        found.append(HubKernel(f"{owner}/{repo}", variants, str(snapshots)))
+        if len(found) == MAX_REPOSITORIES:
+            break
+    return tuple(found)
+
+
+def _variants(snapshots: Path) -> tuple[str, ...]:
+    names: set[str] = set()
+    try:
+        revisions = list(os.scandir(snapshots))
+    except OSError:
+        return ()
+    for revision in revisions:
+        try:
+            names.update(e.name for e in os.scandir(Path(revision.path) / "build") if e.is_dir())
+        except OSError:
+            continue
+        if len(names) >= MAX_VARIANTS:
+            break
+    return tuple(sorted(names)[:MAX_VARIANTS])
