@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from attn_doctor import __version__
+from attn_doctor.facts.locate import TargetError
 from attn_doctor.facts.model import Facts, FactsError
-from attn_doctor.facts.target import TargetError
 from attn_doctor.registry.findings import RULES, Group, Severity, rule
 from attn_doctor.render.interface import Format, Renderers, UnsupportedFormat
 

@@ -1,8 +1,8 @@
 """The `attn-doctor` command: `check` gets a head start, then the CLI runs.
 
-Before the CLI's imports (typer, the registry: about a third of `check`'s time), the probe of the
-target and NVML's reading are started for a `check` whose command line names them plainly
-(`facts/head_start.py`). Anything this reading of the command line gets wrong costs only the head
+Before the doctor's imports (typer, the registry: about a third of `check`'s time), the probe of
+the target and NVML's reading are started for a `check` whose command line names its target
+plainly (`facts/head_start.py`). Anything this reading of the command line gets wrong costs only the head
 start: the CLI parses the command line as always, and `collect` uses what was started only when it
 was started for the same target.
 """
@@ -23,14 +23,11 @@ def _head_start(argv: list[str]) -> None:
     if not argv or argv[0] != "check":
         return
     python: str | None = None
-    deep = False
     rest = argv[1:]
     for index, argument in enumerate(rest):
         if argument in ("--help", "--facts") or argument.startswith("--facts="):
             return  # nothing to probe
-        if argument == "--deep":
-            deep = True
-        elif argument == "--python":
+        if argument == "--python":
             if index + 1 == len(rest):
                 return
             python = rest[index + 1]
@@ -38,4 +35,4 @@ def _head_start(argv: list[str]) -> None:
             python = argument.partition("=")[2]
     from attn_doctor.facts import head_start
 
-    head_start.start(python, deep)
+    head_start.start(python)

@@ -12,6 +12,8 @@ import pytest
 
 from attn_doctor.entry import _head_start
 from attn_doctor.facts import head_start
+from attn_doctor.facts.locate import start_probe
+from attn_doctor.facts.target import RunningProbe
 from tests.conftest import REPO, RealPackages, Venv, run
 
 
@@ -41,12 +43,14 @@ def test_the_head_start_changes_nothing_of_the_report(venv: Venv, real: RealPack
     ],
 )
 def test_a_plain_check_gets_its_probe_started(venv: Venv, argv: list[str], deep: bool) -> None:
+    """The probe starts before the request is known, and answers the one it is then given."""
     _head_start([a.format(python=venv.python) for a in argv])
-    started = head_start.take(str(venv.python), deep)
+    started = head_start.take(str(venv.python))
     assert started is not None
-    assert started.probe.result().python.executable  # the real probe, answered
+    seen = RunningProbe(str(venv.python), deep, started.probe).result()
+    assert seen.python.executable and seen.python.prefix == str(venv.root)
     assert started.gpus.result() is not None
-    assert head_start.take(str(venv.python), deep) is None  # handed over once
+    assert head_start.take(str(venv.python)) is None  # handed over once
 
 
 @pytest.mark.parametrize(
@@ -61,12 +65,19 @@ def test_a_plain_check_gets_its_probe_started(venv: Venv, argv: list[str], deep:
 )
 def test_nothing_is_started_where_check_will_not_probe(venv: Venv, argv: list[str]) -> None:
     _head_start([a.format(python=venv.python) for a in argv])
-    assert head_start.take(str(venv.python), False) is None
+    assert head_start.take(str(venv.python)) is None
 
 
 def test_a_probe_started_for_another_target_is_not_used(venv: Venv) -> None:
     _head_start(["check", "--python", str(venv.python)])
-    assert head_start.take(str(venv.python), True) is None  # --deep was not asked: another request
+    assert head_start.take(sys.executable) is None  # collect was asked about another interpreter
+
+
+def test_a_probe_not_taken_ends_on_its_own(venv: Venv) -> None:
+    """Its request never comes: it reads end-of-file and ends (or the keeper kills it at exit)."""
+    child, _ = start_probe(str(venv.python))
+    child.feed(b"")
+    assert child.finish(timeout=30).returncode != 0
 
 
 def test_collect_takes_over_what_was_started(venv: Venv) -> None:
@@ -74,5 +85,5 @@ def test_collect_takes_over_what_was_started(venv: Venv) -> None:
 
     _head_start(["check", "--python", str(venv.python)])
     facts = collect(str(venv.python))
-    assert head_start.take(str(venv.python), False) is None  # collect took it
+    assert head_start.take(str(venv.python)) is None  # collect took it
     assert facts.python.executable

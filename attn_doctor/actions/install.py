@@ -21,8 +21,8 @@ from attn_doctor.actions.recipes import RECIPES
 from attn_doctor.actions.recipes.context import FROM_SOURCE, InstallRequest, RecipeContext
 from attn_doctor.actions.runner import carry_out_checked
 from attn_doctor.facts.collect import collect
+from attn_doctor.facts.locate import TargetError
 from attn_doctor.facts.model import Facts, Torch
-from attn_doctor.facts.target import TargetError
 from attn_doctor.registry.backends import Backend, by_name
 from attn_doctor.registry.findings import Group
 from attn_doctor.rules.assess import assess

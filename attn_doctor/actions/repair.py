@@ -9,7 +9,7 @@ from attn_doctor.actions.plan import Plan
 from attn_doctor.actions.runner import carry_out_checked
 from attn_doctor.actions.shadow import verified_lines, verify
 from attn_doctor.facts.collect import collect
-from attn_doctor.facts.target import TargetError
+from attn_doctor.facts.locate import TargetError
 from attn_doctor.report import Report, judge
 
 

@@ -66,11 +66,12 @@ class _Tail:
 class Child:
     """Started at once (OSError when it cannot be); `finish` collects it."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None, fed: bool = False) -> None:
+        """`fed`: its standard input is a pipe that `feed` writes once; else it reads nothing."""
         self._process = subprocess.Popen(
             list(argv),
             env=None if env is None else dict(env),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if fed else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: killpg reaches what it starts
@@ -78,6 +79,15 @@ class Child:
         keeper.keep(self._process.pid)  # and dies with the doctor, whatever ends it
         assert self._process.stdout is not None and self._process.stderr is not None
         self._out, self._err = _Tail(self._process.stdout), _Tail(self._process.stderr)
+
+    def feed(self, data: bytes) -> None:
+        """Write `data` to its standard input and close it; a child that has gone already (its
+        output will say why) is not an error here."""
+        assert self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.write(data)
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()
 
     def finish(self, timeout: float) -> Finished:
         """Its exit status and output; ChildTimeout when it is still running after `timeout` s."""

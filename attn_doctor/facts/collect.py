@@ -18,10 +18,11 @@ from attn_doctor.facts.fatbin import FatbinError, torch_cuda_code
 from attn_doctor.facts.gpu import read_gpus
 from attn_doctor.facts.hub_cache import read_hub_kernels
 from attn_doctor.facts.imports import import_all
+from attn_doctor.facts.locate import find_target
 from attn_doctor.facts.model import Facts, Package, Ptxas, Variable
 from attn_doctor.facts.ptxas import read_ptxas
 from attn_doctor.facts.repairs import unfinished
-from attn_doctor.facts.target import ProbeResult, RunningProbe, find_target
+from attn_doctor.facts.target import ProbeResult, RunningProbe
 from attn_doctor.facts.toolchain import read_toolchain
 from attn_doctor.inputs import MIB, InputError, read_text
 from attn_doctor.registry.backends import KERNELS_DISTRIBUTION, VARIABLES, file_marks, import_checks, packaged
@@ -41,8 +42,8 @@ def collect(
     # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
     # H100, mostly in C, so a thread suits it), the toolkit's version files, and the readings that need
     # the probe's answer: the extensions' ELF files, torch's fatbins, Triton's ptxas.
-    early = head_start.take(executable, deep)  # started by the entry point, before the CLI's imports
-    probe = early.probe if early else RunningProbe(executable, deep)
+    early = head_start.take(executable)  # started by the entry point, before the CLI's imports
+    probe = RunningProbe(executable, deep, early.probe if early else None)
     with ThreadPoolExecutor(max_workers=4) as pool:
         gpus = early.gpus if early and nvml is None else pool.submit(read_gpus, nvml)
         toolchain = pool.submit(read_toolchain, str(Path(executable).parent))

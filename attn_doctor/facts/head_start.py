@@ -2,59 +2,61 @@
 
 `check` spends most of its time waiting: on the probe in the target interpreter (that
 interpreter's start-up, its `.pth` files, the scan of its distributions) and on NVML's
-initialisation. The CLI's imports (typer, the registry) take about as long again. So the entry
-point starts the probe and NVML's reading first, and `collect` takes them over when they were
-started for what it was asked; anything it does not take is discarded (the probe's process group
-is killed with the doctor, see `attn_doctor.keeper`).
+initialisation. The doctor's own imports (typer, the registry, the collectors) take about as long
+again. So the entry point starts the probe first, with the standard library only
+(`facts/locate.py`): it starts up while the doctor imports, and waits for its request (what to
+read, which comes from the registry) on standard input. NVML is read in a thread meanwhile.
+`collect` takes both over when they were started for the target it was asked about; anything it
+does not take is discarded (the probe reads end-of-file and ends, or its process group is killed
+with the doctor, see `attn_doctor.keeper`).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass
 from threading import Thread
+from typing import Any, NamedTuple
 
-from attn_doctor.facts.gpu import read_gpus
-from attn_doctor.facts.model import Driver, Gpu
-from attn_doctor.facts.target import RunningProbe, TargetError, find_target
+from attn_doctor.facts.child import Child
+from attn_doctor.facts.locate import TargetError, find_target, start_probe
 
 
-@dataclass(frozen=True)
-class Started:
+class Started(NamedTuple):
     executable: str
-    deep: bool
-    probe: RunningProbe
-    gpus: Future[tuple[Driver, tuple[Gpu, ...]]]
+    probe: tuple[Child, str]  # the probe's child and the marker its answer follows
+    gpus: Future[Any]  # read_gpus()'s answer: (Driver, tuple[Gpu, ...])
 
 
 _started: Started | None = None
 
 
-def start(python: str | None, deep: bool) -> None:
+def start(python: str | None) -> None:
     """Start the probe of the target `check` will judge, and NVML's reading, in the background.
     Anything that goes wrong here is left for `collect` to meet and report in its own words."""
     global _started
     try:
         executable, _ = find_target(python)
-        probe = RunningProbe(executable, deep)
-    except TargetError:
+        probe = start_probe(executable)
+    except (TargetError, OSError):
         return
-    gpus: Future[tuple[Driver, tuple[Gpu, ...]]] = Future()
+    gpus: Future[Any] = Future()
 
     def read() -> None:
         try:
+            from attn_doctor.facts.gpu import read_gpus  # its imports, too, off the main thread
+
             gpus.set_result(read_gpus())
         except BaseException as error:  # handed to collect, which raises it where it always did
             gpus.set_exception(error)
 
     Thread(target=read, daemon=True).start()
-    _started = Started(executable, deep, probe, gpus)
+    _started = Started(executable, probe, gpus)
 
 
-def take(executable: str, deep: bool) -> Started | None:
+def take(executable: str) -> Started | None:
     """What was started for this target, once; None when nothing was, or for another one."""
     global _started
     started, _started = _started, None
-    if started is None or (started.executable, started.deep) != (executable, deep):
+    if started is None or started.executable != executable:
         return None
     return started

@@ -407,7 +407,7 @@ def main() -> None:
     # decide what the target's imports resolve to.
     if sys.path and sys.path[0] in ("", os.getcwd()):
         sys.path.pop(0)
-    request = json.loads(sys.argv[1])
+    request = json.loads(_request(sys.argv[1]))
     resolutions = []
     for module in request["modules"]:
         try:
@@ -426,6 +426,16 @@ def main() -> None:
         "markers": markers(),
     }
     _answer(report, sys.argv[2])
+
+
+def _request(argument: str) -> str:
+    """The request, in the argument; or "-": on standard input, which the doctor writes once it
+    knows it (it starts the probe before its own imports). Read from fd 0 itself, as a .pth may
+    have replaced sys.stdin."""
+    if argument != "-":
+        return argument
+    with open(0, "rb", closefd=False) as stream:
+        return stream.read().decode("utf-8")
 
 
 def _answer(report: Json, marker: str) -> None:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from attn_doctor.facts.child import Child, ChildTimeout, run_child
+from attn_doctor.facts.locate import TargetError, answer_marker, find_target, start_probe
 from attn_doctor.facts.model import (
     FactsError,
     Installed,
@@ -23,68 +19,16 @@ from attn_doctor.facts.model import (
 )
 from attn_doctor.registry.backends import distributions, resolved_modules, verified_distributions
 
-PROBE = Path(__file__).with_name("probe.py")
-
 # Files above this size are compared by size on the fast path; `--deep` hashes them too.
 # (FA2's compiled extension alone is ~400 MB: hashing it takes most of a second.)
 HASH_LIMIT_BYTES = 4 << 20
 PROBE_TIMEOUT_S = 60.0
 
 
-class TargetError(Exception):
-    """The target interpreter could not be inspected (exit code 3)."""
-
-
-THIS_PYTHON = "this Python"  # how the target was found when nothing named one: the doctor's own
-
-
-def default_python() -> tuple[str, str]:
-    """The target when no --python names one, and how it was found, as uv finds a project's
-    environment: the active virtualenv, else the active conda env unless it is conda's base (no
-    project's), else a .venv in the working folder or a parent, else the interpreter running the
-    doctor (crates/uv-python/src/virtualenv.rs)."""
-    for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
-        prefix = os.environ.get(variable)
-        if not prefix or (variable == "CONDA_PREFIX" and _conda_base(prefix)):
-            continue
-        candidate = Path(prefix) / "bin" / "python"
-        if candidate.exists():
-            return str(candidate), f"${variable}"
-    here = Path.cwd()
-    for folder in (here, *here.parents):
-        candidate = folder / ".venv" / "bin" / "python"
-        if (folder / ".venv" / "pyvenv.cfg").is_file() and candidate.exists():
-            return str(candidate), f"{folder / '.venv'}"
-    return sys.executable, THIS_PYTHON
-
-
-def _conda_base(prefix: str) -> bool:
-    """conda's base environment: CONDA_DEFAULT_ENV says base (or root), or the prefix holds envs/."""
-    return os.environ.get("CONDA_DEFAULT_ENV") in ("base", "root") or (Path(prefix) / "envs").is_dir()
-
-
 def resolve_python(python: str | None) -> str:
     """An absolute path to the target interpreter, or TargetError with one clear line. --python
     takes an interpreter, or an environment's folder (as pip's --python does)."""
     return find_target(python)[0]
-
-
-def find_target(python: str | None) -> tuple[str, str]:
-    """(the target interpreter's absolute path, how it was found)."""
-    chosen, found_by = (python, "--python") if python else default_python()
-    if os.sep not in chosen:
-        found = shutil.which(chosen)
-        if found is None:
-            raise TargetError(f"target interpreter {chosen!r} is not on PATH")
-        chosen = found
-    path = Path(chosen)
-    if path.is_dir() and (path / "bin" / "python").exists():
-        path = path / "bin" / "python"  # a venv or conda env's folder
-    if not path.exists():
-        raise TargetError(f"target interpreter {chosen} does not exist")
-    if path.is_dir() or not os.access(path, os.X_OK):
-        raise TargetError(f"target interpreter {chosen} is not an executable file")
-    return str(path.absolute()), found_by
 
 
 def target_prefix(python: str | None) -> str:
@@ -118,9 +62,10 @@ class ProbeResult:
 
 
 class RunningProbe:
-    """The probe started in the background, so NVML and the toolchain are read meanwhile."""
+    """The probe started in the background, so NVML and the toolchain are read meanwhile; or
+    taken over from `check`'s head start (`started`: its child and marker)."""
 
-    def __init__(self, python: str, deep: bool) -> None:
+    def __init__(self, python: str, deep: bool, started: tuple[Child, str] | None = None) -> None:
         request = {
             "distributions": distributions(),
             "verify": verified_distributions(),
@@ -128,16 +73,11 @@ class RunningProbe:
             "hash_limit": None if deep else HASH_LIMIT_BYTES,
         }
         self.python = python
-        self._marker = answer_marker()
         try:
-            # `-c` with the source, not the file path: the probe's own folder must not land on
-            # the target's sys.path. The working directory is removed inside the probe.
-            # -B: importing the probe's stdlib modules and the target's .pth files writes no bytecode
-            # into a site-packages made without it (check changes nothing)
-            probe = PROBE.read_text(encoding="utf-8")
-            self._child = Child([python, "-B", "-c", probe, json.dumps(request), self._marker])
+            self._child, self._marker = started or start_probe(python)
         except OSError as error:
             raise TargetError(f"cannot run target interpreter {python}: {error.strerror}") from error
+        self._child.feed(json.dumps(request).encode("utf-8"))
 
     def result(self) -> ProbeResult:
         try:
@@ -151,11 +91,6 @@ class RunningProbe:
             return parse_probe(answer(done.stdout, self._marker))
         except (ValueError, FactsError, KeyError) as error:
             raise TargetError(f"the probe in {self.python} gave unreadable output: {error}") from error
-
-
-def answer_marker() -> str:
-    """A line no .pth file can have printed by chance: what a child prints after it is its answer."""
-    return f"attn-doctor-answer-{secrets.token_hex(8)}"
 
 
 def answer(stdout: str, marker: str) -> Any:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attn_doctor.facts.locate import THIS_PYTHON
 from attn_doctor.facts.model import Facts, Package
-from attn_doctor.facts.target import THIS_PYTHON
 from attn_doctor.registry.backends import distributions, label_of, shown_module
 from attn_doctor.registry.findings import Kind, Severity, Subject, distribution
 from attn_doctor.report import Report
