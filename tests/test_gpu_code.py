@@ -369,3 +369,50 @@ def test_a_kept_sageattention_built_from_its_broken_tag_is_passed_over(
     steps, notes = planned("sm90_compile-v2.2.0.py")
     assert any("compile SageAttention" in s for s in steps), steps
     assert any("passed over" in n and "built from its v2.2.0 tag" in n for n in notes), notes
+
+
+def test_a_prebuilt_fa3_wheel_is_proven_and_planned_instead_of_a_compile(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`install fa3 --find-links DIR` with a prebuilt FA3 wheel named as PyTorch's index names them
+    (flash_attn_3-3.0.0-cp39-abi3-…: the stable ABI, any CPython from 3.9; its name says neither the
+    torch nor the GPUs): one carrying sm_90a code for this torch is installed without compiling; one
+    built for Ampere only is passed over, said why, and the plan compiles FA3 narrowed as before."""
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.recipes.context import InstallRequest
+    from attn_doctor.registry.recipes import FA3_VERSION
+
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
+    wheelhouse = tmp_path / "wheelhouse"
+
+    def prebuilt(*targets: str) -> None:
+        build_extension(machine, *targets)
+        shutil.rmtree(wheelhouse, ignore_errors=True)
+        wheelhouse.mkdir()
+        files = {"flash_attn_3/_C.abi3.so": machine.extension.read_bytes(), "flash_attn_3/__init__.py": b""}
+        make_wheel(wheelhouse, "flash_attn_3", FA3_VERSION, files, "cp39-abi3-manylinux_2_28_x86_64")
+
+    def planned() -> tuple[str, list[str]]:
+        facts = collect(str(machine.venv.python), nvml=h100)
+        job = plan_install(facts, InstallRequest("fa3", find_links=str(wheelhouse)), here=True)
+        return " ".join(s.describe() for s in job.plan.steps), list(job.plan.notes)
+
+    prebuilt("sm_90a")
+    steps, notes = planned()
+    assert "compile FA3" not in steps and f"flash-attn-3=={FA3_VERSION}" in steps, steps
+    assert any("prebuilt, installed without compiling" in n for n in notes), notes
+    assert any("proven before installing" in n for n in notes), notes
+
+    prebuilt("sm_80")  # an Ampere-only build: FA3's sm80 kernels, none for this H100
+    steps, notes = planned()
+    assert "compile FA3" in steps, steps
+    assert any("passed over" in n and "carries no code for sm_90" in n for n in notes), notes
+
+    shutil.rmtree(wheelhouse)
+    wheelhouse.mkdir()  # nothing kept: the plan compiles, and says where a prebuilt one is published
+    steps, notes = planned()
+    assert "compile FA3" in steps, steps
+    assert any("--index-url https://download.pytorch.org/whl/cu130" in n for n in notes), notes

@@ -47,6 +47,7 @@ DEPENDENCIES_CHECKED_UP_TO = {"nvidia-cutlass-dsl": "4.7.0", "quack-kernels": "0
 
 # the distributions whose files and collisions some checks and actions handle by name
 FA2_DISTRIBUTION = "flash-attn"
+FA3_DISTRIBUTION = "flash-attn-3"
 FA4_DISTRIBUTION = "flash-attn-4"
 XFORMERS_DISTRIBUTION = "xformers"
 KERNELS_DISTRIBUTION = "kernels"
@@ -489,7 +490,7 @@ BACKENDS: tuple[Backend, ...] = (
     Backend(
         name="fa3",
         label="FlashAttention 3",
-        distribution="flash-attn-3",
+        distribution=FA3_DISTRIBUTION,
         checked_up_to="3.0.0",
         module="flash_attn_3",
         resolve=("flash_attn_3", "flash_attn_interface"),

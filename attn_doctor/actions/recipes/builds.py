@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
@@ -22,7 +23,8 @@ from attn_doctor.rules.wheel_fit import broken_builds, misfits
 
 def built_here(context: RecipeContext, distribution: str, version: str) -> tuple[str | None, list[str]]:
     """A wheel of exactly this release for the target's Python and machine in --find-links (one
-    built once on this cluster and kept, so that other nodes need not compile it again), proven to
+    built once on this cluster and kept, so that other nodes need not compile it again, or a
+    prebuilt one fetched for the wheelhouse: PyTorch's index publishes FA3's), proven to
     fit before it is chosen: its shared objects read as `check` reads installed ones, against this
     torch and these GPUs. Its name cannot say which torch it was built against; its symbols can.
     Returns the chosen wheel's name, and why each other candidate was passed over."""
@@ -35,7 +37,7 @@ def built_here(context: RecipeContext, distribution: str, version: str) -> tuple
             name, found, _, tags = parse_wheel_filename(wheel.name)
         except InvalidWheelFilename:
             continue
-        ours = any(t.interpreter == python and t.platform.endswith(machine) for t in tags)
+        ours = any(_runs_on(t, python) and t.platform.endswith(machine) for t in tags)
         if name != canonicalize_name(distribution) or str(found) != version or not ours:
             continue
         if not context.here:  # another machine's report: its torch's files are not here to read
@@ -55,6 +57,17 @@ def built_here(context: RecipeContext, distribution: str, version: str) -> tuple
             ]
         passed_over.append(f"{wheel.name} passed over: {'; '.join(reasons)}")
     return None, passed_over
+
+
+def _runs_on(tag: Tag, python: str) -> bool:
+    """Whether a wheel's tag installs on this CPython (`cp312`): its own tag, or a stable-ABI
+    (abi3) build for this or an older CPython 3, as FA3's `cp39-abi3` wheels are."""
+    if tag.interpreter == python:
+        return True
+    minor = python[3:]
+    if tag.abi == "abi3" and tag.interpreter.startswith("cp3") and tag.interpreter[3:].isdigit() and minor.isdigit():
+        return int(tag.interpreter[3:]) <= int(minor)
+    return tag.abi == "none" and tag.interpreter in ("py3", f"py3{minor}")
 
 
 def build_setup(context: RecipeContext, min_nvcc: str) -> tuple[list[Step], list[str], dict[str, str]]:

@@ -6,15 +6,34 @@ from attn_doctor.actions.plan import Refusal
 from attn_doctor.actions.recipes.builds import (
     build_setup,
     build_tree,
+    built_here,
     tree_steps,
 )
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
 from attn_doctor.registry import recipes
+from attn_doctor.registry.backends import FA3_DISTRIBUTION
 from attn_doctor.registry.versions import release
+from attn_doctor.registry.wheels import fa3_pytorch_index
 
 
 def fa3(context: RecipeContext) -> Recipe:
+    # a prebuilt FA3 in the wheelhouse (PyTorch's index publishes them; a cluster's own build),
+    # proven to fit this torch and these GPUs, spares a compile of up to an hour
+    kept, proof = built_here(context, FA3_DISTRIBUTION, recipes.FA3_VERSION)
+    if kept is not None:
+        notes = [f"{kept} in --find-links: FA3 {recipes.FA3_VERSION} prebuilt, installed without compiling", *proof]
+        step = pip_step(context, "FA3 prebuilt, from the wheelhouse", f"{FA3_DISTRIBUTION}=={recipes.FA3_VERSION}")
+        return [step], notes, FA3_DISTRIBUTION, recipes.FA3_VERSION
     steps, notes, env = build_setup(context, recipes.FA3_MIN_NVCC)
+    notes += proof  # the wheels passed over, each with why
+    index = fa3_pytorch_index(context.torch)
+    if index is not None and not proof:
+        notes.append(
+            f"PyTorch's index publishes FA3 {recipes.FA3_VERSION} prebuilt for this torch's CUDA build: "
+            f"`python -m pip download --no-deps --only-binary=:all: flash-attn-3=={recipes.FA3_VERSION} "
+            f"--index-url {index} -d DIR`, then `attn-doctor install fa3 --find-links DIR` proves it fits "
+            "here and installs it without compiling"
+        )
     nvcc = context.facts.toolchain.nvcc
     if nvcc and (12, 3) <= release(nvcc) < (13,) and nvcc != recipes.FA3_NVCC_NO_DOWNLOAD:
         if context.request.offline:
@@ -44,7 +63,7 @@ def fa3(context: RecipeContext) -> Recipe:
     steps += tree_steps(context, recipes.FA3_TREE)
     steps.append(build_tree(context, recipes.FA3_TREE, "compile FA3 from hopper/ (Hopper kernels)", env))
     notes.append("FA3 is not on PyPI: built from upstream's hopper/ at the pinned commit")
-    return steps, notes, "flash-attn-3", recipes.FA3_VERSION
+    return steps, notes, FA3_DISTRIBUTION, recipes.FA3_VERSION
 
 
 def fa3_switches(context: RecipeContext) -> tuple[set[str], list[str]]:
