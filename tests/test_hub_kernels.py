@@ -18,7 +18,7 @@ from attn_doctor.registry.hub import variant_fits
 from attn_doctor.report import CheckRequest, judge
 from attn_doctor.rules.recommend import Recommendation
 from attn_doctor.workload import Workload, axolotl_workload
-from tests.conftest import CACHE, FIXTURES, RecordedNvml, Venv, h100_recording, pypi_wheel
+from tests.conftest import CACHE, FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, pypi_wheel
 from tests.test_fixes import run_fix
 
 TORCH_210_CU128 = Torch("2.10.0+cu128", "12.8", None, "/x/torch", cxx11_abi=True)
@@ -79,6 +79,16 @@ def cached_kernel(cache: Path, repo: str, *variants: str, kind: str = "kernels")
         (build / "__init__.py").write_text("")
 
 
+@pytest.fixture(scope="module")
+def transformers_venv(tmp_path_factory: pytest.TempPathFactory, real: RealPackages) -> Venv:
+    """One venv for the cache cases (they change only the cache and the environment): the real CPU
+    torch, transformers 5.25.0 and the kernels release it takes."""
+    venv = Venv(tmp_path_factory.mktemp("hub") / "venv")
+    venv.see_packages_of(real.torch_python)
+    venv.install(pypi_wheel("transformers==5.25.0"), pypi_wheel("kernels==0.19.1"))
+    return venv
+
+
 @pytest.mark.parametrize(
     ("cached", "offline", "expected"),
     [
@@ -91,14 +101,13 @@ def cached_kernel(cache: Path, repo: str, *variants: str, kind: str = "kernels")
     ],
 )
 def test_a_hub_kernel_in_the_config_is_judged_by_the_local_cache(
-    torch_venv: Venv,
+    transformers_venv: Venv,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     cached: tuple[str, ...],
     offline: bool,
     expected: set[str],
 ) -> None:
-    torch_venv.install(pypi_wheel("transformers==5.25.0"), pypi_wheel("kernels==0.19.1"))
     cache = tmp_path / "hub"
     cache.mkdir()
     if cached:
@@ -111,7 +120,7 @@ def test_a_hub_kernel_in_the_config_is_judged_by_the_local_cache(
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     config = tmp_path / "axolotl.yaml"
     config.write_text("base_model: m\nattn_implementation: kernels-community/flash-attn3@v2\nadapter: lora\n")
-    facts = collect(str(torch_venv.python), nvml=RecordedNvml(h100_recording()))
+    facts = collect(str(transformers_venv.python), nvml=RecordedNvml(h100_recording()))
     assert {k.repo for k in facts.hub_kernels} == {"kernels-community/sage-attention"} | (
         {"kernels-community/flash-attn3"} if cached else set()
     )

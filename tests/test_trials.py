@@ -148,7 +148,7 @@ def test_a_broken_backend_is_caught_and_fails_the_command(
 
 
 def test_a_hanging_backend_times_out(torch_venv: Venv, tmp_path: Path) -> None:
-    code, found = verify_json(with_fa3(torch_venv, tmp_path, "hangs"), "fa3", "--timeout", "20")
+    code, found = verify_json(with_fa3(torch_venv, tmp_path, "hangs"), "fa3", "--timeout", "6")
     assert code == 1
     assert statuses(found["fa3"]) == {"timed-out"}
 
