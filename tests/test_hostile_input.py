@@ -547,3 +547,40 @@ def test_a_pth_that_prints_256_mib_costs_the_doctor_no_more_memory(venv: Venv, t
     assert json.loads(out)["python"]["executable"] == str(venv.python)
     peak_mib = peak_kib / 1024
     assert peak_mib < 400, peak_mib  # the doctor's own process: bounded, far under the 256 MiB printed x6
+
+
+def test_check_and_install_say_the_same_of_a_conda_toolkit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A toolkit from conda (conda-forge's cuda-nvcc: nvcc in the env's bin/, its record in
+    conda-meta/, no version.json), the env activated and no CUDA_HOME: the nvcc on PATH is the one
+    torch's cpp_extension builds with; check reads its release off the program and install agrees."""
+    import dataclasses
+    import json
+
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.plan import Refusal
+    from attn_doctor.actions.recipes.context import InstallRequest
+    from attn_doctor.facts.given import with_given_torch
+    from attn_doctor.facts.saved import load_facts
+    from attn_doctor.report import judge
+
+    env = tmp_path / "miniforge" / "envs" / "train"
+    (env / "bin").mkdir(parents=True)
+    (env / "conda-meta").mkdir()
+    nvcc = env / "bin" / "nvcc"
+    nvcc.write_bytes((cuda_toolkit() / "bin" / "nvcc").read_bytes())
+    nvcc.chmod(0o755)
+    record = {"name": "cuda-nvcc", "version": "13.0.88", "files": ["bin/nvcc"]}
+    (env / "conda-meta" / "cuda-nvcc-13.0.88-0.json").write_text(json.dumps(record))
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("CONDA_PREFIX", str(env))
+    monkeypatch.setenv("PATH", f"{env / 'bin'}{os.pathsep}{os.environ['PATH']}")
+
+    tools = read_toolchain(None)
+    assert (tools.nvcc_path, tools.nvcc) == (str(nvcc), "13.0")
+    here = dataclasses.replace(with_given_torch(load_facts(HEALTHY), "2.11.0", "13.0"), toolchain=tools)
+    assert not [f for f in judge(here).findings if f.code.startswith("nvcc-")]
+    try:
+        plan_install(here, InstallRequest("fa3"), here=False)
+    except Refusal as refusal:
+        assert "nvcc" not in str(refusal), refusal
