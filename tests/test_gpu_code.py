@@ -171,12 +171,20 @@ def nvcc_12_8_ptxas() -> Path:
     return kept
 
 
-def make_wheel(folder: Path, name: str, version: str, files: dict[str, bytes], tag: str = "py3-none-any") -> Path:
-    """A wheel of these files, with its dist-info and a RECORD of their hashes."""
+def make_wheel(
+    folder: Path,
+    name: str,
+    version: str,
+    files: dict[str, bytes],
+    tag: str = "py3-none-any",
+    requires: tuple[str, ...] = (),
+) -> Path:
+    """A wheel of these files, with its dist-info (Requires-Dist: `requires`) and a RECORD of their hashes."""
     info = f"{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n"
     files = {
         **files,
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n".encode(),
+        f"{info}/METADATA": (metadata + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
         f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: {tag}\n".encode(),
     }
     record = [

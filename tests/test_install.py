@@ -223,13 +223,13 @@ def test_a_second_action_on_the_same_environment_waits_for_none(torch_venv: Venv
     assert snapshot(torch_venv) == before
 
 
-def serve_index(folder: Path, wheels: list[Path]) -> tuple[str, object]:
+def serve_index(folder: Path, wheels: list[Path], name: str = "flash-attn-4") -> tuple[str, object]:
     """A PEP 503 index of these real wheels on 127.0.0.1, as a cluster's mirror serves it."""
     import functools
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    project = folder / "simple" / "flash-attn-4"
+    project = folder / "simple" / name
     project.mkdir(parents=True)
     for wheel in wheels:
         shutil.copy(wheel, project / wheel.name)
@@ -274,3 +274,44 @@ def test_fa4_is_planned_as_the_newest_release_the_index_offers(
 
     wanted, notes = planned("http://127.0.0.1:9/simple")  # nothing listens there
     assert wanted == "flash-attn-4==4.0.0b36" and any("the index could not be asked" in n for n in notes)
+
+
+def test_xformers_is_planned_as_the_newest_release_that_installs_beside_this_torch(
+    torch_venv: Venv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No stale table: the index is asked, through the target's own pip resolving with torch held,
+    for the newest xFormers whose Requires-Dist takes this torch (the CPU torch 2.13 here). A local
+    index serves releases as xFormers publishes them (one newer than the rules know, one that wants
+    a newer torch); wheels built here, with exactly that metadata."""
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.plan import Command
+    from attn_doctor.actions.recipes.context import InstallRequest
+    from attn_doctor.facts.collect import collect
+    from tests.test_gpu_code import make_wheel
+
+    built = tmp_path / "built"
+    built.mkdir()
+    files = {"xformers/__init__.py": b""}
+    wheels = [
+        make_wheel(built, "xformers", "0.0.35", files, requires=("torch>=2.10",)),
+        make_wheel(built, "xformers", "0.0.36", files, requires=("torch>=2.13",)),
+        make_wheel(built, "xformers", "0.0.37", files, requires=("torch>=2.14",)),  # not for torch 2.13
+    ]
+    facts = collect(str(torch_venv.python))
+
+    def planned(index: str) -> tuple[str, list[str]]:
+        monkeypatch.setenv("PIP_INDEX_URL", index)
+        job = plan_install(facts, InstallRequest("xformers", force=True))
+        [pip] = [s for s in job.plan.steps if isinstance(s, Command)]
+        [wanted] = [a for a in pip.argv if a.startswith("xformers")]
+        return wanted, list(job.plan.notes)
+
+    index, server = serve_index(tmp_path / "index", wheels, "xformers")
+    wanted, notes = planned(index)
+    server.shutdown()  # type: ignore[attr-defined]
+    assert wanted == "xformers==0.0.36", notes
+    assert any("the newest release the index offers that installs beside torch==2.13.0" in n for n in notes), notes
+    assert any("0.0.36 is newer than these rules know (0.0.35)" in n for n in notes), notes
+
+    wanted, notes = planned("http://127.0.0.1:9/simple")  # nothing listens: the rules' own answer
+    assert wanted == "xformers==0.0.35" and any("the index could not be asked" in n for n in notes), notes

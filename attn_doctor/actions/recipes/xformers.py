@@ -1,36 +1,57 @@
-"""xFormers: the release built for the installed torch, from PyTorch's index for its CUDA build."""
+"""xFormers: the newest release that installs beside the installed torch, as the installer's index
+resolves it (each release up to 0.0.34 requires one exact torch), else the release these rules know
+for this torch; from PyTorch's index for a CUDA 13 torch."""
 
 from __future__ import annotations
 
+from packaging.version import Version
+
 from attn_doctor.actions.plan import Refusal
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.facts.index import resolved_version
 from attn_doctor.registry import recipes
+from attn_doctor.registry.backends import XFORMERS_DISTRIBUTION, by_name
 from attn_doctor.registry.versions import release
 
 
 def xformers(context: RecipeContext) -> Recipe:
-    chosen = recipes.xformers_for(context.torch.version)
-    if chosen is None:
-        known = ", ".join(f"{x.version} (torch{x.torch})" for x in recipes.XFORMERS[:4])
-        raise Refusal(
-            f"no xFormers release is built for torch {context.torch.version}: each wheel requires its own torch "
-            f"({known}); installing one would replace torch. Use SDPA, or move torch to a supported release"
-        )
-    notes = [f"xformers {chosen.version} requires torch{chosen.torch} ({chosen.source})"]
     flags: tuple[str, ...] = ()
+    notes: list[str] = []
     if release(context.torch.cuda)[:1] >= (13,) and not (context.request.offline or context.request.find_links):
         flags = ("--index-url", recipes.XFORMERS_CU13_INDEX)
         notes.append("PyPI's xformers wheels are CUDA 12.8 builds: the CUDA 13 build comes from PyTorch's index")
-    return (
-        [
-            pip_step(
-                context,
-                f"the xFormers release built for torch {context.torch.version}",
-                f"xformers=={chosen.version}",
-                flags=flags,
-            )
-        ],
-        notes,
-        "xformers",
-        chosen.version,
+    known = recipes.xformers_for(context.torch.version)
+    asked = (
+        resolved_version(
+            context.facts.python.executable,
+            XFORMERS_DISTRIBUTION,
+            [context.torch_pin],
+            context.request.find_links,
+            context.request.offline,
+            flags,
+        )
+        if context.here
+        else None
     )
+    if asked is not None:
+        version = asked
+        where = "the wheelhouse" if context.request.offline else "the index"
+        notes.insert(0, f"xformers {asked}: the newest release {where} offers that installs beside {context.torch_pin}")
+        checked = by_name()["xformers"].checked_up_to
+        if checked and Version(asked) > Version(checked):
+            notes.append(f"{asked} is newer than these rules know ({checked}): `attn-doctor verify xformers` proves it")
+    elif known is not None:
+        version = known.version
+        notes.insert(0, f"xformers {known.version} requires torch{known.torch} ({known.source})")
+        if context.here:
+            notes.append(f"the index could not be asked: {known.version} is what these rules know for this torch")
+    else:
+        listed = ", ".join(f"{x.version} (torch{x.torch})" for x in recipes.XFORMERS[:4])
+        raise Refusal(
+            f"no xFormers release is built for torch {context.torch.version}: each wheel requires its own torch "
+            f"({listed}); installing one would replace torch. Use SDPA, or move torch to a supported release"
+        )
+    step = pip_step(
+        context, f"the xFormers release built for torch {context.torch.version}", f"xformers=={version}", flags=flags
+    )
+    return [step], notes, XFORMERS_DISTRIBUTION, version
