@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from attn_doctor.facts.repairs import repairs_root
-from tests.conftest import FA4_VERSION, Venv, doctor, interpreter, run, snapshot
+from tests.conftest import FA4_VERSION, RealPackages, Venv, doctor, interpreter, run, snapshot
 
 
 def install(venv: Venv, backend: str, wheels: Path, *extra: str) -> tuple[int, str, str]:
@@ -315,3 +315,31 @@ def test_xformers_is_planned_as_the_newest_release_that_installs_beside_this_tor
 
     wanted, notes = planned("http://127.0.0.1:9/simple")  # nothing listens: the rules' own answer
     assert wanted == "xformers==0.0.35" and any("the index could not be asked" in n for n in notes), notes
+
+
+def test_fa2_compiles_the_newest_release_the_index_offers_not_a_lookalike(
+    torch_venv: Venv, real: RealPackages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FA2's source build asks the index too. FA3's beta was published as flash_attn 3.0.0b1: a
+    newer version under FA2's name that is not FA2, passed over (as any pre-release is where the
+    index has final releases)."""
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.plan import Command
+    from attn_doctor.actions.recipes.context import InstallRequest
+    from attn_doctor.facts.collect import collect
+    from tests.conftest import cuda_toolkit
+    from tests.test_gpu_code import make_wheel
+
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
+    beta = make_wheel(tmp_path, "flash_attn", "3.0.0b1", {"flash_attn_interface.py": b""}, "cp311-cp311-linux_x86_64")
+    index, server = serve_index(tmp_path / "index", [real.fa2_wheel, beta], "flash-attn")
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+    try:
+        job = plan_install(collect(str(torch_venv.python)), InstallRequest("fa2", force=True))
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+    [pip] = [s for s in job.plan.steps if isinstance(s, Command) and "FLASH_ATTENTION_FORCE_BUILD" in dict(s.env)]
+    assert "flash-attn==2.8.3.post2" in pip.argv, pip.argv
+    assert any("flash-attn 2.8.3.post2: the newest release the index offers" in n for n in job.plan.notes), (
+        job.plan.notes
+    )

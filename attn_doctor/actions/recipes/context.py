@@ -94,7 +94,13 @@ def newest_fitting(context: RecipeContext, distribution: str, pinned: str) -> tu
             [f"the index could not be asked: the newest release these rules know is {pinned}"] if context.here else []
         )
         return version, [*said, *kept]
-    fitting = [v for v in offered if not backend.bad_releases_found(v, context.facts)]
+    # not a bad release here, nor another backend's under this name (FA3's beta as flash_attn
+    # 3.0.0b1); pre-releases only where the index has nothing else (flash-attn-4)
+    fitting = [
+        v for v in offered if not backend.bad_releases_found(v, context.facts) and not backend.lookalikes_found(v)
+    ]
+    finals = [v for v in fitting if not Version(v).is_prerelease]
+    fitting = finals or fitting
     if not fitting:
         return pinned, [f"the index offers no {distribution} release that is not known bad here: {pinned} planned"]
     newest = max(fitting, key=Version)

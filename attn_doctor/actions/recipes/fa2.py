@@ -8,7 +8,7 @@ from pathlib import Path
 
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.builds import build_setup, built_here, read_tree_file
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, newest_fitting, pip_step
 from attn_doctor.actions.source import declared_version, unpack_argv
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA2_DISTRIBUTION
@@ -52,21 +52,25 @@ def fa2(context: RecipeContext) -> Recipe:
         *notes,
     ]
     env.update(FLASH_ATTN_CUDA_ARCHS=";".join(archs), FLASH_ATTENTION_FORCE_BUILD="TRUE")
-    requirement = f"flash-attn=={recipes.FA2_VERSION}"
     if context.request.sources:
+        version = recipes.FA2_VERSION
         placed, requirement, where = fa2_source(context)
         steps += placed
         notes.append(where)
+    else:  # the sdist the index offers now, not the one these rules were written against
+        version, asked = newest_fitting(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
+        requirement = f"flash-attn=={version}"
+        notes += asked
     steps.append(
         pip_step(
             context,
-            f"compile FA2 {recipes.FA2_VERSION} for this machine's GPUs only",
+            f"compile FA2 {version} for this machine's GPUs only",
             requirement,
             flags=("--no-build-isolation", "--no-cache-dir"),
             **env,
         )
     )
-    return steps, notes, FA2_DISTRIBUTION, recipes.FA2_VERSION
+    return steps, notes, FA2_DISTRIBUTION, version
 
 
 def fa2_rocm(context: RecipeContext) -> Recipe:
