@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from attn_doctor.facts.model import Facts
 from attn_doctor.facts.repairs import repairs_root
 from tests.conftest import FA4_VERSION, RealPackages, Venv, doctor, interpreter, run, snapshot
 
@@ -241,15 +242,27 @@ def serve_index(folder: Path, wheels: list[Path], name: str = "flash-attn-4") ->
     return f"http://127.0.0.1:{server.server_address[1]}/simple", server
 
 
+def planned_from(
+    facts: Facts, backend: str, distribution: str, index: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, list[str]]:
+    """The requirement that install's one pip step names for this backend, asking `index`, and its notes."""
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.plan import Command
+    from attn_doctor.actions.recipes.context import InstallRequest
+
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+    job = plan_install(facts, InstallRequest(backend, force=True))
+    [pip] = [s for s in job.plan.steps if isinstance(s, Command)]
+    [wanted] = [a for a in pip.argv if a.startswith(distribution)]
+    return wanted, list(job.plan.notes)
+
+
 def test_fa4_is_planned_as_the_newest_release_the_index_offers(
     torch_venv: Venv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No hard-coded newest: the release comes from the index the installer uses (here a local one
     serving the real b35 and b36 wheels, then b35 alone); an index that cannot be reached falls back
     to the newest these rules know, and says so."""
-    from attn_doctor.actions.install import plan_install
-    from attn_doctor.actions.plan import Command
-    from attn_doctor.actions.recipes.context import InstallRequest
     from attn_doctor.facts.collect import collect
     from tests.conftest import pypi_wheel
 
@@ -257,11 +270,7 @@ def test_fa4_is_planned_as_the_newest_release_the_index_offers(
     facts = collect(str(torch_venv.python))
 
     def planned(index: str) -> tuple[str, list[str]]:
-        monkeypatch.setenv("PIP_INDEX_URL", index)
-        job = plan_install(facts, InstallRequest("fa4", force=True))
-        [pip] = [s for s in job.plan.steps if isinstance(s, Command)]
-        [wanted] = [a for a in pip.argv if a.startswith("flash-attn-4")]
-        return wanted, list(job.plan.notes)
+        return planned_from(facts, "fa4", "flash-attn-4", index, monkeypatch)
 
     both, server = serve_index(tmp_path / "both", [b35, b36])
     wanted, notes = planned(both)
@@ -283,9 +292,6 @@ def test_xformers_is_planned_as_the_newest_release_that_installs_beside_this_tor
     for the newest xFormers whose Requires-Dist takes this torch (the CPU torch 2.13 here). A local
     index serves releases as xFormers publishes them (one newer than the rules know, one that wants
     a newer torch); wheels built here, with exactly that metadata."""
-    from attn_doctor.actions.install import plan_install
-    from attn_doctor.actions.plan import Command
-    from attn_doctor.actions.recipes.context import InstallRequest
     from attn_doctor.facts.collect import collect
     from tests.test_gpu_code import make_wheel
 
@@ -300,11 +306,7 @@ def test_xformers_is_planned_as_the_newest_release_that_installs_beside_this_tor
     facts = collect(str(torch_venv.python))
 
     def planned(index: str) -> tuple[str, list[str]]:
-        monkeypatch.setenv("PIP_INDEX_URL", index)
-        job = plan_install(facts, InstallRequest("xformers", force=True))
-        [pip] = [s for s in job.plan.steps if isinstance(s, Command)]
-        [wanted] = [a for a in pip.argv if a.startswith("xformers")]
-        return wanted, list(job.plan.notes)
+        return planned_from(facts, "xformers", "xformers", index, monkeypatch)
 
     index, server = serve_index(tmp_path / "index", wheels, "xformers")
     wanted, notes = planned(index)
