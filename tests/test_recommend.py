@@ -343,7 +343,8 @@ def test_check_reads_head_dims_from_the_configs_local_base_model(tmp_path: Path)
     assert code == 2 and err.count("\n") == 1 and f"base_model of {local}" in err
 
 
-def test_a_hub_kernel_needs_the_kernels_package(tmp_path: Path) -> None:
+@pytest.mark.parametrize("repo", ["kernels-community/flash-attn3", "kernels-community/flash-attn2"])
+def test_a_hub_kernel_needs_the_kernels_package(tmp_path: Path, repo: str) -> None:
     """attn_implementation: kernels-community/flash-attn3 (axolotl PR #3602): without `kernels` the model
     fails to load, and check says so with the install; with it, nothing stands in the way."""
     import dataclasses
@@ -352,7 +353,7 @@ def test_a_hub_kernel_needs_the_kernels_package(tmp_path: Path) -> None:
     from attn_doctor.report import CheckRequest
 
     config = tmp_path / "axolotl.yaml"
-    config.write_text("base_model: m\nattn_implementation: kernels-community/flash-attn3\nadapter: lora\n")
+    config.write_text(f"base_model: m\nattn_implementation: {repo}\nadapter: lora\n")
     facts = load_facts(FIXTURES / "h100-check.json")
     work = axolotl_workload(config)
     [missing] = [f for f in judge(facts, CheckRequest(workload=work)).findings if f.code.startswith("config-")]

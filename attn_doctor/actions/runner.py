@@ -239,7 +239,7 @@ def _changes(watch: list[str] | tuple[str, ...], folder: Path, number: int, stas
 # to wait for it. Its first part is the standard library only, so that the kill never waits on an
 # import; the doctor's code is imported for the record only.
 _WATCHDOG = """
-import os, signal, sys, time
+import os, signal, sys
 folder, number, package, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 group, ended, done = None, False, False
 for line in sys.stdin:

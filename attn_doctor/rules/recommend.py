@@ -213,7 +213,7 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     if chosen and "/" in chosen:
         found += _hub_path_findings(facts, chosen)
     backend = backend_of_implementation(chosen)
-    if backend is not None and not verdicts[backend.name].usable:
+    if backend is not None and "/" not in (chosen or "") and not verdicts[backend.name].usable:  # a Hub path: above
         verdict = verdicts[backend.name]
         found.append(
             finding(
