@@ -5,7 +5,6 @@ wheelhouse, real signals at real points of a real pip run."""
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import subprocess
@@ -25,12 +24,16 @@ INSTALLING = "Installing collected packages"  # pip has begun to write into site
 def started_install(venv: Venv, wheels: Path) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "attn_doctor", "install", "fa4", "--python", str(venv.python)]
     argv += ["--find-links", str(wheels), "--offline", "--force", "--yes"]
-    # a signal's default action, as a terminal's process has it, even where this suite runs with
-    # SIGINT ignored (nohup, a CI runner)
-    default = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=default
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=terminal_signals
     )
+
+
+def terminal_signals() -> None:
+    """Each signal's default action, as a terminal's process has it, even where this suite runs with
+    some ignored (nohup ignores SIGHUP, a background job or a CI runner SIGINT)."""
+    for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
 
 
 def wait_for_pip(venv: Venv, text: str = INSTALLING, timeout: float = 120) -> None:
