@@ -24,20 +24,24 @@ from attn_doctor.facts.locate import TargetError, find_target, start_probe
 class Started(NamedTuple):
     executable: str
     probe: tuple[Child, str]  # the probe's child and the marker its answer follows
-    gpus: Future[Any]  # read_gpus()'s answer: (Driver, tuple[Gpu, ...])
+    gpus: Future[Any] | None  # read_gpus()'s answer, (Driver, tuple[Gpu, ...]); None: not started
 
 
 _started: Started | None = None
 
 
-def start(python: str | None) -> None:
-    """Start the probe of the target `check` will judge, and NVML's reading, in the background.
-    Anything that goes wrong here is left for `collect` to meet and report in its own words."""
+def start(python: str | None, read_nvml: bool = True) -> None:
+    """Start the probe of the target `check` will judge, and NVML's reading (`read_nvml`), in the
+    background. Anything that goes wrong here is left for `collect` to meet and report in its own
+    words."""
     global _started
     try:
         executable, _ = find_target(python)
         probe = start_probe(executable)
     except (TargetError, OSError):
+        return
+    if not read_nvml:
+        _started = Started(executable, probe, None)
         return
     gpus: Future[Any] = Future()
 
