@@ -1,8 +1,8 @@
 """The `attn-doctor` command: `check` gets a head start, then the CLI runs.
 
 Before the doctor's imports (typer, the registry: about a third of `check`'s time), the probe of
-the target and NVML's reading are started for a `check` whose command line names its target
-plainly (`facts/head_start.py`). Anything this reading of the command line gets wrong costs only the head
+the target is started for a `check` whose command line names its target plainly
+(`facts/head_start.py`). Anything this reading of the command line gets wrong costs only the head
 start: the CLI parses the command line as always, and `collect` uses what was started only when it
 was started for the same target.
 """

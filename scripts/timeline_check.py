@@ -19,7 +19,7 @@ def mark(label): marks.append((label, time.perf_counter()))
 target, mode = sys.argv[1], sys.argv[2]
 if mode != "plain":
     from attn_doctor.facts import head_start
-    head_start.start(target, read_nvml=mode == "head-start")
+    head_start.start(target)
 mark("head start")
 import attn_doctor.cli
 mark("import the CLI")
@@ -52,8 +52,7 @@ def main() -> None:
     parser.add_argument("--python", required=True)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    # head-start: the probe and NVML first; probe-only: NVML read in collect, as before
-    runs: dict[str, list[dict[str, float]]] = {"head-start": [], "probe-only": [], "plain": []}
+    runs: dict[str, list[dict[str, float]]] = {"head-start": [], "plain": []}
     for _ in range(args.runs + 1):  # the first round warms the page cache
         for mode in runs:
             done = subprocess.run(

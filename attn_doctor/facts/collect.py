@@ -45,7 +45,7 @@ def collect(
     early = head_start.take(executable)  # started by the entry point, before the CLI's imports
     probe = RunningProbe(executable, deep, early.probe if early else None)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        gpus = early.gpus if early and early.gpus and nvml is None else pool.submit(read_gpus, nvml)
+        gpus = pool.submit(read_gpus, nvml)
         toolchain = pool.submit(read_toolchain, str(Path(executable).parent))
         seen = probe.result()
         # torch's C++ ABI (what FA2's wheel names encode): known from the extensions' reading where
