@@ -62,6 +62,7 @@ def test_a_kernels_release_transformers_refuses_is_found_and_fixed(venv: Venv, m
         f for f in judge(collect(str(venv.python), nvml=nvml)).findings if f.code == "kernels-refused-by-transformers"
     ]
     assert "kernels 0.18.3 is outside what transformers 5.25.0" in refused.title and "<0.20,>=0.19.1" in refused.title
+    pypi_wheel("kernels==0.19.1")  # the fix installs offline from the wheelhouse: the release it names is there
     monkeypatch.setenv("PIP_NO_DEPS", "1")  # the wheels' own dependencies are not what is tested
     run_fix(refused.fix[0], CACHE / "wheels")
     after = judge(collect(str(venv.python), nvml=nvml))

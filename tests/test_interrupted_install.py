@@ -111,6 +111,9 @@ def test_the_killed_command_is_recorded_by_its_watchdog(torch_venv: Venv, fa4_wh
         time.sleep(0.05)
     (command,) = [s for s in steps(torch_venv) if s["kind"] == "command" and s["state"] != "planned"]
     assert command["state"] == "stopped" and command["created"], command["state"]
+    # the watchdog itself ends just after it has written the record: wait for that, bounded
+    while time.monotonic() < deadline and processes_of(torch_venv):
+        time.sleep(0.05)
     assert not processes_of(torch_venv)
 
 
