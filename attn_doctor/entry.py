@@ -1,10 +1,10 @@
 """The `attn-doctor` command: `check` gets a head start, then the CLI runs.
 
 Before the doctor's imports (typer, the registry: about a third of `check`'s time), the probe of
-the target is started for a `check` whose command line names its target plainly
-(`facts/head_start.py`). Anything this reading of the command line gets wrong costs only the head
-start: the CLI parses the command line as always, and `collect` uses what was started only when it
-was started for the same target.
+the target is started for a `check` whose command line names its target plainly, and given its
+request as soon as the registry is imported (`facts/head_start.py`). Anything this reading of the
+command line gets wrong costs only the head start: the CLI parses the command line as always, and
+`collect` uses what was started only when it was started for the same target and request.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def _head_start(argv: list[str]) -> None:
         return
     python: str | None = None
     rest = argv[1:]
+    deep = "--deep" in rest
     for index, argument in enumerate(rest):
         if argument in ("--help", "--facts") or argument.startswith("--facts="):
             return  # nothing to probe
@@ -35,4 +36,4 @@ def _head_start(argv: list[str]) -> None:
             python = argument.partition("=")[2]
     from attn_doctor.facts import head_start
 
-    head_start.start(python)
+    head_start.start(python, deep)

@@ -19,7 +19,7 @@ def mark(label): marks.append((label, time.perf_counter()))
 target, mode = sys.argv[1], sys.argv[2]
 if mode != "plain":
     from attn_doctor.facts import head_start
-    head_start.start(target)
+    head_start.start(target, False)
 mark("head start")
 import attn_doctor.cli
 mark("import the CLI")

@@ -43,13 +43,13 @@ def test_the_head_start_changes_nothing_of_the_report(venv: Venv, real: RealPack
     ],
 )
 def test_a_plain_check_gets_its_probe_started(venv: Venv, argv: list[str], deep: bool) -> None:
-    """The probe starts before the request is known, and answers the one it is then given."""
+    """The probe starts before the registry is imported, and answers the request it is then given."""
     _head_start([a.format(python=venv.python) for a in argv])
-    started = head_start.take(str(venv.python))
+    started = head_start.take(str(venv.python), deep)
     assert started is not None
     seen = RunningProbe(str(venv.python), deep, started.probe).result()
     assert seen.python.executable and seen.python.prefix == str(venv.root)
-    assert head_start.take(str(venv.python)) is None  # handed over once
+    assert head_start.take(str(venv.python), deep) is None  # handed over once
 
 
 @pytest.mark.parametrize(
@@ -64,12 +64,19 @@ def test_a_plain_check_gets_its_probe_started(venv: Venv, argv: list[str], deep:
 )
 def test_nothing_is_started_where_check_will_not_probe(venv: Venv, argv: list[str]) -> None:
     _head_start([a.format(python=venv.python) for a in argv])
-    assert head_start.take(str(venv.python)) is None
+    assert head_start.take(str(venv.python), False) is None
 
 
 def test_a_probe_started_for_another_target_is_not_used(venv: Venv) -> None:
     _head_start(["check", "--python", str(venv.python)])
-    assert head_start.take(sys.executable) is None  # collect was asked about another interpreter
+    assert head_start.take(sys.executable, False) is None  # collect was asked about another interpreter
+
+
+def test_a_probe_started_for_another_request_is_not_used(venv: Venv) -> None:
+    """Fed the fast path's request (files over the hash limit compared by size), it cannot answer
+    `--deep`'s (every file hashed)."""
+    _head_start(["check", "--python", str(venv.python)])
+    assert head_start.take(str(venv.python), True) is None
 
 
 def test_a_probe_not_taken_ends_on_its_own(venv: Venv) -> None:
@@ -84,5 +91,5 @@ def test_collect_takes_over_what_was_started(venv: Venv) -> None:
 
     _head_start(["check", "--python", str(venv.python)])
     facts = collect(str(venv.python))
-    assert head_start.take(str(venv.python)) is None  # collect took it
+    assert head_start.take(str(venv.python), False) is None  # collect took it
     assert facts.python.executable

@@ -15,11 +15,13 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import IO
 
 from attn_doctor import keeper
+
+TYPE_CHECKING = False  # typing itself is not imported: the head start starts the probe before it
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import IO
 
 POLL_S = 0.2  # how often a waiting read looks whether the child has exited
 # Once the child has exited, how long what it left behind may keep its pipes open (a wrapper's
@@ -32,11 +34,13 @@ class ChildTimeout(Exception):
     """The child did not finish in time; it and its process group were killed."""
 
 
-@dataclass(frozen=True)
 class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
+    """A child's exit status and what it wrote."""
+
+    __slots__ = ("returncode", "stderr", "stdout")
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
 class _Tail:
@@ -94,13 +98,16 @@ class Child:
         deadline = time.monotonic() + timeout
         exited_at: float | None = None
         while True:
+            # Its pipes close when it exits: waiting on the threads that read them wakes at that
+            # moment, where Popen.wait(timeout) polls with sleeps that grow to 50 ms (as long again
+            # as `check` waits for its probe).
+            for tail in (self._out, self._err):
+                tail.thread.join(timeout=max(0.0, min(POLL_S, deadline - time.monotonic())))
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=POLL_S)
             now = time.monotonic()
             if self._process.poll() is not None:
                 exited_at = now if exited_at is None else exited_at
-                self._out.thread.join(timeout=POLL_S)
-                self._err.thread.join(timeout=POLL_S)
                 read = not self._out.thread.is_alive() and not self._err.thread.is_alive()
                 if read or now - exited_at >= LINGER_S:
                     if not read:

@@ -42,7 +42,7 @@ def collect(
     # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
     # H100, mostly in C, so a thread suits it), the toolkit's version files, and the readings that need
     # the probe's answer: the extensions' ELF files, torch's fatbins, Triton's ptxas.
-    early = head_start.take(executable)  # started by the entry point, before the CLI's imports
+    early = head_start.take(executable, deep)  # started by the entry point, before the CLI's imports
     probe = RunningProbe(executable, deep, early.probe if early else None)
     with ThreadPoolExecutor(max_workers=4) as pool:
         gpus = pool.submit(read_gpus, nvml)

@@ -3,10 +3,11 @@
 `check` spends most of its time waiting on the probe in the target interpreter (that
 interpreter's start-up, its `.pth` files, the scan of its distributions), and the doctor's own
 imports (typer, the registry, the collectors) take about as long again. So the entry point starts
-the probe first, with the standard library only (`facts/locate.py`): it starts up while the doctor
-imports, and waits for its request (what to read, which comes from the registry) on standard
-input. `collect` takes it over when it was started for the target it was asked about; one it does
-not take reads end-of-file and ends, or its process group is killed with the doctor
+the probe first, with the standard library only (`facts/locate.py`), and gives it its request
+(what to read, which comes from the registry) on standard input as soon as the registry is
+imported: the probe starts up and reads the target while the doctor imports typer, the rules and
+the renderers. `collect` takes it over when it was started for the target and request it was asked
+about; one it does not take ends on its own, or its process group is killed with the doctor
 (`attn_doctor.keeper`).
 
 NVML is not started here too: measured on an H100 (tests/fixtures/h100-head-start-timeline-*.txt),
@@ -17,35 +18,44 @@ venv of its own); `collect` reads it beside the probe's answer as before.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from attn_doctor.facts.child import Child
 from attn_doctor.facts.locate import TargetError, find_target, start_probe
 
 
-class Started(NamedTuple):
-    executable: str
-    probe: tuple[Child, str]  # the probe's child and the marker its answer follows
+class Started:
+    """The probe started for `executable` and fed the request for `deep`: its child and the marker
+    its answer follows."""
+
+    __slots__ = ("deep", "executable", "probe")
+
+    def __init__(self, executable: str, deep: bool, probe: tuple[Child, str]) -> None:
+        self.executable, self.deep, self.probe = executable, deep, probe
 
 
 _started: Started | None = None
 
 
-def start(python: str | None) -> None:
-    """Start the probe of the target `check` will judge. Anything that goes wrong here is left for
-    `collect` to meet and report in its own words."""
+def start(python: str | None, deep: bool) -> None:
+    """Start the probe of the target `check` will judge, then import the registry and give the
+    probe its request: it then reads the target while the doctor imports the rest (typer, the
+    rules, the renderers). Anything that goes wrong here is left for `collect` to meet and report
+    in its own words."""
     global _started
     try:
         executable, _ = find_target(python)
-        _started = Started(executable, start_probe(executable))
+        child, marker = start_probe(executable)
     except (TargetError, OSError):
         return
+    from attn_doctor.facts.target import probe_request
+
+    child.feed(probe_request(deep))
+    _started = Started(executable, deep, (child, marker))
 
 
-def take(executable: str) -> Started | None:
-    """What was started for this target, once; None when nothing was, or for another one."""
+def take(executable: str, deep: bool) -> Started | None:
+    """What was started for this target and request, once; None when nothing was, or another."""
     global _started
     started, _started = _started, None
-    if started is None or started.executable != executable:
+    if started is None or started.executable != executable or started.deep != deep:
         return None
     return started

@@ -25,6 +25,17 @@ HASH_LIMIT_BYTES = 4 << 20
 PROBE_TIMEOUT_S = 60.0
 
 
+def probe_request(deep: bool) -> bytes:
+    """What the probe reads on standard input: the distributions and modules the registry knows."""
+    request = {
+        "distributions": distributions(),
+        "verify": verified_distributions(),
+        "modules": resolved_modules(),
+        "hash_limit": None if deep else HASH_LIMIT_BYTES,
+    }
+    return json.dumps(request).encode("utf-8")
+
+
 def resolve_python(python: str | None) -> str:
     """An absolute path to the target interpreter, or TargetError with one clear line. --python
     takes an interpreter, or an environment's folder (as pip's --python does)."""
@@ -66,18 +77,16 @@ class RunningProbe:
     taken over from `check`'s head start (`started`: its child and marker)."""
 
     def __init__(self, python: str, deep: bool, started: tuple[Child, str] | None = None) -> None:
-        request = {
-            "distributions": distributions(),
-            "verify": verified_distributions(),
-            "modules": resolved_modules(),
-            "hash_limit": None if deep else HASH_LIMIT_BYTES,
-        }
+        """`started`: a probe already started and fed the request for `deep`."""
         self.python = python
+        if started is not None:
+            self._child, self._marker = started
+            return
         try:
-            self._child, self._marker = started or start_probe(python)
+            self._child, self._marker = start_probe(python)
         except OSError as error:
             raise TargetError(f"cannot run target interpreter {python}: {error.strerror}") from error
-        self._child.feed(json.dumps(request).encode("utf-8"))
+        self._child.feed(probe_request(deep))
 
     def result(self) -> ProbeResult:
         try:
