@@ -519,6 +519,14 @@ def install(
         Path | None,
         typer.Option("--config", help="FA3: build only the head dims of this Axolotl config's local base_model."),
     ] = None,
+    community: Annotated[
+        bool,
+        typer.Option("--community", help="Also try community indexes' prebuilt wheels (each named in the plan)."),
+    ] = False,
+    mirror: Annotated[
+        list[str] | None,
+        typer.Option("--mirror", help="NAME=URL: fetch a source's wheels from this mirror of it (pytorch=URL)."),
+    ] = None,
 ) -> None:
     """Install one attention backend into the target environment: plan, run, verify; undoable."""
     from attn_doctor.actions.install import plan_install
@@ -548,6 +556,8 @@ def install(
         allow_system,
         tuple(str(p) for p in source or ()),
         narrow,
+        community,
+        _mirrors(mirror or []),
     )
     try:
         job = plan_install(facts, request, here=facts_file is None)
@@ -558,6 +568,21 @@ def install(
         raise typer.Exit(EXIT_OK)
     _confirm(yes, "Install?")
     _run_install(job, python, facts, yes, wheels)
+
+
+def _mirrors(given: list[str]) -> tuple[tuple[str, str], ...]:
+    """--mirror NAME=URL, each naming a source the registry knows and an http(s) or file URL."""
+    from attn_doctor.registry.sources import source_names
+
+    mirrors = []
+    for value in given:
+        name, _, url = value.partition("=")
+        if name not in source_names():
+            raise Stop(f"--mirror {value}: NAME is one of {', '.join(source_names())}", EXIT_USAGE)
+        if not url.startswith(("http://", "https://", "file:")):
+            raise Stop(f"--mirror {value}: URL must be http(s):// or file:", EXIT_USAGE)
+        mirrors.append((name, url))
+    return tuple(mirrors)
 
 
 def _say(*lines: str) -> None:

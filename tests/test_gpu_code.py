@@ -405,7 +405,10 @@ def test_a_prebuilt_fa3_wheel_is_proven_and_planned_instead_of_a_compile(
 
     def planned() -> tuple[str, list[str]]:
         facts = collect(str(machine.venv.python), nvml=h100)
-        job = plan_install(facts, InstallRequest("fa3", find_links=str(wheelhouse)), here=True)
+        # PyTorch's index "mirrored" where nothing answers: the wheelhouse alone is read here
+        # (tests/test_prebuilt_sources.py fetches from an index)
+        nowhere = (("pytorch", "http://127.0.0.1:9/whl"),)
+        job = plan_install(facts, InstallRequest("fa3", find_links=str(wheelhouse), mirrors=nowhere), here=True)
         return " ".join(s.describe() for s in job.plan.steps), list(job.plan.notes)
 
     prebuilt("sm_90a")
@@ -420,7 +423,10 @@ def test_a_prebuilt_fa3_wheel_is_proven_and_planned_instead_of_a_compile(
     assert any("passed over" in n and "carries no code for sm_90" in n for n in notes), notes
 
     shutil.rmtree(wheelhouse)
-    wheelhouse.mkdir()  # nothing kept: the plan compiles, and says where a prebuilt one is published
+    wheelhouse.mkdir()  # nothing kept, the index not reached: the plan compiles, and says how else
     steps, notes = planned()
     assert "compile FA3" in steps, steps
+    assert any("PyTorch's own index (pytorch) not reached" in n and "--find-links" in n for n in notes), notes
+    facts = collect(str(machine.venv.python), nvml=h100)  # a plan for that machine, made elsewhere: where to get it
+    notes = list(plan_install(facts, InstallRequest("fa3", force=True), here=False).plan.notes)
     assert any("--index-url https://download.pytorch.org/whl/cu130" in n for n in notes), notes

@@ -120,9 +120,12 @@ def machine_of(python: Interpreter) -> str:
     return python.platform.rsplit("-", 1)[-1]
 
 
-def fa2_wheel_url(fa2_version: str, wheel: str) -> str:
+FA2_RELEASES = "https://github.com/Dao-AILab/flash-attention/releases/download"
+
+
+def fa2_wheel_url(fa2_version: str, wheel: str, root: str = FA2_RELEASES) -> str:
     """Where the release keeps it: what `pip install URL` takes instead of guessing."""
-    return f"https://github.com/Dao-AILab/flash-attention/releases/download/v{fa2_version}/{wheel.replace('+', '%2B')}"
+    return f"{root}/v{fa2_version}/{wheel.replace('+', '%2B')}"
 
 
 # PyTorch builds FA3 from its flash-attention submodule and publishes one wheel per CUDA build on
@@ -130,13 +133,14 @@ def fa2_wheel_url(fa2_version: str, wheel: str) -> str:
 # (https://github.com/pytorch/pytorch/blob/4c8b2b20/.github/workflows/_binary-upload-flash-attention-wheel.yml),
 # named flash_attn_3-3.0.0-cp39-abi3-manylinux_2_28_x86_64.whl in every folder: only the folder says
 # the CUDA build. Built against torch's stable ABI, from torch 2.9 on (hopper/setup.py,
-# TORCH_TARGET_VERSION). Not fetched by the doctor: the plan says how, and --find-links proves it.
+# TORCH_TARGET_VERSION). `install fa3` fetches it from there and proves it (registry/sources.py).
 FA3_PYTORCH_INDEX_BUILDS = ("cu126", "cu128", "cu129", "cu130")
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
 
 
-def fa3_pytorch_index(torch: Torch) -> str | None:
+def fa3_pytorch_index(torch: Torch, root: str = PYTORCH_INDEX) -> str | None:
     """The PyTorch index folder that holds an FA3 wheel for this torch's CUDA build, if any."""
     if not torch.cuda or release(torch.version) < (2, 9):
         return None
     build = "cu" + "".join(torch.cuda.split(".")[:2])
-    return f"https://download.pytorch.org/whl/{build}" if build in FA3_PYTORCH_INDEX_BUILDS else None
+    return f"{root}/{build}" if build in FA3_PYTORCH_INDEX_BUILDS else None

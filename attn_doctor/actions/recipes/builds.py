@@ -1,73 +1,16 @@
-"""What the compiled recipes share: sources checked before a build, the build sized for this machine,
-a wheel built here before found again."""
+"""What the compiled recipes share: sources checked before a build, the build sized for this machine."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.context import RecipeContext, pip_step
 from attn_doctor.actions.source import Source, SourceError, declared_version, git_head, read_source, unpack_argv
-from attn_doctor.facts.wheels import WheelError, read_wheel, wheel_marks
 from attn_doctor.registry import recipes
-from attn_doctor.registry.backends import backend_of_distribution
 from attn_doctor.registry.versions import release
-from attn_doctor.registry.wheels import cpython_tag, machine_of
 from attn_doctor.rules.checks.toolchain import nvcc_unusable
-from attn_doctor.rules.wheel_fit import broken_builds, misfits
-
-
-def built_here(context: RecipeContext, distribution: str, version: str) -> tuple[str | None, list[str]]:
-    """A wheel of exactly this release for the target's Python and machine in --find-links (one
-    built once on this cluster and kept, so that other nodes need not compile it again, or a
-    prebuilt one fetched for the wheelhouse: PyTorch's index publishes FA3's), proven to
-    fit before it is chosen: its shared objects read as `check` reads installed ones, against this
-    torch and these GPUs. Its name cannot say which torch it was built against; its symbols can.
-    Returns the chosen wheel's name, and why each other candidate was passed over."""
-    if not context.request.find_links:
-        return None, []
-    python, machine = cpython_tag(context.facts.python.version), machine_of(context.facts.python)
-    passed_over = []
-    for wheel in sorted(Path(context.request.find_links).glob("*.whl")):
-        try:
-            name, found, _, tags = parse_wheel_filename(wheel.name)
-        except InvalidWheelFilename:
-            continue
-        ours = any(_runs_on(t, python) and t.platform.endswith(machine) for t in tags)
-        if name != canonicalize_name(distribution) or str(found) != version or not ours:
-            continue
-        if not context.here:  # another machine's report: its torch's files are not here to read
-            return wheel.name, []
-        try:
-            reasons = misfits(read_wheel(str(wheel), distribution, context.torch.location), context.facts)
-        except WheelError as error:
-            reasons = [str(error)]
-        backend = backend_of_distribution(distribution)
-        if backend is not None:
-            marks = [b.mark for b in backend.bad_releases if b.mark is not None]
-            reasons += broken_builds(backend, version, wheel_marks(str(wheel), distribution, marks), context.facts)
-        if not reasons:
-            return wheel.name, [
-                f"{wheel.name} proven before installing: its shared objects load next to this torch "
-                "and carry code for every GPU here"
-            ]
-        passed_over.append(f"{wheel.name} passed over: {'; '.join(reasons)}")
-    return None, passed_over
-
-
-def _runs_on(tag: Tag, python: str) -> bool:
-    """Whether a wheel's tag installs on this CPython (`cp312`): its own tag, or a stable-ABI
-    (abi3) build for this or an older CPython 3, as FA3's `cp39-abi3` wheels are."""
-    if tag.interpreter == python:
-        return True
-    minor = python[3:]
-    if tag.abi == "abi3" and tag.interpreter.startswith("cp3") and tag.interpreter[3:].isdigit() and minor.isdigit():
-        return int(tag.interpreter[3:]) <= int(minor)
-    return tag.abi == "none" and tag.interpreter in ("py3", f"py3{minor}")
 
 
 def build_setup(context: RecipeContext, min_nvcc: str) -> tuple[list[Step], list[str], dict[str, str]]:

@@ -23,6 +23,8 @@ class InstallRequest:
     allow_system: bool = False  # a PEP 668 system Python
     sources: tuple[str, ...] = ()  # local trees or archives to build from, instead of fetching (fa2, fa3, sage)
     head_dims: tuple[tuple[int, int], ...] = ()  # (q/k, v) each: FA3 builds only the kernels these need
+    community: bool = False  # prebuilt wheels from community indexes too (registry/sources.py)
+    mirrors: tuple[tuple[str, str], ...] = ()  # (source name, root URL): a mirror of that source
 
 
 # What --source can build: the backends compiled from a source tree

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
-from attn_doctor.actions.recipes.builds import build_setup, built_here, read_tree_file
+from attn_doctor.actions.recipes.builds import build_setup, read_tree_file
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, newest_fitting, pip_step
+from attn_doctor.actions.recipes.prebuilt import built_here, fetched
 from attn_doctor.actions.source import declared_version, unpack_argv
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA2_DISTRIBUTION
@@ -20,10 +21,12 @@ def fa2(context: RecipeContext) -> Recipe:
     if torch.hip:
         return fa2_rocm(context)
     wheel = fa2_wheel_for(recipes.FA2_WHEEL_VERSION, torch, facts.python)
-    if wheel is not None and not context.request.sources:
+    local = context.request.find_links or context.request.offline
+    tried: list[str] = []
+    if wheel is not None and not context.request.sources and (local or not context.here):
+        # a local wheelhouse is searched by name; another machine's plan names the release asset
+        # by its URL, which only that machine can prove
         url = fa2_wheel_url(recipes.FA2_WHEEL_VERSION, wheel)
-        # a local wheelhouse is searched by name; the release asset is fetched by its URL
-        local = context.request.find_links or context.request.offline
         requirement = f"flash-attn=={recipes.FA2_WHEEL_VERSION}" if local else f"flash-attn @ {url}"
         notes = [f"a prebuilt FA2 wheel exists for this torch/CUDA/Python/ABI: {wheel} (no compiling)"]
         return (
@@ -32,6 +35,12 @@ def fa2(context: RecipeContext) -> Recipe:
             "flash-attn",
             recipes.FA2_WHEEL_VERSION,
         )
+    if wheel is not None and not context.request.sources:  # fetched and proven before it is chosen
+        found, tried = fetched(context, FA2_DISTRIBUTION, recipes.FA2_WHEEL_VERSION)
+        if found is not None:
+            notes = [f"FA2 {recipes.FA2_WHEEL_VERSION} prebuilt for this torch/CUDA/Python/ABI (no compiling)", *tried]
+            step = pip_step(context, f"FA2 prebuilt, fetched from {found.origin}", str(found.wheel), "einops")
+            return [step], notes, FA2_DISTRIBUTION, recipes.FA2_WHEEL_VERSION
     built, proof = built_here(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
     if built is not None and not context.request.sources:
         notes = [
@@ -48,6 +57,7 @@ def fa2(context: RecipeContext) -> Recipe:
         f"no prebuilt FA2 wheel for torch {torch.version} ({torch.build}), Python {facts.python.version}: "
         f"it compiles, roughly {minutes} min with {jobs} jobs for sm {';'.join(archs)} "
         "(scaled from 19 min measured for sm 90 with 16 jobs on an H100)",
+        *tried,  # the release's wheel, where it was fetched and did not fit
         *proof,  # the kept wheels passed over, each with why
         *notes,
     ]

@@ -1,15 +1,12 @@
-"""FlashAttention 3: compiled from the hopper/ tree at its pinned commit, narrowed to the head dims asked."""
+"""FlashAttention 3: a prebuilt wheel proven to fit (the wheelhouse's, else PyTorch's index's), else
+compiled from the hopper/ tree at its pinned commit, narrowed to the head dims asked."""
 
 from __future__ import annotations
 
 from attn_doctor.actions.plan import Refusal
-from attn_doctor.actions.recipes.builds import (
-    build_setup,
-    build_tree,
-    built_here,
-    tree_steps,
-)
+from attn_doctor.actions.recipes.builds import build_setup, build_tree, tree_steps
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.recipes.prebuilt import built_here, fetched
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA3_DISTRIBUTION
 from attn_doctor.registry.versions import release
@@ -17,17 +14,22 @@ from attn_doctor.registry.wheels import fa3_pytorch_index
 
 
 def fa3(context: RecipeContext) -> Recipe:
-    # a prebuilt FA3 in the wheelhouse (PyTorch's index publishes them; a cluster's own build),
+    # a prebuilt FA3 (a cluster's own build in the wheelhouse, else one PyTorch's index publishes),
     # proven to fit this torch and these GPUs, spares a compile of up to an hour
     kept, proof = built_here(context, FA3_DISTRIBUTION, recipes.FA3_VERSION)
     if kept is not None:
         notes = [f"{kept} in --find-links: FA3 {recipes.FA3_VERSION} prebuilt, installed without compiling", *proof]
         step = pip_step(context, "FA3 prebuilt, from the wheelhouse", f"{FA3_DISTRIBUTION}=={recipes.FA3_VERSION}")
         return [step], notes, FA3_DISTRIBUTION, recipes.FA3_VERSION
+    found, tried = fetched(context, FA3_DISTRIBUTION, recipes.FA3_VERSION)
+    if found is not None:
+        notes = [f"FA3 {recipes.FA3_VERSION} prebuilt, installed without compiling", *proof, *tried]
+        step = pip_step(context, f"FA3 prebuilt, fetched from {found.origin}", str(found.wheel))
+        return [step], notes, FA3_DISTRIBUTION, recipes.FA3_VERSION
     steps, notes, env = build_setup(context, recipes.FA3_MIN_NVCC)
-    notes += proof  # the wheels passed over, each with why
+    notes += [*proof, *tried]  # the wheels passed over and the sources tried, each with why
     index = fa3_pytorch_index(context.torch)
-    if index is not None and not proof:
+    if index is not None and not proof and not tried:  # not asked: offline, or another machine's plan
         notes.append(
             f"PyTorch's index publishes FA3 {recipes.FA3_VERSION} prebuilt for this torch's CUDA build: "
             f"`python -m pip download --no-deps --only-binary=:all: flash-attn-3=={recipes.FA3_VERSION} "

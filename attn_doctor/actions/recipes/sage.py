@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from attn_doctor.actions.plan import Refusal
-from attn_doctor.actions.recipes.builds import build_setup, build_tree, built_here, tree_steps
+from attn_doctor.actions.recipes.builds import build_setup, build_tree, tree_steps
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.recipes.prebuilt import built_here
 from attn_doctor.registry import recipes
 from attn_doctor.registry.versions import release
 

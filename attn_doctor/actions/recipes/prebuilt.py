@@ -1,0 +1,175 @@
+"""A prebuilt wheel instead of a compile, proven before it is chosen: from the --find-links
+wheelhouse (one built once on this cluster and kept), else fetched from the sources that publish it
+(registry/sources.py), most trusted first. Each candidate is read as `check` reads installed files:
+its shared objects against this torch (the symbols they import) and these GPUs (the code in their
+fatbins), and its own files against the builds known bad. A wheel's name cannot say which torch it
+was built against; its symbols can. What is passed over is said, with why.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from attn_doctor.actions.recipes.context import RecipeContext
+from attn_doctor.facts.published import Listed, Unreachable, fetch, listed
+from attn_doctor.facts.wheels import WheelError, read_wheel, wheel_marks
+from attn_doctor.registry.backends import backend_of_distribution
+from attn_doctor.registry.sources import Layout, WheelSource, sources_for
+from attn_doctor.registry.wheels import cpython_tag, machine_of
+from attn_doctor.rules.wheel_fit import broken_builds, misfits
+
+PROVEN = "its shared objects load next to this torch and carry code for every GPU here"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    wheel: Path  # in a temporary folder removed when the doctor exits
+    origin: str  # the source and the wheel's URL, for the plan and the journal
+
+
+def built_here(context: RecipeContext, distribution: str, version: str) -> tuple[str | None, list[str]]:
+    """A wheel of exactly this release for the target's Python and machine in --find-links, proven
+    to fit: its name, and why each other candidate was passed over."""
+    if not context.request.find_links:
+        return None, []
+    passed_over = []
+    for wheel in sorted(Path(context.request.find_links).glob("*.whl")):
+        if not installs_here(wheel.name, distribution, version, context):
+            continue
+        if not context.here:  # another machine's report: its torch's files are not here to read
+            return wheel.name, []
+        reasons = misfit_reasons(context, wheel, distribution, version)
+        if not reasons:
+            return wheel.name, [f"{wheel.name} proven before installing: {PROVEN}"]
+        passed_over.append(f"{wheel.name} passed over: {'; '.join(reasons)}")
+    return None, passed_over
+
+
+def fetched(context: RecipeContext, distribution: str, version: str) -> tuple[Fetched | None, list[str]]:
+    """The first wheel of this release, from the sources that publish it for this torch, that is
+    proven to fit here; and what was tried. Nothing is fetched offline or for another machine."""
+    if context.request.offline or not context.here:
+        return None, []
+    tried: list[str] = []
+    for source in sources_for(distribution, context.request.community):
+        named = f"{source.publisher} ({source.name})"
+        root = dict(context.request.mirrors).get(source.name, source.root).rstrip("/")
+        where = source.locate(root, distribution, context.torch, context.facts.python)
+        if where is None:
+            tried.append(f"{named} publishes no {distribution} for torch {context.torch.version}")
+            continue
+        try:
+            files = _offered(source, where, distribution)
+        except Unreachable as error:
+            tried.append(
+                f"{named} not reached: {error}; a wheel fetched from it otherwise is proven alike with --find-links DIR"
+            )
+            continue
+        candidates = [f for f in files if installs_here(f.filename, distribution, version, context)]
+        if not candidates:
+            tried.append(f"{named} lists no {distribution} {version} wheel for this Python and machine")
+        for file in candidates:
+            found, reason = _proven(context, file, distribution, version)
+            if found is not None:
+                origin = f"{named}: {file.url}"
+                proof = f"{file.filename} from {origin}: proven before installing, {PROVEN}"
+                return Fetched(found, origin), [*tried, proof]
+            tried.append(f"{file.filename} from {named} passed over: {reason}")
+    return None, tried
+
+
+def _offered(source: WheelSource, where: str, distribution: str) -> list[Listed]:
+    match source.layout:
+        case Layout.FILE:
+            return [Listed(where.rsplit("/", 1)[-1].replace("%2B", "+"), where, None)]
+        case Layout.INDEX:
+            return listed(f"{where.rstrip('/')}/{canonicalize_name(distribution)}/")
+        case Layout.LINKS:
+            return listed(where)
+
+
+def _proven(context: RecipeContext, file: Listed, distribution: str, version: str) -> tuple[Path | None, str]:
+    """The candidate fetched and read: its path where it fits, else why not (it is then removed)."""
+    try:
+        wheel = fetch(file, _download_folder())
+    except Unreachable as error:
+        return None, f"not fetched: {error}"
+    reasons = misfit_reasons(context, wheel, distribution, version)
+    if not reasons:
+        return wheel, ""
+    wheel.unlink()
+    return None, "; ".join(reasons)
+
+
+def installs_here(filename: str, distribution: str, version: str, context: RecipeContext) -> bool:
+    """A wheel of `distribution` at `version` (its local part aside: FA2's release wheels say their
+    torch there) that installs on the target's CPython, machine and glibc."""
+    try:
+        name, found, _, tags = parse_wheel_filename(filename)
+        wanted = Version(version)
+    except (InvalidWheelFilename, InvalidVersion):
+        return False
+    if name != canonicalize_name(distribution) or found.public != wanted.public:
+        return False
+    if wanted.local is not None and found.local != wanted.local:
+        return False
+    python, machine = cpython_tag(context.facts.python.version), machine_of(context.facts.python)
+    glibc = context.facts.python.glibc
+    return any(_runs_on(t, python) and t.platform.endswith(machine) and _glibc_fits(t, glibc) for t in tags)
+
+
+def _runs_on(tag: Tag, python: str) -> bool:
+    """Whether a wheel's tag installs on this CPython (`cp312`): its own tag, or a stable-ABI
+    (abi3) build for this or an older CPython 3, as FA3's `cp39-abi3` wheels are."""
+    if tag.interpreter == python:
+        return True
+    minor = python[3:]
+    if tag.abi == "abi3" and tag.interpreter.startswith("cp3") and tag.interpreter[3:].isdigit() and minor.isdigit():
+        return int(tag.interpreter[3:]) <= int(minor)
+    return tag.abi == "none" and tag.interpreter in ("py3", f"py3{minor}")
+
+
+def _glibc_fits(tag: Tag, glibc: str | None) -> bool:
+    """A manylinux_2_28 wheel needs glibc 2.28 at least (PEP 600); manylinux2014 is 2.17."""
+    platform = tag.platform.replace("manylinux2014", "manylinux_2_17")
+    if glibc is None or not platform.startswith("manylinux_"):
+        return True
+    major, minor = platform.split("_")[1:3]
+    try:
+        return (int(major), int(minor)) <= tuple(int(n) for n in glibc.split(".")[:2])
+    except ValueError:
+        return True
+
+
+def misfit_reasons(context: RecipeContext, wheel: Path, distribution: str, version: str) -> list[str]:
+    """Why this wheel does not fit here: none when it does."""
+    try:
+        reasons = misfits(read_wheel(str(wheel), distribution, context.torch.location), context.facts)
+    except WheelError as error:
+        reasons = [str(error)]
+    backend = backend_of_distribution(distribution)
+    if backend is not None:
+        marks = [b.mark for b in backend.bad_releases if b.mark is not None]
+        reasons += broken_builds(backend, version, wheel_marks(str(wheel), distribution, marks), context.facts)
+    return reasons
+
+
+_folder: Path | None = None
+
+
+def _download_folder() -> Path:
+    """One temporary folder for what this run fetches, removed when the doctor exits: the plan
+    installs the chosen wheel from there."""
+    global _folder
+    if _folder is None:
+        _folder = Path(tempfile.mkdtemp(prefix="attn-doctor-wheels-"))
+        atexit.register(shutil.rmtree, _folder, True)
+    return _folder

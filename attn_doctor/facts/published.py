@@ -1,0 +1,102 @@
+"""What a wheel source publishes, read over HTTP: the wheel files a PEP 503 project page or a page
+of links lists (https://peps.python.org/pep-0503/), and a listed file fetched into a folder, its
+sha256 checked where the page gives one. The standard library's own HTTP client (it follows
+https_proxy and no_proxy as pip does) and HTML parser: nothing of the target is needed, not even pip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+TIMEOUT_S = 30.0  # one read: a source that answers nothing in this long is unreachable
+PAGE_LIMIT_BYTES = 16 << 20  # a project page, however many files it lists
+WHEEL_LIMIT_BYTES = 4 << 30  # FA2's wheels are ~250 MB; a file past this is not a wheel we take
+
+
+class Unreachable(Exception):
+    """The source could not be read: one line, its reason."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One file a page lists: its name, where it is, the sha256 the page gives (PEP 503 #sha256=)."""
+
+    filename: str
+    url: str
+    sha256: str | None
+
+
+class _Links(HTMLParser):
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base
+        self.found: list[Listed] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        href = named.get("href")
+        if tag != "a" or not href or "data-yanked" in named:  # a yanked file is not offered (PEP 592)
+            return
+        url, _, fragment = urllib.parse.urljoin(self.base, href).partition("#")
+        filename = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+        algorithm, _, digest = fragment.partition("=")
+        self.found.append(Listed(filename, url, digest.lower() if algorithm == "sha256" and digest else None))
+
+
+def _open(url: str) -> urllib.response.addinfourl:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+        raise Unreachable(f"{url}: not an http(s) or file URL")
+    try:
+        response: urllib.response.addinfourl = urllib.request.urlopen(url, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as error:
+        raise Unreachable(f"{url}: HTTP {error.code} {error.reason}") from error
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        raise Unreachable(f"{url}: {reason}") from error
+    return response
+
+
+def listed(page: str) -> list[Listed]:
+    """The files a project page or page of links lists. Unreachable when it cannot be read."""
+    with _open(page) as response:
+        try:
+            body = response.read(PAGE_LIMIT_BYTES + 1)
+        except OSError as error:
+            raise Unreachable(f"{page}: {error}") from error
+        if len(body) > PAGE_LIMIT_BYTES:
+            raise Unreachable(f"{page}: over {PAGE_LIMIT_BYTES >> 20} MiB, not a page of links")
+        charset = response.headers.get_content_charset() or "utf-8"
+    parser = _Links(response.geturl())
+    parser.feed(body.decode(charset, errors="replace"))
+    return parser.found
+
+
+def fetch(file: Listed, folder: Path) -> Path:
+    """The file downloaded into `folder` under its own name, its sha256 checked where one was given.
+    Unreachable when it cannot be fetched, is cut short or does not match."""
+    target = folder / os.path.basename(file.filename)
+    digest = hashlib.sha256()
+    size = 0
+    with _open(file.url) as response, open(target, "wb") as out:
+        try:
+            while block := response.read(1 << 20):
+                size += len(block)
+                if size > WHEEL_LIMIT_BYTES:
+                    raise Unreachable(f"{file.url}: over {WHEEL_LIMIT_BYTES >> 30} GiB, not taken")
+                digest.update(block)
+                out.write(block)
+        except OSError as error:
+            raise Unreachable(f"{file.url}: cut short ({error})") from error
+        expected = response.headers.get("Content-Length")
+    if expected is not None and expected.isdigit() and int(expected) != size:
+        raise Unreachable(f"{file.url}: cut short ({size} of {expected} bytes)")
+    if file.sha256 is not None and digest.hexdigest() != file.sha256:
+        raise Unreachable(f"{file.url}: its sha256 is not the one its page gives")
+    return target

@@ -1,0 +1,111 @@
+"""Prebuilt wheels fetched from the sources that publish them, proven before they are chosen: a
+PEP 503 index laid out as PyTorch's (`<root>/cu130/flash-attn-3/`) served on 127.0.0.1 as a
+cluster's mirror of it, holding FA3 wheels built here with NVIDIA's nvcc against the machine's
+torch: one carrying sm_90a code, one for Ampere only, one whose page gives another sha256. The
+download is the doctor's own, over real HTTP; nothing of it is replaced."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from attn_doctor.actions.install import plan_install
+from attn_doctor.actions.plan import Command
+from attn_doctor.actions.recipes.context import InstallRequest
+from attn_doctor.facts.collect import collect
+from attn_doctor.registry.recipes import FA3_VERSION
+from tests.conftest import RecordedNvml, cuda_toolkit
+from tests.test_binaries import Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
+from tests.test_gpu_code import build_extension, make_wheel
+
+TAG = "cp39-abi3-manylinux_2_28_x86_64"  # as PyTorch's index names its FA3 wheels
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[Path]:
+    """A folder served over HTTP on 127.0.0.1; the fixture's value is the folder, its URL in `.url`."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (folder / "url").write_text(f"http://127.0.0.1:{server.server_address[1]}")
+    yield folder
+    server.shutdown()
+
+
+def publish(mirror: Path, wheels: list[tuple[Path, str | None]]) -> None:
+    """The project page of PyTorch's cu130 index, listing these wheels (each with the sha256 its
+    link gives: the file's own, or another)."""
+    page = mirror / "whl" / "cu130" / "flash-attn-3"
+    shutil.rmtree(page, ignore_errors=True)
+    page.mkdir(parents=True)
+    links = []
+    for wheel, digest in wheels:
+        shutil.copy(wheel, page / wheel.name)
+        given = digest or hashlib.sha256(wheel.read_bytes()).hexdigest()
+        links.append(f'<a href="{wheel.name}#sha256={given}">{wheel.name}</a>')
+    (page / "index.html").write_text("<html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+
+
+def fa3_wheel(made: Machine, folder: Path, platform: str, *targets: str) -> Path:
+    build_extension(made, *targets)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"flash_attn_3/_C.abi3.so": made.extension.read_bytes(), "flash_attn_3/__init__.py": b""}
+    return make_wheel(folder, "flash_attn_3", FA3_VERSION, files, f"cp39-abi3-{platform}")
+
+
+def planned(made: Machine, h100: RecordedNvml, root: str) -> tuple[list[Command], list[str]]:
+    facts = collect(str(made.venv.python), nvml=h100)
+    job = plan_install(facts, InstallRequest("fa3", mirrors=(("pytorch", root),)), here=True)
+    return [s for s in job.plan.steps if isinstance(s, Command)], list(job.plan.notes)
+
+
+def test_fa3_from_pytorchs_index_is_fetched_and_proven_before_it_is_chosen(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    mirror: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
+    root = (mirror / "url").read_text() + "/whl"
+    built = tmp_path / "built"
+    ampere = fa3_wheel(machine, built / "ampere", "manylinux_2_17_x86_64", "sm_80")
+    tampered = fa3_wheel(machine, built / "tampered", "manylinux_2_24_x86_64", "sm_90a")
+    good = fa3_wheel(machine, built / "good", "manylinux_2_28_x86_64", "sm_90a")
+    publish(mirror, [(ampere, None), (tampered, "0" * 64), (good, None)])
+
+    (step,), notes = planned(machine, h100, root)
+    assert "compile FA3" not in step.describe()
+    [wheel] = [Path(a) for a in step.argv if a.endswith(".whl")]  # installed by its path, as fetched
+    assert wheel.name == good.name and wheel.read_bytes() == good.read_bytes()
+    assert f"{root}/cu130/flash-attn-3/{good.name}" in step.why  # its origin, journaled with the step
+    assert any(ampere.name in n and "passed over" in n and "carries no code for sm_90" in n for n in notes), notes
+    assert any(tampered.name in n and "sha256 is not the one its page gives" in n for n in notes), notes
+    assert any(good.name in n and "proven before installing" in n for n in notes), notes
+
+    publish(mirror, [(ampere, None)])  # nothing that fits: the plan compiles, and says why
+    steps, notes = planned(machine, h100, root)
+    assert any("compile FA3" in s.describe() for s in steps)
+    assert any(ampere.name in n and "carries no code for sm_90" in n for n in notes), notes
+
+
+def test_a_source_that_cannot_be_reached_is_said_and_the_plan_compiles(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    mirror: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
+    root = (mirror / "url").read_text() + "/whl"  # serves no cu130 folder: HTTP 404
+    steps, notes = planned(machine, h100, root)
+    assert any("compile FA3" in s.describe() for s in steps)
+    assert any("PyTorch's own index (pytorch) not reached" in n and "HTTP 404" in n for n in notes), notes
