@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import os
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -17,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from attn_doctor.actions.install import plan_install
+from attn_doctor.actions.journal import repairs_root
 from attn_doctor.actions.plan import Command
 from attn_doctor.actions.recipes.context import InstallRequest
 from attn_doctor.facts.collect import collect
 from attn_doctor.registry.recipes import FA3_VERSION
-from tests.conftest import RecordedNvml, cuda_toolkit
+from tests.conftest import REPO, RecordedNvml, cuda_toolkit, run, snapshot
 from tests.test_binaries import Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
 from tests.test_gpu_code import build_extension, make_wheel
 
@@ -109,3 +113,38 @@ def test_a_source_that_cannot_be_reached_is_said_and_the_plan_compiles(
     steps, notes = planned(machine, h100, root)
     assert any("compile FA3" in s.describe() for s in steps)
     assert any("PyTorch's own index (pytorch) not reached" in n and "HTTP 404" in n for n in notes), notes
+
+
+def test_the_fetched_wheel_is_what_is_installed_and_undo_takes_it_back(
+    machine: Machine,  # noqa: F811
+    mirror: Path,
+    tmp_path: Path,
+) -> None:
+    """The whole command, as a user runs it: the wheel is fetched into a temporary folder, proven,
+    installed by its path (its origin in the journal; it imports next to the machine's torch), and
+    `undo` takes it back byte for byte; the temporary folder is gone when the doctor exits."""
+    good = fa3_wheel(machine, tmp_path / "built", "manylinux_2_28_x86_64", "sm_90a")
+    publish(mirror, [(good, None)])
+    root = (mirror / "url").read_text() + "/whl"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    # the machine's torch is built here: pip is told it is installed, so that the plan's torch pin
+    # holds it; the wheel's own requirements and this machine's pip configuration are left out
+    info = machine.venv.site / "torch-2.99.0+cu130.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
+    (info / "RECORD").write_text("")
+    env = {**os.environ, "PIP_NO_DEPS": "1", "PIP_CONFIG_FILE": os.devnull, "TMPDIR": str(temporary)}
+    before = snapshot(machine.venv)
+    argv = ["install", "fa3", "--python", machine.venv.python, "--mirror", f"pytorch={root}", "--force", "--yes"]
+    done = run(sys.executable, "-m", "attn_doctor", *argv, env=env, check=False, cwd=REPO)
+    assert done.returncode == 0 and "Successfully installed flash-attn-3-3.0.0" in done.stdout, (
+        done.stdout + done.stderr
+    )
+    (journal,) = repairs_root(str(machine.venv.root)).glob("*/journal.json")
+    [command] = [s for s in json.loads(journal.read_text())["steps"] if s["kind"] == "command"]
+    assert any(a.endswith(good.name) for a in command["argv"]), command
+    assert f"{root}/cu130/flash-attn-3/{good.name}" in command["why"]
+    assert list(temporary.iterdir()) == []
+    run(sys.executable, "-m", "attn_doctor", "undo", "--python", machine.venv.python, env=env, cwd=REPO)
+    assert snapshot(machine.venv) == before

@@ -143,7 +143,14 @@ def _step_data(step: Step) -> dict[str, Any]:
         return {"kind": "move-aside", "path": step.path}
     if isinstance(step, RewriteFile):
         return {"kind": "rewrite", "path": step.path}
-    return {"kind": "command", "argv": list(step.argv), "env": dict(step.env), "watch": list(step.watch)}
+    # why: what the plan said of it, the origin of a fetched wheel among it
+    return {
+        "kind": "command",
+        "argv": list(step.argv),
+        "env": dict(step.env),
+        "watch": list(step.watch),
+        "why": step.why,
+    }
 
 
 @dataclass
