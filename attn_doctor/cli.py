@@ -570,6 +570,73 @@ def install(
     _run_install(job, python, facts, yes, wheels)
 
 
+@app.command(epilog=ACTION_EXIT_CODES, short_help="Compile fa2/fa3/sage once into a wheel for every node.")
+def build(
+    backend: Annotated[str, typer.Argument(help="What to compile: fa2, fa3 or sage.")],
+    wheelhouse: Annotated[
+        Path, typer.Option("--wheelhouse", help="The folder the wheel is kept in (each node's --find-links).")
+    ],
+    python: PythonOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before building.")] = False,
+    gpu: Annotated[
+        list[str] | None,
+        typer.Option("--gpu", help="Build for this GPU (H100, sm_90, 9.0) instead of this machine's; repeat for more."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Plan even where the backend cannot run on the GPUs.")] = False,
+    source: Annotated[
+        list[Path] | None,
+        typer.Option("--source", help="Build from this local tree or archive, no network (as install --source)."),
+    ] = None,
+    head_dim: Annotated[
+        list[str] | None,
+        typer.Option("--head-dim", help="FA3: build only this head dim's kernels (N or Q,V); repeat for more."),
+    ] = None,
+) -> None:
+    """Compile fa2, fa3 or sage once against this torch into a wheel kept in --wheelhouse: each node
+    then installs it with `install --find-links`, proven to fit, without compiling. The wheel is
+    proven before it is kept; a source tree placed in the environment is undone by `undo`."""
+    from attn_doctor.actions.build import carry_out_build
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.plan import Refusal
+    from attn_doctor.actions.recipes.context import InstallRequest
+    from attn_doctor.render.actions import plan_lines
+
+    (chosen,) = _backends([backend], installable=True)  # one install cannot build: plan_install says so
+    if wheelhouse.exists() and not wheelhouse.is_dir():
+        raise Stop(f"--wheelhouse {wheelhouse} is not a folder", EXIT_USAGE)
+    facts = _facts(None, python, False, [], None, abi=True)
+    if gpu:
+        from attn_doctor.facts.given import with_given_gpu
+
+        try:
+            facts = with_given_gpu(facts, *gpu)
+        except FactsError as error:
+            raise Stop(str(error), EXIT_USAGE) from error
+    folder = str(wheelhouse.resolve())
+    request = InstallRequest(
+        chosen.name,
+        "pip",
+        force=force,
+        sources=tuple(str(p) for p in source or ()),
+        head_dims=_build_head_dims(head_dim or [], None, None),
+        wheelhouse=folder,
+    )
+    try:
+        job = plan_install(facts, request)
+    except Refusal as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    _say(*plan_lines(job.plan, "Plan:"))
+    if dry_run:
+        raise typer.Exit(EXIT_OK)
+    _confirm(yes, "Build?")
+    with _action_errors("build"):
+        kept = carry_out_build(job, folder, facts, _say, lambda line: _say(f"    | {line}"))
+    for wheel in kept:
+        _say(f"Kept {wheel}: proven for torch {facts.torch.version if facts.torch else '?'} and the GPUs built for.")
+    _say(f"On each node: attn-doctor install {backend} --find-links {folder}")
+
+
 def _mirrors(given: list[str]) -> tuple[tuple[str, str], ...]:
     """--mirror NAME=URL, each naming a source the registry knows and an http(s) or file URL."""
     from attn_doctor.registry.sources import source_names

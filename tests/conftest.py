@@ -77,6 +77,21 @@ def pypi_wheel(requirement: str) -> Path:
     return next(wheels.glob(pattern))
 
 
+def pypi_sdist(requirement: str) -> Path:
+    """A release's sdist from PyPI, downloaded once into .cache/sdist, as its simple page lists it
+    (`pip download` would run its setup.py, and FA2's imports torch)."""
+    from attn_doctor.facts.published import fetch, listed
+
+    sdists = CACHE / "sdist"
+    name, _, version = requirement.partition("==")
+    filename = f"{name.replace('-', '_')}-{version}.tar.gz"
+    if not (sdists / filename).exists():
+        sdists.mkdir(parents=True, exist_ok=True)
+        [file] = [f for f in listed(f"https://pypi.org/simple/{name}/") if f.filename == filename]
+        fetch(file, sdists)
+    return sdists / filename
+
+
 @dataclass(frozen=True)
 class RealPackages:
     fa2_wheel: Path

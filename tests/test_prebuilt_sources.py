@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from attn_doctor.actions.install import plan_install
-from attn_doctor.actions.journal import repairs_root
 from attn_doctor.actions.plan import Command
 from attn_doctor.actions.recipes.context import InstallRequest
 from attn_doctor.facts.collect import collect
+from attn_doctor.facts.repairs import repairs_root
 from attn_doctor.registry.recipes import FA3_VERSION
 from tests.conftest import REPO, RecordedNvml, cuda_toolkit, run, snapshot
 from tests.test_binaries import Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
@@ -136,7 +136,16 @@ def test_the_fetched_wheel_is_what_is_installed_and_undo_takes_it_back(
     (info / "RECORD").write_text("")
     env = {**os.environ, "PIP_NO_DEPS": "1", "PIP_CONFIG_FILE": os.devnull, "TMPDIR": str(temporary)}
     before = snapshot(machine.venv)
-    argv = ["install", "fa3", "--python", machine.venv.python, "--mirror", f"pytorch={root}", "--force", "--yes"]
+    argv: list[str | Path] = [
+        "install",
+        "fa3",
+        "--python",
+        machine.venv.python,
+        "--mirror",
+        f"pytorch={root}",
+        "--force",
+        "--yes",
+    ]
     done = run(sys.executable, "-m", "attn_doctor", *argv, env=env, check=False, cwd=REPO)
     assert done.returncode == 0 and "Successfully installed flash-attn-3-3.0.0" in done.stdout, (
         done.stdout + done.stderr

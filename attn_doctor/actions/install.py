@@ -53,6 +53,8 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
             f"torch is not installed in {python.executable}: install the torch you train with first "
             f"(attn-doctor never chooses torch for you), then `attn-doctor install {backend.name}`"
         )
+    if request.wheelhouse and backend.name not in FROM_SOURCE:
+        raise Refusal(f"build compiles {', '.join(FROM_SOURCE)}; {backend.label} is installed from its wheels")
     if request.sources and backend.name not in FROM_SOURCE:
         raise Refusal(
             f"--source builds {', '.join(FROM_SOURCE)} from their source; {backend.label} installs from "
@@ -66,19 +68,27 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
     context = RecipeContext(facts, facts.torch, installer, watch, request, here)
     steps, notes, distribution, version = RECIPES[backend.name](context)
     forced = tuple(f"--force: planned although {p}" for p in problems)
-    notes += _behind_sdpa(facts, backend)
-    # pip resolves the backend's own requirements too: say so before, list them after (cli)
-    notes = [
-        *notes,
-        "pip also installs or upgrades what these require (torch held where it is): "
-        "each one is named after the run, and undo takes them back with the rest",
-    ]
+    if request.wheelhouse:
+        action, title = "build", f"build {backend.label} into a wheel in {request.wheelhouse}"
+        notes.append(
+            f"the wheel is proven before it is kept (its shared objects against torch {facts.torch.version} and "
+            f"the GPUs built for); each node then installs it without compiling: attn-doctor install "
+            f"{backend.name} --find-links {request.wheelhouse}"
+        )
+    else:
+        action, title = "install", f"install {backend.label} into {python.executable}"
+        notes += _behind_sdpa(facts, backend)
+        # pip resolves the backend's own requirements too: say so before, list them after (cli)
+        notes.append(
+            "pip also installs or upgrades what these require (torch held where it is): "
+            "each one is named after the run, and undo takes them back with the rest"
+        )
     plan = Plan(
-        f"install-{backend.name}",
+        f"{action}-{backend.name}",
         python.executable,
         python.prefix,
         tuple(steps),
-        (f"install {backend.label} into {python.executable}, torch {facts.torch.version} kept",),
+        (f"{title}, torch {facts.torch.version} kept",),
         forced + tuple(notes),
     )
     return Install(plan, backend, distribution, version)

@@ -23,6 +23,13 @@ class Installer:
     def install(self, *requirements: str, flags: tuple[str, ...] = ()) -> tuple[str, ...]:
         return (*self.command, *self.options, *flags, *requirements)
 
+    def wheel(self, requirement: str, folder: str, flags: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Build `requirement` into a wheel in `folder` with the target's packages (torch) and
+        install nothing: pip's `wheel` command, which uv does not have."""
+        if self.command[-1] != "install":  # uv's command ends with the target: `uv pip install --python X`
+            raise Refusal("a wheel is built with pip (uv has no `pip wheel`): pass --installer pip")
+        return (*self.command[:-1], "wheel", *self.options, "--no-deps", "--wheel-dir", folder, *flags, requirement)
+
     def reinstall(self, requirement: str) -> tuple[str, ...]:
         """This exact requirement's files again, its dependencies untouched (uv spells
         `--force-reinstall` as `--reinstall` and takes both)."""

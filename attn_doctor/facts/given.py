@@ -62,13 +62,13 @@ def given_gpu(spec: str) -> Gpu:
     )
 
 
-def with_given_gpu(facts: Facts, spec: str) -> Facts:
-    """The facts with the given GPU in place of what the drivers said."""
-    gpu = given_gpu(spec)
+def with_given_gpu(facts: Facts, *specs: str) -> Facts:
+    """The facts with the given GPUs in place of what the drivers said."""
+    gpus = tuple(given_gpu(spec) for spec in specs)
     driver = dataclasses.replace(
-        facts.driver, nvidia_status="ok", nvidia_detail=f"given with --gpu {spec}", hidden_gpus=0
+        facts.driver, nvidia_status="ok", nvidia_detail=f"given with --gpu {' '.join(specs)}", hidden_gpus=0
     )
-    return dataclasses.replace(facts, gpus=(gpu,), driver=driver)
+    return dataclasses.replace(facts, gpus=gpus, driver=driver)
 
 
 def with_given_torch(facts: Facts, version: str | None, cuda: str | None) -> Facts:

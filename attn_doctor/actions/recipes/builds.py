@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
-from attn_doctor.actions.recipes.context import RecipeContext, pip_step
+from attn_doctor.actions.recipes.context import RecipeContext, compile_step, pip_step
 from attn_doctor.actions.source import Source, SourceError, declared_version, git_head, read_source, unpack_argv
 from attn_doctor.registry import recipes
 from attn_doctor.registry.versions import release
@@ -168,4 +168,4 @@ def from_sources(context: RecipeContext, tree: recipes.SourceTree) -> list[Step]
 
 def build_tree(context: RecipeContext, tree: recipes.SourceTree, why: str, env: dict[str, str]) -> Command:
     path = str(Path(source_folder(context, tree), tree.subdirectory))  # "" adds nothing
-    return pip_step(context, why, path, flags=("--no-build-isolation", "--no-cache-dir"), **env)
+    return compile_step(context, why, path, env)

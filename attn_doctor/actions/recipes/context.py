@@ -25,6 +25,7 @@ class InstallRequest:
     head_dims: tuple[tuple[int, int], ...] = ()  # (q/k, v) each: FA3 builds only the kernels these need
     community: bool = False  # prebuilt wheels from community indexes too (registry/sources.py)
     mirrors: tuple[tuple[str, str], ...] = ()  # (source name, root URL): a mirror of that source
+    wheelhouse: str | None = None  # `build`: compile into a wheel kept here, install nothing
 
 
 # What --source can build: the backends compiled from a source tree
@@ -41,6 +42,11 @@ class RecipeContext:
     here: bool = True  # the facts are this machine's: its files (torch's libraries) can be read
 
     @property
+    def compiles(self) -> bool:
+        """It is built, not installed prebuilt: from the --source given, or by `build`."""
+        return bool(self.request.sources or self.request.wheelhouse)
+
+    @property
     def torch_pin(self) -> str:
         """The installed torch by its distribution's version: torch's version.py may say
         2.11.0+cu130 where the dist-info says 2.11.0, and only the latter is what pip matches
@@ -54,6 +60,16 @@ Recipe = tuple[list[Step], list[str], str, str | None]
 
 def pip_step(context: RecipeContext, why: str, *requirements: str, flags: tuple[str, ...] = (), **env: str) -> Command:
     argv = context.installer.install(*requirements, context.torch_pin, flags=flags)
+    return Command(argv, context.watch, why, tuple(sorted(env.items())))
+
+
+def compile_step(context: RecipeContext, why: str, requirement: str, env: dict[str, str]) -> Command:
+    """The step that compiles: into the environment, or (`build`) into a wheel in the wheelhouse."""
+    flags = ("--no-build-isolation", "--no-cache-dir")  # the target's torch is what it builds against
+    if context.request.wheelhouse is None:
+        return pip_step(context, why, requirement, flags=flags, **env)
+    argv = context.installer.wheel(requirement, context.request.wheelhouse, flags)
+    why = f"{why}, into a wheel in {context.request.wheelhouse}"
     return Command(argv, context.watch, why, tuple(sorted(env.items())))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.builds import build_setup, read_tree_file
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, newest_fitting, pip_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, compile_step, newest_fitting, pip_step
 from attn_doctor.actions.recipes.prebuilt import built_here, fetched
 from attn_doctor.actions.source import declared_version, unpack_argv
 from attn_doctor.registry import recipes
@@ -23,7 +23,7 @@ def fa2(context: RecipeContext) -> Recipe:
     wheel = fa2_wheel_for(recipes.FA2_WHEEL_VERSION, torch, facts.python)
     local = context.request.find_links or context.request.offline
     tried: list[str] = []
-    if wheel is not None and not context.request.sources and (local or not context.here):
+    if wheel is not None and not context.compiles and (local or not context.here):
         # a local wheelhouse is searched by name; another machine's plan names the release asset
         # by its URL, which only that machine can prove
         url = fa2_wheel_url(recipes.FA2_WHEEL_VERSION, wheel)
@@ -35,14 +35,14 @@ def fa2(context: RecipeContext) -> Recipe:
             "flash-attn",
             recipes.FA2_WHEEL_VERSION,
         )
-    if wheel is not None and not context.request.sources:  # fetched and proven before it is chosen
+    if wheel is not None and not context.compiles:  # fetched and proven before it is chosen
         found, tried = fetched(context, FA2_DISTRIBUTION, recipes.FA2_WHEEL_VERSION)
         if found is not None:
             notes = [f"FA2 {recipes.FA2_WHEEL_VERSION} prebuilt for this torch/CUDA/Python/ABI (no compiling)", *tried]
             step = pip_step(context, f"FA2 prebuilt, fetched from {found.origin}", str(found.wheel), "einops")
             return [step], notes, FA2_DISTRIBUTION, recipes.FA2_WHEEL_VERSION
     built, proof = built_here(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
-    if built is not None and not context.request.sources:
+    if built is not None and not context.compiles:
         notes = [
             f"{built} in --find-links: FA2 {recipes.FA2_VERSION} built before, installed without compiling",
             *proof,
@@ -71,15 +71,7 @@ def fa2(context: RecipeContext) -> Recipe:
         version, asked = newest_fitting(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
         requirement = f"flash-attn=={version}"
         notes += asked
-    steps.append(
-        pip_step(
-            context,
-            f"compile FA2 {version} for this machine's GPUs only",
-            requirement,
-            flags=("--no-build-isolation", "--no-cache-dir"),
-            **env,
-        )
-    )
+    steps.append(compile_step(context, f"compile FA2 {version} for sm {';'.join(archs)} only", requirement, env))
     return steps, notes, FA2_DISTRIBUTION, version
 
 

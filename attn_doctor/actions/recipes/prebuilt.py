@@ -19,6 +19,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from attn_doctor.actions.recipes.context import RecipeContext
+from attn_doctor.facts.model import Facts
 from attn_doctor.facts.published import Listed, Unreachable, fetch, listed
 from attn_doctor.facts.wheels import WheelError, read_wheel, wheel_marks
 from attn_doctor.registry.backends import backend_of_distribution
@@ -46,7 +47,7 @@ def built_here(context: RecipeContext, distribution: str, version: str) -> tuple
             continue
         if not context.here:  # another machine's report: its torch's files are not here to read
             return wheel.name, []
-        reasons = misfit_reasons(context, wheel, distribution, version)
+        reasons = misfit_reasons(context.facts, wheel, distribution, version)
         if not reasons:
             return wheel.name, [f"{wheel.name} proven before installing: {PROVEN}"]
         passed_over.append(f"{wheel.name} passed over: {'; '.join(reasons)}")
@@ -102,7 +103,7 @@ def _proven(context: RecipeContext, file: Listed, distribution: str, version: st
         wheel = fetch(file, _download_folder())
     except Unreachable as error:
         return None, f"not fetched: {error}"
-    reasons = misfit_reasons(context, wheel, distribution, version)
+    reasons = misfit_reasons(context.facts, wheel, distribution, version)
     if not reasons:
         return wheel, ""
     wheel.unlink()
@@ -149,16 +150,20 @@ def _glibc_fits(tag: Tag, glibc: str | None) -> bool:
         return True
 
 
-def misfit_reasons(context: RecipeContext, wheel: Path, distribution: str, version: str) -> list[str]:
-    """Why this wheel does not fit here: none when it does."""
+def misfit_reasons(facts: Facts, wheel: Path, distribution: str, version: str) -> list[str]:
+    """Why this wheel of a compiled backend does not fit here: none when it does."""
+    torch = facts.torch.location if facts.torch else None
     try:
-        reasons = misfits(read_wheel(str(wheel), distribution, context.torch.location), context.facts)
+        binaries = read_wheel(str(wheel), distribution, torch)
+        # a build with the compile skipped (FLASH_ATTENTION_SKIP_CUDA_BUILD) installs and imports, and fails
+        # at its first call
+        reasons = misfits(binaries, facts) if binaries else ["it carries no compiled extension"]
     except WheelError as error:
         reasons = [str(error)]
     backend = backend_of_distribution(distribution)
     if backend is not None:
         marks = [b.mark for b in backend.bad_releases if b.mark is not None]
-        reasons += broken_builds(backend, version, wheel_marks(str(wheel), distribution, marks), context.facts)
+        reasons += broken_builds(backend, version, wheel_marks(str(wheel), distribution, marks), facts)
     return reasons
 
 

@@ -12,7 +12,7 @@ from attn_doctor.registry.versions import release
 
 def sage(context: RecipeContext) -> Recipe:
     built, proof = built_here(context, "sageattention", recipes.SAGE_TREE.version)
-    if built is not None and not context.request.sources:
+    if built is not None and not context.compiles:
         notes = [f"{built} in --find-links: SageAttention 2.2.0 built before, installed without compiling", *proof]
         step = pip_step(context, "SageAttention 2 as built before, from the wheelhouse", "sageattention==2.2.0")
         return [step], notes, "sageattention", "2.2.0"
