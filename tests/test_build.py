@@ -70,7 +70,16 @@ def test_a_built_wheel_that_does_not_fit_is_removed_and_the_build_undone(torch_v
     wheelhouse = tmp_path / "wheelhouse"
     before = snapshot(torch_venv)
     env = {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE"}
-    argv = ["build", "fa2", "--wheelhouse", wheelhouse, "--python", torch_venv.python, "--source", sdist]
+    argv: list[str | Path] = [
+        "build",
+        "fa2",
+        "--wheelhouse",
+        wheelhouse,
+        "--python",
+        torch_venv.python,
+        "--source",
+        sdist,
+    ]
     done = run(
         sys.executable, "-m", "attn_doctor", *argv, "--gpu", "H100", "--force", "--yes", env=env, check=False, cwd=REPO
     )

@@ -46,9 +46,12 @@ def start(python: str | None, deep: bool) -> None:
         child, marker = start_probe(executable)
     except (TargetError, OSError):
         return
-    from attn_doctor.facts.target import probe_request
+    try:
+        from attn_doctor.facts.target import probe_request
 
-    child.feed(probe_request(deep))
+        child.feed(probe_request(deep))
+    except Exception:  # the CLI imports the same next, and reports what fails in its own words
+        return  # the probe, never fed, is killed with the doctor (keeper)
     _started = Started(executable, deep, (child, marker))
 
 

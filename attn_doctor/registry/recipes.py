@@ -198,9 +198,6 @@ XFORMERS = (
         "0.0.28.post1", "==2.4.1", "https://pypi.org/project/xformers/0.0.28.post1/ (Requires-Dist: torch==2.4.1)"
     ),
 )
-# PyPI's xformers wheels since 0.0.33.post1 are CUDA 12.8 builds; for a CUDA 13 torch, PyTorch's
-# own index has the cu130 build (xformers README @v0.0.35).
-XFORMERS_CU13_INDEX = "https://download.pytorch.org/whl/cu130"
 
 
 def xformers_for(torch_version: str) -> XformersRelease | None:

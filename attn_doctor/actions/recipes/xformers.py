@@ -12,13 +12,17 @@ from attn_doctor.facts.index import resolved_version
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import XFORMERS_DISTRIBUTION, by_name
 from attn_doctor.registry.versions import release
+from attn_doctor.registry.wheels import PYTORCH_INDEX
 
 
 def xformers(context: RecipeContext) -> Recipe:
     flags: tuple[str, ...] = ()
     notes: list[str] = []
     if release(context.torch.cuda)[:1] >= (13,) and not (context.request.offline or context.request.find_links):
-        flags = ("--index-url", recipes.XFORMERS_CU13_INDEX)
+        # PyPI's xformers wheels since 0.0.33.post1 are CUDA 12.8 builds; for a CUDA 13 torch, PyTorch's
+        # own index (or its mirror) has the cu130 build (xformers README @v0.0.35)
+        index = dict(context.request.mirrors).get("pytorch", PYTORCH_INDEX).rstrip("/") + "/cu130"
+        flags = ("--index-url", index)
         notes.append("PyPI's xformers wheels are CUDA 12.8 builds: the CUDA 13 build comes from PyTorch's index")
     known = recipes.xformers_for(context.torch.version)
     asked = (
