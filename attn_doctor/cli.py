@@ -638,7 +638,7 @@ def build(
 
 
 def _mirrors(given: list[str]) -> tuple[tuple[str, str], ...]:
-    """--mirror NAME=URL, each naming a source the registry knows and an http(s) or file URL."""
+    """--mirror NAME=URL, each naming a source the registry knows and an http(s) URL."""
     from attn_doctor.registry.sources import source_names
 
     mirrors = []
@@ -646,8 +646,10 @@ def _mirrors(given: list[str]) -> tuple[tuple[str, str], ...]:
         name, _, url = value.partition("=")
         if name not in source_names():
             raise Stop(f"--mirror {value}: NAME is one of {', '.join(source_names())}", EXIT_USAGE)
-        if not url.startswith(("http://", "https://", "file:")):
-            raise Stop(f"--mirror {value}: URL must be http(s):// or file:", EXIT_USAGE)
+        if not url.startswith(("http://", "https://")):
+            raise Stop(
+                f"--mirror {value}: URL must be http(s):// (a local folder of wheels is --find-links DIR)", EXIT_USAGE
+            )
         mirrors.append((name, url))
     return tuple(mirrors)
 

@@ -157,3 +157,18 @@ def test_the_fetched_wheel_is_what_is_installed_and_undo_takes_it_back(
     assert list(temporary.iterdir()) == []
     run(sys.executable, "-m", "attn_doctor", "undo", "--python", machine.venv.python, env=env, cwd=REPO)
     assert snapshot(machine.venv) == before
+
+
+@pytest.mark.parametrize(
+    ("mirror", "said"),
+    [
+        ("bogus=http://x", "NAME is one of dao-ailab, pytorch, windreamer"),
+        ("pytorch=/srv/wheels", "URL must be http(s)://"),
+        ("pytorch", "NAME is one of"),
+    ],
+)
+def test_a_bad_mirror_is_one_line_and_exit_2(mirror: str, said: str) -> None:
+    done = run(
+        sys.executable, "-m", "attn_doctor", "install", "fa3", "--mirror", mirror, "--dry-run", check=False, cwd=REPO
+    )
+    assert done.returncode == 2 and said in done.stderr and done.stderr.count("\n") == 1, done.stderr

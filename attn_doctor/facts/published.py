@@ -51,8 +51,8 @@ class _Links(HTMLParser):
 
 
 def _open(url: str) -> urllib.response.addinfourl:
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
-        raise Unreachable(f"{url}: not an http(s) or file URL")
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise Unreachable(f"{url}: not an http(s) URL (a local folder of wheels is --find-links DIR)")
     try:
         response: urllib.response.addinfourl = urllib.request.urlopen(url, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as error:
