@@ -643,7 +643,9 @@ def _mirrors(given: list[str]) -> tuple[tuple[str, str], ...]:
 
     mirrors = []
     for value in given:
-        name, _, url = value.partition("=")
+        name, equals, url = value.partition("=")
+        if not equals:
+            raise Stop(f"--mirror {value}: give NAME=URL, e.g. pytorch=https://mirror.example/whl", EXIT_USAGE)
         if name not in source_names():
             raise Stop(f"--mirror {value}: NAME is one of {', '.join(source_names())}", EXIT_USAGE)
         if not url.startswith(("http://", "https://")):

@@ -164,7 +164,7 @@ def test_the_fetched_wheel_is_what_is_installed_and_undo_takes_it_back(
     [
         ("bogus=http://x", "NAME is one of dao-ailab, pytorch, windreamer"),
         ("pytorch=/srv/wheels", "URL must be http(s)://"),
-        ("pytorch", "NAME is one of"),
+        ("pytorch", "give NAME=URL"),
     ],
 )
 def test_a_bad_mirror_is_one_line_and_exit_2(mirror: str, said: str) -> None:
