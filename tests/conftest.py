@@ -11,6 +11,8 @@ The real packages are fetched or built once and cached under `.cache/` (git igno
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -62,6 +64,16 @@ def cuda_toolkit() -> Path:
     return found
 
 
+@contextlib.contextmanager
+def one_at_a_time() -> Iterator[None]:
+    """Held while .cache/ is filled: test processes running side by side (pytest-xdist) would each
+    find what another is still writing. One lock for every cache entry; none of them nests."""
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def pip(*args: str | Path, env: dict[str, str] | None = None) -> None:
     run(sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args, env=env)
 
@@ -69,27 +81,29 @@ def pip(*args: str | Path, env: dict[str, str] | None = None) -> None:
 def pypi_wheel(requirement: str) -> Path:
     """A pure-Python wheel from PyPI, downloaded once into .cache/wheels (yanked ones too: an
     exact pin reaches them, as it would for a user)."""
-    wheels = CACHE / "wheels"
-    name, _, version = requirement.partition("==")
-    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
-    if not list(wheels.glob(pattern)):
-        pip("download", "--no-deps", "--only-binary=:all:", requirement, "-d", wheels)
-    return next(wheels.glob(pattern))
+    with one_at_a_time():
+        wheels = CACHE / "wheels"
+        name, _, version = requirement.partition("==")
+        pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+        if not list(wheels.glob(pattern)):
+            pip("download", "--no-deps", "--only-binary=:all:", requirement, "-d", wheels)
+        return next(wheels.glob(pattern))
 
 
 def pypi_sdist(requirement: str) -> Path:
     """A release's sdist from PyPI, downloaded once into .cache/sdist, as its simple page lists it
     (`pip download` would run its setup.py, and FA2's imports torch)."""
-    from attn_doctor.facts.published import fetch, listed
+    with one_at_a_time():
+        from attn_doctor.facts.published import fetch, listed
 
-    sdists = CACHE / "sdist"
-    name, _, version = requirement.partition("==")
-    filename = f"{name.replace('-', '_')}-{version}.tar.gz"
-    if not (sdists / filename).exists():
-        sdists.mkdir(parents=True, exist_ok=True)
-        [file] = [f for f in listed(f"https://pypi.org/simple/{name}/") if f.filename == filename]
-        fetch(file, sdists)
-    return sdists / filename
+        sdists = CACHE / "sdist"
+        name, _, version = requirement.partition("==")
+        filename = f"{name.replace('-', '_')}-{version}.tar.gz"
+        if not (sdists / filename).exists():
+            sdists.mkdir(parents=True, exist_ok=True)
+            [file] = [f for f in listed(f"https://pypi.org/simple/{name}/") if f.filename == filename]
+            fetch(file, sdists)
+        return sdists / filename
 
 
 @dataclass(frozen=True)
@@ -101,67 +115,70 @@ class RealPackages:
 
 
 def _build_venv() -> Path:
-    venv = CACHE / "build-venv"
-    python = venv / "bin" / "python"
-    marker = venv / ".ready"
-    if not marker.exists():
-        run(sys.executable, "-m", "venv", "--clear", venv)
-        torch = os.environ.get("ATTN_DOCTOR_TEST_TORCH", "torch==2.13.0")
-        run(python, "-m", "pip", "install", "-q", torch, "setuptools", "wheel", "packaging", "psutil", "ninja")
-        marker.write_text(torch)
-    return python
+    with one_at_a_time():
+        venv = CACHE / "build-venv"
+        python = venv / "bin" / "python"
+        marker = venv / ".ready"
+        if not marker.exists():
+            run(sys.executable, "-m", "venv", "--clear", venv)
+            torch = os.environ.get("ATTN_DOCTOR_TEST_TORCH", "torch==2.13.0")
+            run(python, "-m", "pip", "install", "-q", torch, "setuptools", "wheel", "packaging", "psutil", "ninja")
+            marker.write_text(torch)
+        return python
 
 
 def _fa2_wheel(python: Path) -> Path:
-    wheels = CACHE / "wheels"
-    found = sorted(wheels.glob(f"flash_attn-{FA2_VERSION}-*.whl"))
-    if found:
-        return found[0]
-    # Only the exact string TRUE switches these on (FA2 setup.py).
-    env = {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE", "FLASH_ATTENTION_FORCE_BUILD": "TRUE"}
-    run(
-        python,
-        "-m",
-        "pip",
-        "wheel",
-        "-q",
-        "--no-build-isolation",
-        "--no-deps",
-        f"flash-attn=={FA2_VERSION}",
-        "-w",
-        wheels,
-        env=env,
-    )
-    return sorted(wheels.glob(f"flash_attn-{FA2_VERSION}-*.whl"))[0]
+    with one_at_a_time():
+        wheels = CACHE / "wheels"
+        found = sorted(wheels.glob(f"flash_attn-{FA2_VERSION}-*.whl"))
+        if found:
+            return found[0]
+        # Only the exact string TRUE switches these on (FA2 setup.py).
+        env = {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE", "FLASH_ATTENTION_FORCE_BUILD": "TRUE"}
+        run(
+            python,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-build-isolation",
+            "--no-deps",
+            f"flash-attn=={FA2_VERSION}",
+            "-w",
+            wheels,
+            env=env,
+        )
+        return sorted(wheels.glob(f"flash_attn-{FA2_VERSION}-*.whl"))[0]
 
 
 def _fa4() -> tuple[Path, Path]:
-    wheels, sdists = CACHE / "wheels", CACHE / "sdist"
-    wheel = wheels / f"flash_attn_4-{FA4_VERSION}-py3-none-any.whl"
-    if not wheel.exists():
-        pip(
-            "download",
-            "--pre",
-            "--no-deps",
-            "--only-binary=:all:",
-            f"flash-attn-4=={FA4_VERSION}",
-            "-d",
-            wheels,
-        )
-    source = CACHE / f"flash_attn_4-{FA4_VERSION}"
-    if not source.exists():
-        pip(
-            "download",
-            "--pre",
-            "--no-deps",
-            "--no-binary=:all:",
-            f"flash-attn-4=={FA4_VERSION}",
-            "-d",
-            sdists,
-        )
-        with tarfile.open(sdists / f"flash_attn_4-{FA4_VERSION}.tar.gz") as archive:
-            archive.extractall(CACHE, filter="data")
-    return wheel, source
+    with one_at_a_time():
+        wheels, sdists = CACHE / "wheels", CACHE / "sdist"
+        wheel = wheels / f"flash_attn_4-{FA4_VERSION}-py3-none-any.whl"
+        if not wheel.exists():
+            pip(
+                "download",
+                "--pre",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"flash-attn-4=={FA4_VERSION}",
+                "-d",
+                wheels,
+            )
+        source = CACHE / f"flash_attn_4-{FA4_VERSION}"
+        if not source.exists():
+            pip(
+                "download",
+                "--pre",
+                "--no-deps",
+                "--no-binary=:all:",
+                f"flash-attn-4=={FA4_VERSION}",
+                "-d",
+                sdists,
+            )
+            with tarfile.open(sdists / f"flash_attn_4-{FA4_VERSION}.tar.gz") as archive:
+                archive.extractall(CACHE, filter="data")
+        return wheel, source
 
 
 # flash-attn-4 4.0.0b36 and its whole dependency closure but torch (and triton, which only a CUDA
@@ -186,12 +203,13 @@ FA4_CLOSURE = (
 @pytest.fixture(scope="session")
 def fa4_wheelhouse() -> Path:
     """The real wheels, downloaded once (about 110 MB, most of it the CuTe DSL's libraries)."""
-    folder = CACHE / "fa4-wheelhouse"
-    marker = folder / ".ready"
-    if not marker.exists():
-        pip("download", "--no-deps", "--only-binary=:all:", "-d", folder, *FA4_CLOSURE)
-        marker.write_text("\n".join(FA4_CLOSURE))
-    return folder
+    with one_at_a_time():
+        folder = CACHE / "fa4-wheelhouse"
+        marker = folder / ".ready"
+        if not marker.exists():
+            pip("download", "--no-deps", "--only-binary=:all:", "-d", folder, *FA4_CLOSURE)
+            marker.write_text("\n".join(FA4_CLOSURE))
+        return folder
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from attn_doctor.facts.given import with_given_gpu
 from attn_doctor.facts.toolchain import release_of
 from attn_doctor.registry.versions import release
 from attn_doctor.report import Report, judge
-from tests.conftest import CACHE, FIXTURES, RecordedNvml, Venv, cuda_toolkit, pip, run
+from tests.conftest import CACHE, FIXTURES, RecordedNvml, Venv, cuda_toolkit, one_at_a_time, pip, run
 from tests.test_binaries import EXTENSION, Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
 
 KERNEL = "__global__ void scale(float* x) { x[threadIdx.x] *= 2.0f; }\n"
@@ -162,12 +162,13 @@ def test_a_torch_without_this_gpus_code_names_the_build_that_has_it(
 def nvcc_12_8_ptxas() -> Path:
     """The ptxas of NVIDIA's nvidia-cuda-nvcc-cu12 12.8.93 wheel: the one Triton 3.4 and 3.5 bundle."""
     kept = CACHE / "ptxas-12.8.93"
-    if not kept.exists():
-        wheels = CACHE / "wheels"
-        pip("download", "--no-deps", "--only-binary=:all:", "nvidia-cuda-nvcc-cu12==12.8.93", "-d", wheels)
-        [wheel] = wheels.glob("nvidia_cuda_nvcc_cu12-12.8.93-*.whl")
-        with zipfile.ZipFile(wheel) as archive:
-            kept.write_bytes(archive.read("nvidia/cuda_nvcc/bin/ptxas"))
+    with one_at_a_time():
+        if not kept.exists():
+            wheels = CACHE / "wheels"
+            pip("download", "--no-deps", "--only-binary=:all:", "nvidia-cuda-nvcc-cu12==12.8.93", "-d", wheels)
+            [wheel] = wheels.glob("nvidia_cuda_nvcc_cu12-12.8.93-*.whl")
+            with zipfile.ZipFile(wheel) as archive:
+                kept.write_bytes(archive.read("nvidia/cuda_nvcc/bin/ptxas"))
     return kept
 
 
