@@ -6,6 +6,7 @@ download is the doctor's own, over real HTTP; nothing of it is replaced."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -24,7 +25,8 @@ from attn_doctor.actions.plan import Command
 from attn_doctor.actions.recipes.context import InstallRequest
 from attn_doctor.facts.collect import collect
 from attn_doctor.facts.repairs import repairs_root
-from attn_doctor.registry.recipes import FA3_VERSION
+from attn_doctor.registry.recipes import FA2_WHEEL_VERSION, FA3_VERSION
+from attn_doctor.registry.wheels import fa2_wheel_for
 from tests.conftest import REPO, RecordedNvml, cuda_toolkit, run, snapshot
 from tests.test_binaries import Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
 from tests.test_gpu_code import build_extension, make_wheel
@@ -172,3 +174,42 @@ def test_a_bad_mirror_is_one_line_and_exit_2(mirror: str, said: str) -> None:
         sys.executable, "-m", "attn_doctor", "install", "fa3", "--mirror", mirror, "--dry-run", check=False, cwd=REPO
     )
     assert done.returncode == 2 and said in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_fa2s_release_wheel_is_fetched_by_its_url_and_proven(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    mirror: Path,
+    tmp_path: Path,
+) -> None:
+    """FA2's own release keeps one wheel per torch/CUDA/Python/ABI at a URL its name gives (a `+` in
+    it, written %2B): fetched from a mirror of the release, proven, installed by its path; one
+    built for Ampere only is passed over, said why, and the plan compiles."""
+    facts = collect(str(machine.venv.python), nvml=h100)
+    assert facts.torch is not None
+    # the machine's torch, read as a 2.8 CUDA 12.8 build: FA2 2.8.3.post1 published a wheel for that
+    torch = dataclasses.replace(facts.torch, version="2.8.0", cuda="12.8", cxx11_abi=True)
+    facts = dataclasses.replace(facts, torch=torch)
+    name = fa2_wheel_for(FA2_WHEEL_VERSION, torch, facts.python)
+    assert name is not None and "+" in name
+    release = mirror / f"v{FA2_WHEEL_VERSION}"
+    release.mkdir()
+    root = (mirror / "url").read_text()
+
+    def published(*targets: str) -> list[str]:
+        build_extension(machine, *targets)
+        version, tag = name.removeprefix("flash_attn-").removesuffix(".whl").split("-", 1)
+        files = {machine.extension.name: machine.extension.read_bytes(), "flash_attn/__init__.py": b""}
+        wheel = make_wheel(tmp_path, "flash_attn", version, files, tag)
+        shutil.copy(wheel, release / name)
+        job = plan_install(facts, InstallRequest("fa2", force=True, mirrors=(("dao-ailab", root),)), here=True)
+        return [s.describe() for s in job.plan.steps] + list(job.plan.notes)
+
+    said = published("sm_90")
+    assert any(
+        s.startswith("run") and name in s and "fetched from FlashAttention's own GitHub release" in s for s in said
+    )
+    assert any("proven before installing" in s for s in said), said
+    said = published("sm_80")
+    assert any("FLASH_ATTENTION_FORCE_BUILD" in s for s in said), said
+    assert any(f"{name} from FlashAttention's own GitHub release" in s and "no code for sm_90" in s for s in said)

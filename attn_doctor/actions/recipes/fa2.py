@@ -53,9 +53,13 @@ def fa2(context: RecipeContext) -> Recipe:
     steps, notes, env = build_setup(context, recipes.FA2_MIN_NVCC)
     jobs = int(env["MAX_JOBS"])
     minutes = recipes.fa2_build_minutes(jobs, len(archs))
+    why = (
+        "FA2's release wheel for this torch was not taken (below)"
+        if tried
+        else f"no prebuilt FA2 wheel for torch {torch.version} ({torch.build}), Python {facts.python.version}"
+    )
     notes = [
-        f"no prebuilt FA2 wheel for torch {torch.version} ({torch.build}), Python {facts.python.version}: "
-        f"it compiles, roughly {minutes} min with {jobs} jobs for sm {';'.join(archs)} "
+        f"{why}: it compiles, roughly {minutes} min with {jobs} jobs for sm {';'.join(archs)} "
         "(scaled from 19 min measured for sm 90 with 16 jobs on an H100)",
         *tried,  # the release's wheel, where it was fetched and did not fit
         *proof,  # the kept wheels passed over, each with why

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def fetched(context: RecipeContext, distribution: str, version: str) -> tuple[Fe
 def _offered(source: WheelSource, where: str, distribution: str) -> list[Listed]:
     match source.layout:
         case Layout.FILE:
-            return [Listed(where.rsplit("/", 1)[-1].replace("%2B", "+"), where, None)]
+            return [Listed(urllib.parse.unquote(where.rsplit("/", 1)[-1]), where, None)]
         case Layout.INDEX:
             return listed(f"{where.rstrip('/')}/{canonicalize_name(distribution)}/")
         case Layout.LINKS:
