@@ -560,7 +560,7 @@ def install(
         _mirrors(mirror or []),
     )
     try:
-        job = plan_install(facts, request, here=facts_file is None)
+        job = plan_install(facts, request, here=facts_file is None, say=_progress)
     except Refusal as error:
         raise Stop(str(error), EXIT_USAGE) from error
     _say(*plan_lines(job.plan, "Plan:"))
@@ -623,7 +623,7 @@ def build(
         wheelhouse=folder,
     )
     try:
-        job = plan_install(facts, request)
+        job = plan_install(facts, request, say=_progress)
     except Refusal as error:
         raise Stop(str(error), EXIT_USAGE) from error
     _say(*plan_lines(job.plan, "Plan:"))
@@ -654,6 +654,13 @@ def _mirrors(given: list[str]) -> tuple[tuple[str, str], ...]:
             )
         mirrors.append((name, url))
     return tuple(mirrors)
+
+
+def _progress(line: str) -> None:
+    """What is under way while a plan is made (a download), on standard error: the plan is the output."""
+    from attn_doctor.render.safe import printable
+
+    print(printable(line), file=sys.stderr, flush=True)
 
 
 def _say(*lines: str) -> None:

@@ -152,6 +152,7 @@ def test_the_fetched_wheel_is_what_is_installed_and_undo_takes_it_back(
     assert done.returncode == 0 and "Successfully installed flash-attn-3-3.0.0" in done.stdout, (
         done.stdout + done.stderr
     )
+    assert f"fetching {root}/cu130/flash-attn-3/{good.name} to prove it fits here" in done.stderr  # said as it goes
     (journal,) = repairs_root(str(machine.venv.root)).glob("*/journal.json")
     [command] = [s for s in json.loads(journal.read_text())["steps"] if s["kind"] == "command"]
     assert any(a.endswith(good.name) for a in command["argv"]), command

@@ -41,9 +41,12 @@ class Install:
     version: str | None  # the version the run must leave; None: whatever the source tree declares
 
 
-def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> Install:
+def plan_install(
+    facts: Facts, request: InstallRequest, here: bool = True, say: Callable[[str], None] = lambda line: None
+) -> Install:
     """Raises Refusal with the reason and what to do instead. `here`: the facts are this
-    machine's (not a saved report's), so its folders can be checked for writing."""
+    machine's (not a saved report's), so its folders can be checked for writing. `say`: what
+    planning tells as it goes (each wheel fetched to be proven)."""
     backend = by_name()[request.backend]
     python = facts.python
     site = next((p for p in reversed(python.site_packages) if os.path.isdir(p)), python.prefix)
@@ -65,7 +68,7 @@ def plan_install(facts: Facts, request: InstallRequest, here: bool = True) -> In
         raise Refusal(f"{backend.label} cannot run here: {'; '.join(problems)}. {_instead(facts, backend)}")
     installer = choose_installer(python, request.installer, request.find_links, request.offline, request.allow_system)
     watch = tuple(dict.fromkeys([*python.site_packages, str(Path(python.executable).parent)]))
-    context = RecipeContext(facts, facts.torch, installer, watch, request, here)
+    context = RecipeContext(facts, facts.torch, installer, watch, request, here, say)
     steps, notes, distribution, version = RECIPES[backend.name](context)
     forced = tuple(f"--force: planned although {p}" for p in problems)
     if request.wheelhouse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
@@ -40,6 +41,7 @@ class RecipeContext:
     watch: tuple[str, ...]
     request: InstallRequest
     here: bool = True  # the facts are this machine's: its files (torch's libraries) can be read
+    say: Callable[[str], None] = lambda line: None  # what planning tells as it goes (a wheel fetched to prove it)
 
     @property
     def compiles(self) -> bool:

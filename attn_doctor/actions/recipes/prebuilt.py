@@ -100,6 +100,7 @@ def _offered(source: WheelSource, where: str, distribution: str) -> list[Listed]
 
 def _proven(context: RecipeContext, file: Listed, distribution: str, version: str) -> tuple[Path | None, str]:
     """The candidate fetched and read: its path where it fits, else why not (it is then removed)."""
+    context.say(f"fetching {file.url} to prove it fits here")
     try:
         wheel = fetch(file, _download_folder())
     except Unreachable as error:
