@@ -28,8 +28,8 @@ from attn_doctor.facts.repairs import repairs_root
 from attn_doctor.registry.recipes import FA2_WHEEL_VERSION, FA3_VERSION
 from attn_doctor.registry.wheels import fa2_wheel_for
 from tests.conftest import REPO, RecordedNvml, cuda_toolkit, run, snapshot
-from tests.test_binaries import Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
-from tests.test_gpu_code import build_extension, make_wheel
+from tests.test_binaries import EXTENSION, Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
+from tests.test_gpu_code import KERNEL, build, build_extension, gencode, make_wheel
 
 TAG = "cp39-abi3-manylinux_2_28_x86_64"  # as PyTorch's index names its FA3 wheels
 
@@ -214,3 +214,41 @@ def test_fa2s_release_wheel_is_fetched_by_its_url_and_proven(
     said = published("sm_80")
     assert any("FLASH_ATTENTION_FORCE_BUILD" in s for s in said), said
     assert any(f"{name} from FlashAttention's own GitHub release" in s and "no code for sm_90" in s for s in said)
+
+
+def test_a_wheel_built_against_another_cuda_runtime_is_passed_over(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    mirror: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PyTorch's index has served the CUDA 12.6 build of FA3 from its cu128 and cu129 folders: on a
+    machine with only CUDA 13 its extension cannot load (`libcudart.so.12: cannot open shared object
+    file`). Its DT_NEEDED says so before anything is installed; the next candidate is taken."""
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
+    known = run("ldconfig", "-p").stdout
+    runtime = next(n for n in ("libcudart.so.12", "libcudart.so.11.0") if n not in known)
+    stub = tmp_path / runtime
+    run("cc", "-shared", "-fPIC", "-o", stub, f"-Wl,-soname,{runtime}", "-x", "c", "/dev/null")
+    build(
+        machine.extension,
+        EXTENSION + KERNEL,
+        f"-L{machine.torch_lib}",
+        "-lc10",
+        "-ltorch",
+        *gencode("sm_90a"),
+        f"-L{tmp_path}",
+        "-Xlinker",
+        "--no-as-needed",
+        f"-l:{runtime}",
+    )
+    stub.unlink()  # built against a CUDA runtime this machine does not have
+    files = {"flash_attn_3/_C.abi3.so": machine.extension.read_bytes(), "flash_attn_3/__init__.py": b""}
+    (tmp_path / "cu12").mkdir()
+    other_cuda = make_wheel(tmp_path / "cu12", "flash_attn_3", FA3_VERSION, files, "cp39-abi3-manylinux_2_17_x86_64")
+    good = fa3_wheel(machine, tmp_path / "good", "manylinux_2_28_x86_64", "sm_90a")
+    publish(mirror, [(other_cuda, None), (good, None)])
+    (step,), notes = planned(machine, h100, (mirror / "url").read_text() + "/whl")
+    assert any(a.endswith(good.name) for a in step.argv), step.argv
+    assert any(other_cuda.name in n and f"needs {runtime}, which this machine does not have" in n for n in notes), notes
