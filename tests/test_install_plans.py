@@ -167,13 +167,14 @@ def test_fa2_with_a_release_wheel_takes_it_instead_of_compiling() -> None:
         ("flash_attn-2.8.3.post2-cp312-cp312-linux_x86_64.whl", False),  # built here before, kept
         ("flash_attn-2.8.3.post2-cp311-cp311-linux_x86_64.whl", True),  # another Python
         ("flash_attn-2.8.3.post2-cp312-cp312-linux_aarch64.whl", True),  # another machine
-        ("flash_attn-2.8.3.post1-cp312-cp312-linux_x86_64.whl", True),  # another release
+        ("flash_attn-2.8.3.post1-cp312-cp312-linux_x86_64.whl", False),  # the release the index offered then
         ("flash_attn-2.8.3.post2.whl", True),  # not a wheel's name
     ],
 )
 def test_fa2_built_before_is_installed_from_the_wheelhouse(tmp_path: Path, wheel: str, compiles: bool) -> None:
-    """No release wheel exists for torch 2.11 (the H100's): a wheel of the pinned release that a
-    first node compiled (~22 min there) and kept is what the others install, named by version."""
+    """No release wheel exists for torch 2.11 (the H100's): a wheel that a first node compiled (~22 min
+    there) and kept is what the others install: that very file, by its path (pip, given the name,
+    could take another file of the release)."""
     (tmp_path / wheel).write_bytes(b"")  # only its name is read when planning
     job = plan(machine("h100"), "fa2", find_links=str(tmp_path), offline=True)
     steps = commands(job)
@@ -185,10 +186,11 @@ def test_fa2_built_before_is_installed_from_the_wheelhouse(tmp_path: Path, wheel
             "--no-index",
             "--find-links",
             str(tmp_path),
-            "flash-attn==2.8.3.post2",
+            str(tmp_path / wheel),
+            "einops",
             "torch==2.11.0",
         )
-        assert any("built before" in note for note in job.plan.notes)
+        assert any("in --find-links" in note and "installed without compiling" in note for note in job.plan.notes)
 
 
 def test_fa2_from_a_wheelhouse_names_the_version() -> None:

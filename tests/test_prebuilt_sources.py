@@ -252,3 +252,24 @@ def test_a_wheel_built_against_another_cuda_runtime_is_passed_over(
     (step,), notes = planned(machine, h100, (mirror / "url").read_text() + "/whl")
     assert any(a.endswith(good.name) for a in step.argv), step.argv
     assert any(other_cuda.name in n and f"needs {runtime}, which this machine does not have" in n for n in notes), notes
+
+
+def test_the_proven_file_of_a_wheelhouse_is_the_one_installed(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two builds of FA3 3.0.0 kept side by side: pip, asked for flash-attn-3==3.0.0, takes the one
+    whose platform tag ranks first (manylinux_2_28 before plain linux), here the Ampere-only one. The
+    plan installs the file it proved, by its path, and says why the other was passed over."""
+    monkeypatch.setenv("CUDA_HOME", str(cuda_toolkit()))
+    wheelhouse = tmp_path / "wheelhouse"
+    ampere = fa3_wheel(machine, wheelhouse, "manylinux_2_28_x86_64", "sm_80")
+    good = fa3_wheel(machine, wheelhouse, "linux_x86_64", "sm_90a")
+    facts = collect(str(machine.venv.python), nvml=h100)
+    nowhere = (("pytorch", "http://127.0.0.1:9/whl"),)
+    job = plan_install(facts, InstallRequest("fa3", find_links=str(wheelhouse), mirrors=nowhere), here=True)
+    (step,) = [s for s in job.plan.steps if isinstance(s, Command)]
+    assert str(good) in step.argv and not any("flash-attn-3==" in a for a in step.argv), step.argv
+    assert any(ampere.name in n and "carries no code for sm_90" in n for n in job.plan.notes), "\n".join(job.plan.notes)

@@ -18,9 +18,9 @@ def fa3(context: RecipeContext) -> Recipe:
     # proven to fit this torch and these GPUs, spares a compile of up to an hour
     kept, proof = built_here(context, FA3_DISTRIBUTION, recipes.FA3_VERSION) if not context.compiles else (None, [])
     if kept is not None:
-        notes = [f"{kept} in --find-links: FA3 {recipes.FA3_VERSION} prebuilt, installed without compiling", *proof]
-        step = pip_step(context, "FA3 prebuilt, from the wheelhouse", f"{FA3_DISTRIBUTION}=={recipes.FA3_VERSION}")
-        return [step], notes, FA3_DISTRIBUTION, recipes.FA3_VERSION
+        notes = [f"{kept.wheel.name} in --find-links: FA3 {kept.version} prebuilt, installed without compiling", *proof]
+        step = pip_step(context, "FA3 prebuilt, from the wheelhouse", str(kept.wheel))
+        return [step], notes, FA3_DISTRIBUTION, kept.version
     found, tried = fetched(context, FA3_DISTRIBUTION, recipes.FA3_VERSION) if not context.compiles else (None, [])
     if found is not None:
         notes = [f"FA3 {recipes.FA3_VERSION} prebuilt, installed without compiling", *proof, *tried]

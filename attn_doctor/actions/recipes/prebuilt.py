@@ -37,20 +37,35 @@ class Fetched:
     origin: str  # the source and the wheel's URL, for the plan and the journal
 
 
-def built_here(context: RecipeContext, distribution: str, version: str) -> tuple[str | None, list[str]]:
-    """A wheel of exactly this release for the target's Python and machine in --find-links, proven
-    to fit: its name, and why each other candidate was passed over."""
+@dataclass(frozen=True)
+class Kept:
+    wheel: Path  # in the --find-links wheelhouse: installed by its path, the very file proven
+    version: str
+
+
+def built_here(context: RecipeContext, distribution: str, version: str | None) -> tuple[Kept | None, list[str]]:
+    """A wheel of this release (None: of any release not known bad here, the newest first) for the
+    target's Python and machine in --find-links, proven to fit: it, and why each other candidate
+    was passed over. pip, given the name, could take another file of the same release (a closer tag);
+    the plan installs this one by its path."""
     if not context.request.find_links:
         return None, []
+    backend = backend_of_distribution(distribution)
+    candidates = [
+        w
+        for w in Path(context.request.find_links).glob("*.whl")
+        if installs_here(w.name, distribution, version, context)
+    ]
     passed_over = []
-    for wheel in sorted(Path(context.request.find_links).glob("*.whl")):
-        if not installs_here(wheel.name, distribution, version, context):
-            continue
+    for wheel in sorted(candidates, key=lambda w: (parse_wheel_filename(w.name)[1], w.name), reverse=True):
+        found = str(parse_wheel_filename(wheel.name)[1].public)
         if not context.here:  # another machine's report: its torch's files are not here to read
-            return wheel.name, []
-        reasons = misfit_reasons(context.facts, wheel, distribution, version)
+            return Kept(wheel, found), []
+        reasons = misfit_reasons(context.facts, wheel, distribution, found)
+        if backend is not None and version is None and backend.bad_releases_found(found, context.facts):
+            reasons.append(f"{distribution} {found} is known bad here")
         if not reasons:
-            return wheel.name, [f"{wheel.name} proven before installing: {PROVEN}"]
+            return Kept(wheel, found), [*passed_over, f"{wheel.name} proven before installing: {PROVEN}"]
         passed_over.append(f"{wheel.name} passed over: {'; '.join(reasons)}")
     return None, passed_over
 
@@ -112,17 +127,17 @@ def _proven(context: RecipeContext, file: Listed, distribution: str, version: st
     return None, "; ".join(reasons)
 
 
-def installs_here(filename: str, distribution: str, version: str, context: RecipeContext) -> bool:
-    """A wheel of `distribution` at `version` (its local part aside: FA2's release wheels say their
-    torch there) that installs on the target's CPython, machine and glibc."""
+def installs_here(filename: str, distribution: str, version: str | None, context: RecipeContext) -> bool:
+    """A wheel of `distribution` at `version` (None: any; its local part aside: FA2's release wheels
+    say their torch there) that installs on the target's CPython, machine and glibc."""
     try:
         name, found, _, tags = parse_wheel_filename(filename)
-        wanted = Version(version)
+        wanted = Version(version) if version is not None else None
     except (InvalidWheelFilename, InvalidVersion):
         return False
-    if name != canonicalize_name(distribution) or found.public != wanted.public:
+    if name != canonicalize_name(distribution):
         return False
-    if wanted.local is not None and found.local != wanted.local:
+    if wanted is not None and (found.public != wanted.public or wanted.local not in (None, found.local)):
         return False
     python, machine = cpython_tag(context.facts.python.version), machine_of(context.facts.python)
     glibc = context.facts.python.glibc

@@ -11,11 +11,16 @@ from attn_doctor.registry.versions import release
 
 
 def sage(context: RecipeContext) -> Recipe:
-    built, proof = built_here(context, "sageattention", recipes.SAGE_TREE.version)
-    if built is not None and not context.compiles:
-        notes = [f"{built} in --find-links: SageAttention 2.2.0 built before, installed without compiling", *proof]
-        step = pip_step(context, "SageAttention 2 as built before, from the wheelhouse", "sageattention==2.2.0")
-        return [step], notes, "sageattention", "2.2.0"
+    built, proof = (
+        built_here(context, "sageattention", recipes.SAGE_TREE.version) if not context.compiles else (None, [])
+    )
+    if built is not None:
+        notes = [
+            f"{built.wheel.name} in --find-links: SageAttention 2.2.0 built before, installed without compiling",
+            *proof,
+        ]
+        step = pip_step(context, "SageAttention 2 as built before, from the wheelhouse", str(built.wheel))
+        return [step], notes, "sageattention", built.version
     steps, notes, env = build_setup(context, "12.0")
     nvcc = release(context.facts.toolchain.nvcc)
     for gpu in context.facts.gpus:
