@@ -56,7 +56,7 @@ def built_here(context: RecipeContext, distribution: str, version: str | None) -
         for w in Path(context.request.find_links).glob("*.whl")
         if installs_here(w.name, distribution, version, context)
     ]
-    passed_over = []
+    passed_over: list[str] = []
     for wheel in sorted(candidates, key=lambda w: (parse_wheel_filename(w.name)[1], w.name), reverse=True):
         found = str(parse_wheel_filename(wheel.name)[1].public)
         if not context.here:  # another machine's report: its torch's files are not here to read
