@@ -273,3 +273,19 @@ def test_the_proven_file_of_a_wheelhouse_is_the_one_installed(
     (step,) = [s for s in job.plan.steps if isinstance(s, Command)]
     assert str(good) in step.argv and not any("flash-attn-3==" in a for a in step.argv), step.argv
     assert any(ampere.name in n and "carries no code for sm_90" in n for n in job.plan.notes), "\n".join(job.plan.notes)
+
+
+def test_what_cannot_be_fetched_or_kept_is_one_line(mirror: Path, tmp_path: Path) -> None:
+    from attn_doctor.facts.published import Listed, NotFetched, fetch, listed
+
+    url = (mirror / "url").read_text()
+    (mirror / "a.whl").write_bytes(b"wheel")
+    with pytest.raises(NotFetched, match=r"/missing/: HTTP 404"):
+        listed(f"{url}/missing/")
+    with pytest.raises(NotFetched, match=r"not an http\(s\) URL"):
+        listed("ftp://example.org/simple/")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # not a folder: nothing can be kept in it
+    with pytest.raises(NotFetched, match=r"cannot keep a\.whl in"):
+        fetch(Listed("a.whl", f"{url}/a.whl", None), blocked)
+    assert fetch(Listed("a.whl", f"{url}/a.whl", None), tmp_path).read_bytes() == b"wheel"

@@ -20,8 +20,8 @@ PAGE_LIMIT_BYTES = 16 << 20  # a project page, however many files it lists
 WHEEL_LIMIT_BYTES = 4 << 30  # FA2's wheels are ~250 MB; a file past this is not a wheel we take
 
 
-class Unreachable(Exception):
-    """The source could not be read: one line, its reason."""
+class NotFetched(Exception):
+    """A page or file that could not be read, or not be kept here: one line, its reason."""
 
 
 @dataclass(frozen=True)
@@ -52,26 +52,26 @@ class _Links(HTMLParser):
 
 def _open(url: str) -> urllib.response.addinfourl:
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise Unreachable(f"{url}: not an http(s) URL (a local folder of wheels is --find-links DIR)")
+        raise NotFetched(f"{url}: not an http(s) URL (a local folder of wheels is --find-links DIR)")
     try:
         response: urllib.response.addinfourl = urllib.request.urlopen(url, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as error:
-        raise Unreachable(f"{url}: HTTP {error.code} {error.reason}") from error
+        raise NotFetched(f"{url}: HTTP {error.code} {error.reason}") from error
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
-        raise Unreachable(f"{url}: {reason}") from error
+        raise NotFetched(f"{url}: {reason}") from error
     return response
 
 
 def listed(page: str) -> list[Listed]:
-    """The files a project page or page of links lists. Unreachable when it cannot be read."""
+    """The files a project page or page of links lists. NotFetched when it cannot be read."""
     with _open(page) as response:
         try:
             body = response.read(PAGE_LIMIT_BYTES + 1)
         except OSError as error:
-            raise Unreachable(f"{page}: {error}") from error
+            raise NotFetched(f"{page}: {error}") from error
         if len(body) > PAGE_LIMIT_BYTES:
-            raise Unreachable(f"{page}: over {PAGE_LIMIT_BYTES >> 20} MiB, not a page of links")
+            raise NotFetched(f"{page}: over {PAGE_LIMIT_BYTES >> 20} MiB, not a page of links")
         charset = response.headers.get_content_charset() or "utf-8"
     parser = _Links(response.geturl())
     parser.feed(body.decode(charset, errors="replace"))
@@ -80,23 +80,28 @@ def listed(page: str) -> list[Listed]:
 
 def fetch(file: Listed, folder: Path) -> Path:
     """The file downloaded into `folder` under its own name, its sha256 checked where one was given.
-    Unreachable when it cannot be fetched, is cut short or does not match."""
+    NotFetched when it cannot be fetched, is cut short or does not match."""
     target = folder / os.path.basename(file.filename)
     digest = hashlib.sha256()
     size = 0
-    with _open(file.url) as response, open(target, "wb") as out:
+    with _open(file.url) as response:
         try:
-            while block := response.read(1 << 20):
-                size += len(block)
-                if size > WHEEL_LIMIT_BYTES:
-                    raise Unreachable(f"{file.url}: over {WHEEL_LIMIT_BYTES >> 30} GiB, not taken")
-                digest.update(block)
-                out.write(block)
+            out = open(target, "wb")  # noqa: SIM115 (closed below, also when the read fails)
         except OSError as error:
-            raise Unreachable(f"{file.url}: cut short ({error})") from error
+            raise NotFetched(f"cannot keep {file.filename} in {folder}: {error.strerror}") from error
+        with out:
+            try:
+                while block := response.read(1 << 20):
+                    size += len(block)
+                    if size > WHEEL_LIMIT_BYTES:
+                        raise NotFetched(f"{file.url}: over {WHEEL_LIMIT_BYTES >> 30} GiB, not taken")
+                    digest.update(block)
+                    out.write(block)
+            except OSError as error:  # the connection, or this disk (full)
+                raise NotFetched(f"{file.url}: cut short ({error})") from error
         expected = response.headers.get("Content-Length")
     if expected is not None and expected.isdigit() and int(expected) != size:
-        raise Unreachable(f"{file.url}: cut short ({size} of {expected} bytes)")
+        raise NotFetched(f"{file.url}: cut short ({size} of {expected} bytes)")
     if file.sha256 is not None and digest.hexdigest() != file.sha256:
-        raise Unreachable(f"{file.url}: its sha256 is not the one its page gives")
+        raise NotFetched(f"{file.url}: its sha256 is not the one its page gives")
     return target

@@ -21,7 +21,7 @@ from packaging.version import InvalidVersion, Version
 
 from attn_doctor.actions.recipes.context import RecipeContext
 from attn_doctor.facts.model import Facts
-from attn_doctor.facts.published import Listed, Unreachable, fetch, listed
+from attn_doctor.facts.published import Listed, NotFetched, fetch, listed
 from attn_doctor.facts.wheels import WheelError, read_wheel, wheel_marks
 from attn_doctor.registry.backends import backend_of_distribution
 from attn_doctor.registry.sources import Layout, WheelSource, sources_for
@@ -85,7 +85,7 @@ def fetched(context: RecipeContext, distribution: str, version: str) -> tuple[Fe
             continue
         try:
             files = _offered(source, where, distribution)
-        except Unreachable as error:
+        except NotFetched as error:
             tried.append(
                 f"{named} not reached: {error}; a wheel fetched from it otherwise is proven alike with --find-links DIR"
             )
@@ -118,7 +118,7 @@ def _proven(context: RecipeContext, file: Listed, distribution: str, version: st
     context.say(f"fetching {file.url} to prove it fits here")
     try:
         wheel = fetch(file, _download_folder())
-    except Unreachable as error:
+    except NotFetched as error:
         return None, f"not fetched: {error}"
     reasons = misfit_reasons(context.facts, wheel, distribution, version)
     if not reasons:
