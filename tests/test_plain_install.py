@@ -39,6 +39,9 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
         # a wheel kept from an earlier build: read with packaging's wheel-name parser
         (["install", "fa2", "--facts", H100, "--dry-run", "--find-links", "WHEELS", "--offline"], {0}),
         (["check", "--no-gpu-ok"], {0, 1}),
+        # its imports (the wheel proof, the HTTP reader): this venv has no torch, so it refuses in one line
+        (["build", "fa2", "--wheelhouse", "WHEELS", "--dry-run"], {2}),
+        (["install", "fa3", "--facts", H100, "--dry-run", "--mirror", "pytorch=https://mirror.example/whl"], {0}),
         (["fleet", "--ray"], {2}),  # Ray is an optional extra: one line saying how to install it
     ],
 )
