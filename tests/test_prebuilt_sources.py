@@ -61,11 +61,11 @@ def publish(mirror: Path, wheels: list[tuple[Path, str | None]]) -> None:
     (page / "index.html").write_text("<html><body>\n" + "\n".join(links) + "\n</body></html>\n")
 
 
-def fa3_wheel(made: Machine, folder: Path, platform: str, *targets: str) -> Path:
+def fa3_wheel(made: Machine, folder: Path, platform: str, *targets: str, version: str = FA3_VERSION) -> Path:
     build_extension(made, *targets)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"flash_attn_3/_C.abi3.so": made.extension.read_bytes(), "flash_attn_3/__init__.py": b""}
-    return make_wheel(folder, "flash_attn_3", FA3_VERSION, files, f"cp39-abi3-{platform}")
+    return make_wheel(folder, "flash_attn_3", version, files, f"cp39-abi3-{platform}")
 
 
 def planned(made: Machine, h100: RecordedNvml, root: str) -> tuple[list[Command], list[str]]:
@@ -289,3 +289,24 @@ def test_what_cannot_be_fetched_or_kept_is_one_line(mirror: Path, tmp_path: Path
     with pytest.raises(NotFetched, match=r"cannot keep a\.whl in"):
         fetch(Listed("a.whl", f"{url}/a.whl", None), blocked)
     assert fetch(Listed("a.whl", f"{url}/a.whl", None), tmp_path).read_bytes() == b"wheel"
+
+
+def test_the_newest_release_a_source_publishes_is_taken_not_only_the_one_these_rules_know(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    mirror: Path,
+    tmp_path: Path,
+) -> None:
+    """No pin goes stale here either: the index's newest final release that fits is planned (a
+    pre-release only where there is nothing else), and the plan verifies that release."""
+    built = tmp_path / "built"
+    wheels = [
+        fa3_wheel(machine, built / v, "manylinux_2_28_x86_64", "sm_90a", version=v)
+        for v in ("3.0.0", "3.1.0", "3.2.0rc1")
+    ]
+    publish(mirror, [(w, None) for w in wheels])
+    facts = collect(str(machine.venv.python), nvml=h100)
+    root = (mirror / "url").read_text() + "/whl"
+    job = plan_install(facts, InstallRequest("fa3", mirrors=(("pytorch", root),)), here=True)
+    (step,) = [s for s in job.plan.steps if isinstance(s, Command)]
+    assert str(step.argv).count("flash_attn_3-3.1.0-") == 1 and job.version == "3.1.0", step.argv

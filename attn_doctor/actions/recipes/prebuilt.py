@@ -35,6 +35,7 @@ PROVEN = "its shared objects load next to this torch and carry code for every GP
 class Fetched:
     wheel: Path  # in a temporary folder removed when the doctor exits
     origin: str  # the source and the wheel's URL, for the plan and the journal
+    version: str
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,11 @@ def built_here(context: RecipeContext, distribution: str, version: str | None) -
     return None, passed_over
 
 
-def fetched(context: RecipeContext, distribution: str, version: str) -> tuple[Fetched | None, list[str]]:
-    """The first wheel of this release, from the sources that publish it for this torch, that is
-    proven to fit here; and what was tried. Nothing is fetched offline or for another machine."""
+def fetched(context: RecipeContext, distribution: str, version: str | None) -> tuple[Fetched | None, list[str]]:
+    """The first wheel of this release (None: of any release not known bad here, the newest first,
+    pre-releases only where a source has nothing else), from the sources that publish it for this
+    torch, that is proven to fit here; and what was tried. Nothing is fetched offline or for
+    another machine."""
     if context.request.offline or not context.here:
         return None, []
     tried: list[str] = []
@@ -90,17 +93,39 @@ def fetched(context: RecipeContext, distribution: str, version: str) -> tuple[Fe
                 f"{named} not reached: {error}; a wheel fetched from it otherwise is proven alike with --find-links DIR"
             )
             continue
-        candidates = [f for f in files if installs_here(f.filename, distribution, version, context)]
+        candidates = _newest_first(
+            context, [f for f in files if installs_here(f.filename, distribution, version, context)], distribution
+        )
         if not candidates:
-            tried.append(f"{named} lists no {distribution} {version} wheel for this Python and machine")
-        for file in candidates:
-            found, reason = _proven(context, file, distribution, version)
+            release = f"{distribution} {version}" if version else f"{distribution} release not known bad here"
+            tried.append(f"{named} lists no {release} wheel for this Python and machine")
+        for file, found_version in candidates:
+            found, reason = _proven(context, file, distribution, found_version)
             if found is not None:
                 origin = f"{named}: {file.url}"
                 proof = f"{file.filename} from {origin}: proven before installing, {PROVEN}"
-                return Fetched(found, origin), [*tried, proof]
+                return Fetched(found, origin, found_version), [*tried, proof]
             tried.append(f"{file.filename} from {named} passed over: {reason}")
     return None, tried
+
+
+def _newest_first(context: RecipeContext, files: list[Listed], distribution: str) -> list[tuple[Listed, str]]:
+    """The candidates with their releases, newest first (the files of one release in the order the
+    source lists them); a release known bad here, or another backend's under this name, left out;
+    pre-releases only where there is no final release."""
+    backend = backend_of_distribution(distribution)
+    found = [(f, parse_wheel_filename(f.filename)[1]) for f in files]
+    if backend is not None:
+        found = [
+            (f, v)
+            for f, v in found
+            if not backend.bad_releases_found(str(v.public), context.facts)
+            and not backend.lookalikes_found(str(v.public))
+        ]
+    if any(not v.is_prerelease for _, v in found):
+        found = [(f, v) for f, v in found if not v.is_prerelease]
+    # files of one release in the source's own order (a stable sort)
+    return [(f, str(v.public)) for f, v in sorted(found, key=lambda pair: pair[1], reverse=True)]
 
 
 def _offered(source: WheelSource, where: str, distribution: str) -> list[Listed]:
