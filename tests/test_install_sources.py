@@ -380,3 +380,18 @@ def test_a_build_is_kept_as_a_wheel_that_installs_the_same_files(tmp_path: Path,
     written_by_pip = {"RECORD", "direct_url.json"}  # the hashes of what it wrote; the wheel's path
     kept_files = {f for f in installed if f.name not in written_by_pip}
     assert all((first.site / f).read_bytes() == (second.site / f).read_bytes() for f in kept_files)
+
+
+def test_build_fa3_from_carried_sources_writes_its_wheel_from_the_checked_tree(tmp_path: Path) -> None:
+    """What a cluster without the network builds once (scripts/device_prebuilt_round.sh): the same
+    checked tree as install --source, its last step `pip wheel` of hopper/ into the wheelhouse."""
+    fa3 = archive(tmp_path / "fa3.tar.gz", FA3_FILES, FA3_COMMIT, top="flash-attention/")
+    cutlass = archive(tmp_path / "cutlass.tar.gz", CUTLASS_FILES, CUTLASS_COMMIT, top="cutlass/")
+    request = InstallRequest("fa3", "pip", sources=(str(fa3), str(cutlass)), head_dims=((128, 128),), wheelhouse="/w")
+    job = plan_install(facts(), request, here=False)
+    *_, build = commands(job)
+    folder = f"{SRC}/flash-attention-{FA3_COMMIT[:12]}"
+    assert build.argv[-1] == f"{folder}/hopper" and build.argv[build.argv.index("--wheel-dir") + 1] == "/w"
+    assert "wheel" in build.argv and "install" not in build.argv
+    assert dict(build.env)["FLASH_ATTENTION_DISABLE_HDIM64"] == "TRUE"  # narrowed as install narrows it
+    assert job.plan.action == "build-fa3"
