@@ -540,12 +540,8 @@ def install(
         raise Stop("--facts/--gpu/--torch/--cuda plan for another machine: add --dry-run", EXIT_USAGE)
     if facts_file is not None and python is not None:
         raise Stop("--facts plans for a saved report: it cannot be combined with --python", EXIT_USAGE)
-    if offline and find_links is None and not source:
-        raise Stop("--offline needs --find-links DIR (or --source): where to install from", EXIT_USAGE)
-    if find_links is not None and not find_links.is_dir():
-        raise Stop(f"--find-links {find_links} is not a folder", EXIT_USAGE)
+    wheels = _local_wheels(find_links, offline, source)
     facts = _facts(facts_file, python, False, [], gpu, torch_version, cuda, abi=True)
-    wheels = str(find_links.resolve()) if find_links else None
     narrow = _build_head_dims(head_dim or [], model, config_file)
     request = InstallRequest(
         chosen.name,
@@ -588,6 +584,12 @@ def build(
         list[Path] | None,
         typer.Option("--source", help="Build from this local tree or archive, no network (as install --source)."),
     ] = None,
+    find_links: Annotated[
+        Path | None, typer.Option("--find-links", help="Also look for the build's requirements in this folder.")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Use no package index (with --source or --find-links).")
+    ] = False,
     head_dim: Annotated[
         list[str] | None,
         typer.Option("--head-dim", help="FA3: build only this head dim's kernels (N or Q,V); repeat for more."),
@@ -605,6 +607,7 @@ def build(
     (chosen,) = _backends([backend], installable=True)  # one install cannot build: plan_install says so
     if wheelhouse.exists() and not wheelhouse.is_dir():
         raise Stop(f"--wheelhouse {wheelhouse} is not a folder", EXIT_USAGE)
+    wheels = _local_wheels(find_links, offline, source)
     facts = _facts(None, python, False, [], None, abi=True)
     if gpu:
         from attn_doctor.facts.given import with_given_gpu
@@ -617,6 +620,8 @@ def build(
     request = InstallRequest(
         chosen.name,
         "pip",
+        find_links=wheels,
+        offline=offline,
         force=force,
         sources=tuple(str(p) for p in source or ()),
         head_dims=_build_head_dims(head_dim or [], None, None),
@@ -635,6 +640,15 @@ def build(
     for wheel in kept:
         _say(f"Kept {wheel}: proven for torch {facts.torch.version if facts.torch else '?'} and the GPUs built for.")
     _say(f"On each node: attn-doctor install {backend} --find-links {folder}")
+
+
+def _local_wheels(find_links: Path | None, offline: bool, source: list[Path] | None) -> str | None:
+    """--find-links DIR as an absolute path, checked with --offline: where packages come from."""
+    if offline and find_links is None and not source:
+        raise Stop("--offline needs --find-links DIR (or --source): where to install from", EXIT_USAGE)
+    if find_links is not None and not find_links.is_dir():
+        raise Stop(f"--find-links {find_links} is not a folder", EXIT_USAGE)
+    return str(find_links.resolve()) if find_links else None
 
 
 def _mirrors(given: list[str]) -> tuple[tuple[str, str], ...]:

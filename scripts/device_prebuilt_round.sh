@@ -16,7 +16,7 @@ digest() { (cd "$1" && find . -path ./.attn-doctor -prune -o -type f -print0 | s
 wh=/tmp/wh
 rm -rf "$wh" /tmp/fresh && mkdir -p "$wh"
 echo "== build fa3 (head dim 128, this GPU)" | tee "$out/build.txt"
-{ time doctor build fa3 --wheelhouse "$wh" --python "$target" --head-dim 128 --yes \
+{ time doctor build fa3 --wheelhouse "$wh" --python "$target" --head-dim 128 --offline --yes \
     --source .srcs/flash-attention-0251105a.tar.gz --source .srcs/cutlass-7127592.tar.gz; echo "exit $?"; } >>"$out/build.txt" 2>&1
 tail -5 "$out/build.txt"; ls -l "$wh"
 

@@ -89,3 +89,22 @@ def test_a_built_wheel_that_does_not_fit_is_removed_and_the_build_undone(torch_v
     assert "flash_attn-2.8.3.post2-py3-none-any.whl does not fit (it carries no compiled extension): removed" in out
     assert list(wheelhouse.glob("*.whl")) == []
     assert snapshot(torch_venv) == before
+
+
+def test_an_offline_build_takes_its_requirements_from_the_wheelhouse_only(tmp_path: Path) -> None:
+    *_, compile_ = build_plan("fa2", "/w", offline=True, find_links="/cluster/wheels")
+    argv = compile_.argv
+    assert "--no-index" in argv and argv[argv.index("--find-links") + 1] == "/cluster/wheels"
+    done = run(
+        sys.executable,
+        "-m",
+        "attn_doctor",
+        "build",
+        "fa2",
+        "--wheelhouse",
+        tmp_path,
+        "--offline",
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 2 and "--offline needs --find-links DIR (or --source)" in done.stderr
