@@ -13,9 +13,11 @@ listed major) and by gfx target for AMD; `None` means "not limited by this table
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from packaging.version import Version
 
 from attn_doctor.facts.model import Facts, Gpu, Interpreter, Torch
 from attn_doctor.registry.findings import (
@@ -231,6 +233,14 @@ class Backend:
 
     def lookalikes_found(self, version: str | None) -> list[Lookalike]:
         return [like for like in self.lookalikes if version is not None and in_range(version, like.versions)]
+
+    def releases_to_plan(self, versions: Iterable[str], facts: Facts) -> list[str]:
+        """Of these releases, the ones worth planning here, newest first: none known bad here, none
+        another backend's under this name (FA3's beta as flash_attn 3.0.0b1); pre-releases only where
+        there is no final release (flash-attn-4 has only those)."""
+        fitting = {v for v in versions if not self.bad_releases_found(v, facts) and not self.lookalikes_found(v)}
+        finals = [v for v in fitting if not Version(v).is_prerelease]
+        return sorted(finals or fitting, key=Version, reverse=True)
 
     def needs_newer_torch(self, torch_version: str, for_axolotl: bool = False) -> bool:
         """Whether this torch is older than the backend's first (or than the one Axolotl asks for)."""

@@ -114,17 +114,10 @@ def newest_fitting(context: RecipeContext, distribution: str, pinned: str) -> tu
             [f"the index could not be asked: the newest release these rules know is {pinned}"] if context.here else []
         )
         return version, [*said, *kept]
-    # not a bad release here, nor another backend's under this name (FA3's beta as flash_attn
-    # 3.0.0b1); pre-releases only where the index has nothing else (flash-attn-4)
-    fitting = [
-        v for v in offered if not backend.bad_releases_found(v, context.facts) and not backend.lookalikes_found(v)
-    ]
-    finals = [v for v in fitting if not Version(v).is_prerelease]
-    fitting = finals or fitting
+    fitting = backend.releases_to_plan(offered, context.facts)
     if not fitting:
         return pinned, [f"the index offers no {distribution} release that is not known bad here: {pinned} planned"]
-    newest = max(fitting, key=Version)
-    version, kept = kept_or_pinned(context, distribution, newest)
+    version, kept = kept_or_pinned(context, distribution, fitting[0])
     where = "the wheelhouse" if context.request.offline else "the index"
     notes = [f"{distribution} {version}: the newest release {where} offers that is not known bad here", *kept]
     if backend.checked_up_to and Version(version) > Version(backend.checked_up_to):

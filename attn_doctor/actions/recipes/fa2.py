@@ -9,7 +9,7 @@ from pathlib import Path
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.builds import build_setup, read_tree_file
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, compile_step, newest_fitting, pip_step
-from attn_doctor.actions.recipes.prebuilt import Kept, built_here, fetched
+from attn_doctor.actions.recipes.prebuilt import built_here, fetched
 from attn_doctor.actions.source import declared_version, unpack_argv
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA2_DISTRIBUTION
@@ -21,14 +21,10 @@ def fa2(context: RecipeContext) -> Recipe:
     if torch.hip:
         return fa2_rocm(context)
     wheel = fa2_wheel_for(recipes.FA2_WHEEL_VERSION, torch, facts.python)
-    local = context.request.find_links or context.request.offline
-    built: Kept | None = None
-    proof: list[str] = []
     tried: list[str] = []
-    if not context.compiles:
-        # the wheelhouse first: a build kept there (`attn-doctor build fa2`, of the release the index
-        # offered then: any release not known bad, the newest that fits) or the release's own wheel
-        built, proof = built_here(context, FA2_DISTRIBUTION, None)
+    # the wheelhouse first: a build kept there (`attn-doctor build fa2`, of the release the index
+    # offered then: any release worth planning here, the newest that fits) or the release's own wheel
+    built, proof = built_here(context, FA2_DISTRIBUTION)
     if built is not None:
         notes = [f"{built.wheel.name} in --find-links: FA2 {built.version}, installed without compiling", *proof]
         step = pip_step(context, "FA2 prebuilt, from the wheelhouse", str(built.wheel), "einops")
@@ -37,11 +33,12 @@ def fa2(context: RecipeContext) -> Recipe:
         # another machine's plan names the release's wheel (by its URL, or in its wheelhouse by
         # version): only that machine can prove it
         url = fa2_wheel_url(recipes.FA2_WHEEL_VERSION, wheel)
+        local = context.request.find_links or context.request.offline
         requirement = f"flash-attn=={recipes.FA2_WHEEL_VERSION}" if local else f"flash-attn @ {url}"
         notes = [f"a prebuilt FA2 wheel exists for this torch/CUDA/Python/ABI: {wheel} (no compiling)"]
         step = pip_step(context, "FA2's prebuilt wheel from its GitHub release", requirement, "einops")
         return [step], notes, FA2_DISTRIBUTION, recipes.FA2_WHEEL_VERSION
-    if wheel is not None and not context.compiles:  # fetched and proven before it is chosen
+    if wheel is not None:  # fetched and proven before it is chosen
         found, tried = fetched(context, FA2_DISTRIBUTION, recipes.FA2_WHEEL_VERSION)
         if found is not None:
             notes = [f"FA2 {recipes.FA2_WHEEL_VERSION} prebuilt for this torch/CUDA/Python/ABI (no compiling)", *tried]

@@ -16,13 +16,13 @@ from attn_doctor.registry.wheels import fa3_pytorch_index
 def fa3(context: RecipeContext) -> Recipe:
     # a prebuilt FA3 (a cluster's own build in the wheelhouse, else one PyTorch's index publishes),
     # proven to fit this torch and these GPUs, spares a compile of up to an hour
-    # of any release not known bad here: a newer one than the tree these rules compile is welcome
-    kept, proof = built_here(context, FA3_DISTRIBUTION, None) if not context.compiles else (None, [])
+    # of any release worth planning here: a newer one than the tree these rules compile is welcome
+    kept, proof = built_here(context, FA3_DISTRIBUTION)
     if kept is not None:
         notes = [f"{kept.wheel.name} in --find-links: FA3 {kept.version} prebuilt, installed without compiling", *proof]
         step = pip_step(context, "FA3 prebuilt, from the wheelhouse", str(kept.wheel))
         return [step], notes, FA3_DISTRIBUTION, kept.version
-    found, tried = fetched(context, FA3_DISTRIBUTION, None) if not context.compiles else (None, [])
+    found, tried = fetched(context, FA3_DISTRIBUTION, None)
     if found is not None:
         notes = [f"FA3 {found.version} prebuilt, installed without compiling", *proof, *tried]
         step = pip_step(context, f"FA3 prebuilt, fetched from {found.origin}", str(found.wheel))

@@ -12,8 +12,10 @@ import atexit
 import shutil
 import tempfile
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -27,6 +29,8 @@ from attn_doctor.registry.backends import backend_of_distribution
 from attn_doctor.registry.sources import Layout, WheelSource, sources_for
 from attn_doctor.registry.wheels import cpython_tag, machine_of
 from attn_doctor.rules.wheel_fit import broken_builds, misfits
+
+T = TypeVar("T")
 
 PROVEN = "its shared objects load next to this torch and carry code for every GPU here"
 
@@ -44,27 +48,27 @@ class Kept:
     version: str
 
 
-def built_here(context: RecipeContext, distribution: str, version: str | None) -> tuple[Kept | None, list[str]]:
-    """A wheel of this release (None: of any release not known bad here, the newest first) for the
-    target's Python and machine in --find-links, proven to fit: it, and why each other candidate
-    was passed over. pip, given the name, could take another file of the same release (a closer tag);
-    the plan installs this one by its path."""
-    if not context.request.find_links:
+def built_here(context: RecipeContext, distribution: str) -> tuple[Kept | None, list[str]]:
+    """A wheel in --find-links for the target's Python and machine, of a release worth planning
+    here (the newest first), proven to fit: it, and why each other candidate was passed over.
+    pip, given the name, could take another file of the same release (a closer tag); the plan
+    installs this one by its path. None where the backend is compiled (--source, `build`)."""
+    if not context.request.find_links or context.compiles:
         return None, []
-    backend = backend_of_distribution(distribution)
-    candidates = [
-        w
-        for w in Path(context.request.find_links).glob("*.whl")
-        if installs_here(w.name, distribution, version, context)
+    files = [
+        w for w in Path(context.request.find_links).glob("*.whl") if installs_here(w.name, distribution, None, context)
     ]
-    passed_over: list[str] = []
-    for wheel in sorted(candidates, key=lambda w: (parse_wheel_filename(w.name)[1], w.name), reverse=True):
-        found = str(parse_wheel_filename(wheel.name)[1].public)
+    ordered = _newest_first(context, sorted(files, reverse=True), lambda w: w.name, distribution)
+    passed_over = [
+        f"{w.name} passed over: not a release to plan here (known bad, another backend's, or a pre-release "
+        "beside final releases)"
+        for w in files
+        if w not in {wheel for wheel, _ in ordered}
+    ]
+    for wheel, found in ordered:
         if not context.here:  # another machine's report: its torch's files are not here to read
             return Kept(wheel, found), []
         reasons = misfit_reasons(context.facts, wheel, distribution, found)
-        if backend is not None and version is None and backend.bad_releases_found(found, context.facts):
-            reasons.append(f"{distribution} {found} is known bad here")
         if not reasons:
             return Kept(wheel, found), [*passed_over, f"{wheel.name} proven before installing: {PROVEN}"]
         passed_over.append(f"{wheel.name} passed over: {'; '.join(reasons)}")
@@ -75,8 +79,8 @@ def fetched(context: RecipeContext, distribution: str, version: str | None) -> t
     """The first wheel of this release (None: of any release not known bad here, the newest first,
     pre-releases only where a source has nothing else), from the sources that publish it for this
     torch, that is proven to fit here; and what was tried. Nothing is fetched offline or for
-    another machine."""
-    if context.request.offline or not context.here:
+    another machine, nor where the backend is compiled (--source, `build`)."""
+    if context.request.offline or not context.here or context.compiles:
         return None, []
     tried: list[str] = []
     for source in sources_for(distribution, context.request.community):
@@ -93,9 +97,8 @@ def fetched(context: RecipeContext, distribution: str, version: str | None) -> t
                 f"{named} not reached: {error}; a wheel fetched from it otherwise is proven alike with --find-links DIR"
             )
             continue
-        candidates = _newest_first(
-            context, [f for f in files if installs_here(f.filename, distribution, version, context)], distribution
-        )
+        offered = [f for f in files if installs_here(f.filename, distribution, version, context)]
+        candidates = _newest_first(context, offered, lambda f: f.filename, distribution)
         if not candidates:
             release = f"{distribution} {version}" if version else f"{distribution} release not known bad here"
             tried.append(f"{named} lists no {release} wheel for this Python and machine")
@@ -109,23 +112,19 @@ def fetched(context: RecipeContext, distribution: str, version: str | None) -> t
     return None, tried
 
 
-def _newest_first(context: RecipeContext, files: list[Listed], distribution: str) -> list[tuple[Listed, str]]:
-    """The candidates with their releases, newest first (the files of one release in the order the
-    source lists them); a release known bad here, or another backend's under this name, left out;
-    pre-releases only where there is no final release."""
+def _newest_first(
+    context: RecipeContext, files: list[T], filename: Callable[[T], str], distribution: str
+) -> list[tuple[T, str]]:
+    """The candidates of the releases worth planning here (Backend.releases_to_plan), with their
+    release, newest first; the files of one release in the order given."""
+    releases = {f: str(parse_wheel_filename(filename(f))[1].public) for f in files}
     backend = backend_of_distribution(distribution)
-    found = [(f, parse_wheel_filename(f.filename)[1]) for f in files]
-    if backend is not None:
-        found = [
-            (f, v)
-            for f, v in found
-            if not backend.bad_releases_found(str(v.public), context.facts)
-            and not backend.lookalikes_found(str(v.public))
-        ]
-    if any(not v.is_prerelease for _, v in found):
-        found = [(f, v) for f, v in found if not v.is_prerelease]
-    # files of one release in the source's own order (a stable sort)
-    return [(f, str(v.public)) for f, v in sorted(found, key=lambda pair: pair[1], reverse=True)]
+    order = (
+        backend.releases_to_plan(releases.values(), context.facts)
+        if backend is not None
+        else sorted(set(releases.values()), key=Version, reverse=True)
+    )
+    return [(f, release) for release in order for f in files if releases[f] == release]
 
 
 def _offered(source: WheelSource, where: str, distribution: str) -> list[Listed]:

@@ -12,7 +12,7 @@ from attn_doctor.registry.versions import release
 
 def sage(context: RecipeContext) -> Recipe:
     # of any release not known bad here (the v2.2.0 tag's build is told by its files; 1.x has no extension)
-    built, proof = built_here(context, "sageattention", None) if not context.compiles else (None, [])
+    built, proof = built_here(context, "sageattention")
     if built is not None:
         notes = [
             f"{built.wheel.name} in --find-links: SageAttention {built.version}, installed without compiling",
