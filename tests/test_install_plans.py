@@ -465,3 +465,16 @@ def test_a_newer_working_fa4_is_never_downgraded_to_the_pin() -> None:
     replaced = plan(bad, "fa4", force=True)
     assert "flash-attn-4[cu13]==4.0.0b36" in commands(replaced)[0].argv
     assert any("known bad here" in note for note in replaced.plan.notes)
+
+
+def test_a_wheelhouse_offers_only_releases_worth_planning(tmp_path: Path) -> None:
+    """As the index's versions are judged: FA3's beta published as flash_attn 3.0.0b1 is another
+    backend's, and a pre-release is not taken beside a final release."""
+    for wheel in (
+        "flash_attn-3.0.0b1-cp312-cp312-linux_x86_64.whl",
+        "flash_attn-2.8.4rc1-cp312-cp312-linux_x86_64.whl",
+        "flash_attn-2.8.3.post2-cp312-cp312-linux_x86_64.whl",
+    ):
+        (tmp_path / wheel).write_bytes(b"")  # only the names are read when planning for another machine
+    (step,) = commands(plan(machine("h100"), "fa2", find_links=str(tmp_path), offline=True))
+    assert str(tmp_path / "flash_attn-2.8.3.post2-cp312-cp312-linux_x86_64.whl") in step.argv
