@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from packaging.utils import parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from attn_doctor.actions.install import Install
 from attn_doctor.actions.recipes.prebuilt import misfit_reasons
@@ -37,12 +37,16 @@ def carry_out_build(
     kept: list[Path] = []
 
     def prove() -> list[str]:
-        made = sorted(w for w in wheels_in(wheelhouse) - before if w.name.startswith(_prefix(job.distribution)))
+        made = [
+            (w, release)
+            for w in sorted(wheels_in(wheelhouse) - before)
+            if (release := _release_of(w, job.distribution))
+        ]
         if not made:
             return [f"no {job.distribution} wheel was written to {wheelhouse}"]
         problems = []
-        for wheel in made:
-            reasons = misfit_reasons(facts, wheel, job.distribution, str(parse_wheel_filename(wheel.name)[1].public))
+        for wheel, release in made:
+            reasons = misfit_reasons(facts, wheel, job.distribution, release)
             if reasons:
                 wheel.unlink()
                 problems.append(f"{wheel.name} does not fit ({'; '.join(reasons)}): removed")
@@ -54,6 +58,10 @@ def carry_out_build(
     return kept
 
 
-def _prefix(distribution: str) -> str:
-    """A wheel's file name starts with its distribution's name, `-` written `_` (PEP 427)."""
-    return distribution.replace("-", "_") + "-"
+def _release_of(wheel: Path, distribution: str) -> str | None:
+    """The release of a wheel of `distribution`, by its file name; None for another's (or no wheel's)."""
+    try:
+        name, version, _, _ = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename:
+        return None
+    return str(version.public) if name == canonicalize_name(distribution) else None
