@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from attn_doctor.facts.model import Interpreter, Torch
 from attn_doctor.registry.recipes import FA2_WHEEL_VERSION
 from attn_doctor.registry.versions import release
-from attn_doctor.registry.wheels import FA2_RELEASES, PYTORCH_INDEX, fa2_wheel_for, fa2_wheel_url, fa3_pytorch_index
+from attn_doctor.registry.wheels import (
+    FA2_RELEASES,
+    PYTORCH_INDEX,
+    cuda_build,
+    fa2_wheel_for,
+    fa2_wheel_url,
+    fa3_pytorch_index,
+)
 
 
 class Layout(enum.Enum):
@@ -42,10 +49,6 @@ class WheelSource:
     community: bool = False  # used only with --community
 
 
-def _cuda_build(torch: Torch) -> str | None:
-    return "cu" + "".join(torch.cuda.split(".")[:2]) if torch.cuda else None
-
-
 def _dao_ailab(root: str, distribution: str, torch: Torch, python: Interpreter) -> str | None:
     wheel = fa2_wheel_for(FA2_WHEEL_VERSION, torch, python)
     return fa2_wheel_url(FA2_WHEEL_VERSION, wheel, root) if wheel else None
@@ -57,9 +60,8 @@ def _pytorch(root: str, distribution: str, torch: Torch, python: Interpreter) ->
 
 def _windreamer(root: str, distribution: str, torch: Torch, python: Interpreter) -> str | None:
     # one page of links per CUDA build and torch release: cu128_torch280
-    build = _cuda_build(torch)
     torch_release = "".join(str(n) for n in release(torch.version)[:3])
-    return f"{root}/{build}_torch{torch_release}" if build else None
+    return f"{root}/{cuda_build(torch.cuda)}_torch{torch_release}" if torch.cuda else None
 
 
 SOURCES = (

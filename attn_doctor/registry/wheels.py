@@ -138,9 +138,14 @@ FA3_PYTORCH_INDEX_BUILDS = ("cu126", "cu128", "cu129", "cu130")
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 
 
+def cuda_build(cuda: str) -> str:
+    """A CUDA release as PyTorch names its builds and index folders: 12.8 -> cu128."""
+    return "cu" + "".join(cuda.split(".")[:2])
+
+
 def fa3_pytorch_index(torch: Torch, root: str = PYTORCH_INDEX) -> str | None:
     """The PyTorch index folder that holds an FA3 wheel for this torch's CUDA build, if any."""
     if not torch.cuda or release(torch.version) < (2, 9):
         return None
-    build = "cu" + "".join(torch.cuda.split(".")[:2])
+    build = cuda_build(torch.cuda)
     return f"{root}/{build}" if build in FA3_PYTORCH_INDEX_BUILDS else None

@@ -28,6 +28,10 @@ class InstallRequest:
     mirrors: tuple[tuple[str, str], ...] = ()  # (source name, root URL): a mirror of that source
     wheelhouse: str | None = None  # `build`: compile into a wheel kept here, install nothing
 
+    def root_of(self, source: str, root: str) -> str:
+        """A wheel source's root URL, or the mirror of it that --mirror names."""
+        return dict(self.mirrors).get(source, root).rstrip("/")
+
 
 # What --source can build: the backends compiled from a source tree
 FROM_SOURCE = ("fa2", "fa3", "sage")

@@ -85,7 +85,7 @@ def fetched(context: RecipeContext, distribution: str, version: str | None) -> t
     tried: list[str] = []
     for source in sources_for(distribution, context.request.community):
         named = f"{source.publisher} ({source.name})"
-        root = dict(context.request.mirrors).get(source.name, source.root).rstrip("/")
+        root = context.request.root_of(source.name, source.root)
         where = source.locate(root, distribution, context.torch, context.facts.python)
         if where is None:
             tried.append(f"{named} publishes no {distribution} for torch {context.torch.version}")

@@ -21,7 +21,7 @@ def xformers(context: RecipeContext) -> Recipe:
     if release(context.torch.cuda)[:1] >= (13,) and not (context.request.offline or context.request.find_links):
         # PyPI's xformers wheels since 0.0.33.post1 are CUDA 12.8 builds; for a CUDA 13 torch, PyTorch's
         # own index (or its mirror) has the cu130 build (xformers README @v0.0.35)
-        index = dict(context.request.mirrors).get("pytorch", PYTORCH_INDEX).rstrip("/") + "/cu130"
+        index = context.request.root_of("pytorch", PYTORCH_INDEX) + "/cu130"
         flags = ("--index-url", index)
         notes.append("PyPI's xformers wheels are CUDA 12.8 builds: the CUDA 13 build comes from PyTorch's index")
     known = recipes.xformers_for(context.torch.version)

@@ -17,6 +17,7 @@ from attn_doctor.registry.findings import (
     finding,
 )
 from attn_doctor.registry.versions import release
+from attn_doctor.registry.wheels import PYTORCH_INDEX, cuda_build
 from attn_doctor.rules.fixes import pip_install, public_release, rebuild
 
 
@@ -56,7 +57,7 @@ def _torch_for(facts: Facts, gpu: Gpu) -> list[str]:
     if not builds:
         return [f"# no official torch build carries {gpu.sm} for this driver: upgrade the NVIDIA driver"]
     build = next((b for b in builds if release(b.cuda) <= driver), builds[0])
-    index = f"https://download.pytorch.org/whl/cu{build.cuda.replace('.', '')}"
+    index = f"{PYTORCH_INDEX}/{cuda_build(build.cuda)}"
     made_for = ", ".join("sm_" + c.replace(".", "") for c in build.capabilities)
     return [
         pip_install(facts, f"--force-reinstall {shlex.quote(pin)} --index-url {index}")
