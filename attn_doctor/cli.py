@@ -116,6 +116,25 @@ NoGpuOkOption = Annotated[
     typer.Option("--no-gpu-ok", help="A machine (node) without a GPU is not a failure (CPU CI runners)."),
 ]
 TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")]
+FindLinksOption = Annotated[
+    Path | None, typer.Option("--find-links", help="Also look for packages in this folder of wheels.")
+]
+OfflineOption = Annotated[
+    bool, typer.Option("--offline", help="Use no package index, only --find-links (or --source).")
+]
+SourceOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--source",
+        help="Build fa2/fa3/sage from this local tree or archive (checked against the pinned "
+        "commit/version), no network; repeat for a submodule (FA3's csrc/cutlass).",
+    ),
+]
+BuildHeadDimOption = Annotated[
+    list[str] | None,
+    typer.Option("--head-dim", help="FA3: build only this head dim's kernels (N or Q,V); repeat for more."),
+]
 
 
 class InstallerChoice(str, enum.Enum):
@@ -426,7 +445,7 @@ def explain(
 @app.command("fix-shadow", epilog=ACTION_EXIT_CODES, short_help="Repair the FA2/FA4 collisions; undoable.")
 def fix_shadow(
     python: PythonOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
+    dry_run: DryRunOption = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before repairing.")] = False,
     wheel_dir: Annotated[
         str | None, typer.Option("--wheel-dir", help="Reinstall FA4 from this folder of wheels (offline clusters).")
@@ -483,15 +502,13 @@ def install(
         ),
     ],
     python: PythonOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
+    dry_run: DryRunOption = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before installing.")] = False,
     installer: Annotated[
         InstallerChoice | None, typer.Option("--installer", help="pip or uv [default: uv for a uv-made venv]")
     ] = None,
-    find_links: Annotated[
-        Path | None, typer.Option("--find-links", help="Also look for packages in this folder of wheels.")
-    ] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Use no package index, only --find-links.")] = False,
+    find_links: FindLinksOption = None,
+    offline: OfflineOption = False,
     force: Annotated[bool, typer.Option("--force", help="Plan even where the backend cannot run here.")] = False,
     allow_system: Annotated[
         bool, typer.Option("--allow-system", help="Install into a system Python marked EXTERNALLY-MANAGED (PEP 668).")
@@ -500,18 +517,8 @@ def install(
     gpu: GpuOption = None,
     torch_version: TorchOption = None,
     cuda: CudaOption = None,
-    source: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--source",
-            help="Build fa2/fa3/sage from this local tree or archive (checked against the pinned "
-            "commit/version), no network; repeat for a submodule (FA3's csrc/cutlass).",
-        ),
-    ] = None,
-    head_dim: Annotated[
-        list[str] | None,
-        typer.Option("--head-dim", help="FA3: build only this head dim's kernels (N or Q,V); repeat for more."),
-    ] = None,
+    source: SourceOption = None,
+    head_dim: BuildHeadDimOption = None,
     model: Annotated[
         Path | None, typer.Option("--model", help="FA3: build only the head dims of this config.json (or its folder).")
     ] = None,
@@ -573,27 +580,17 @@ def build(
         Path, typer.Option("--wheelhouse", help="The folder the wheel is kept in (each node's --find-links).")
     ],
     python: PythonOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
+    dry_run: DryRunOption = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before building.")] = False,
     gpu: Annotated[
         list[str] | None,
         typer.Option("--gpu", help="Build for this GPU (H100, sm_90, 9.0) instead of this machine's; repeat for more."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Plan even where the backend cannot run on the GPUs.")] = False,
-    source: Annotated[
-        list[Path] | None,
-        typer.Option("--source", help="Build from this local tree or archive, no network (as install --source)."),
-    ] = None,
-    find_links: Annotated[
-        Path | None, typer.Option("--find-links", help="Also look for the build's requirements in this folder.")
-    ] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Use no package index (with --source or --find-links).")
-    ] = False,
-    head_dim: Annotated[
-        list[str] | None,
-        typer.Option("--head-dim", help="FA3: build only this head dim's kernels (N or Q,V); repeat for more."),
-    ] = None,
+    source: SourceOption = None,
+    find_links: FindLinksOption = None,
+    offline: OfflineOption = False,
+    head_dim: BuildHeadDimOption = None,
 ) -> None:
     """Compile fa2, fa3 or sage once against this torch into a wheel kept in --wheelhouse: each node
     then installs it with `install --find-links`, proven to fit, without compiling. The wheel is
