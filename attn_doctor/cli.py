@@ -26,6 +26,7 @@ from attn_doctor.render.interface import Format, Renderers, UnsupportedFormat
 
 if TYPE_CHECKING:
     from attn_doctor.actions.install import Install
+    from attn_doctor.actions.recipes.context import InstallRequest
     from attn_doctor.facts.measured import Measured
     from attn_doctor.registry.backends import Backend
     from attn_doctor.render.interface import Renderer
@@ -536,10 +537,7 @@ def install(
     ] = None,
 ) -> None:
     """Install one attention backend into the target environment: plan, run, verify; undoable."""
-    from attn_doctor.actions.install import plan_install
-    from attn_doctor.actions.plan import Refusal
     from attn_doctor.actions.recipes.context import InstallRequest
-    from attn_doctor.render.actions import plan_lines
 
     (chosen,) = _backends([backend], installable=True)
     elsewhere = facts_file is not None or gpu is not None or torch_version is not None or cuda is not None
@@ -562,14 +560,7 @@ def install(
         community,
         _mirrors(mirror or []),
     )
-    try:
-        job = plan_install(facts, request, here=facts_file is None, say=_progress)
-    except Refusal as error:
-        raise Stop(str(error), EXIT_USAGE) from error
-    _say(*plan_lines(job.plan, "Plan:"))
-    if dry_run:
-        raise typer.Exit(EXIT_OK)
-    _confirm(yes, "Install?")
+    job = _shown_plan(facts, request, dry_run, yes, "Install?", here=facts_file is None)
     _run_install(job, python, facts, yes, wheels)
 
 
@@ -596,10 +587,7 @@ def build(
     then installs it with `install --find-links`, proven to fit, without compiling. The wheel is
     proven before it is kept; a source tree placed in the environment is undone by `undo`."""
     from attn_doctor.actions.build import carry_out_build
-    from attn_doctor.actions.install import plan_install
-    from attn_doctor.actions.plan import Refusal
     from attn_doctor.actions.recipes.context import InstallRequest
-    from attn_doctor.render.actions import plan_lines
 
     (chosen,) = _backends([backend], installable=True)  # one install cannot build: plan_install says so
     if wheelhouse.exists() and not wheelhouse.is_dir():
@@ -624,19 +612,31 @@ def build(
         head_dims=_build_head_dims(head_dim or [], None, None),
         wheelhouse=folder,
     )
-    try:
-        job = plan_install(facts, request, say=_progress)
-    except Refusal as error:
-        raise Stop(str(error), EXIT_USAGE) from error
-    _say(*plan_lines(job.plan, "Plan:"))
-    if dry_run:
-        raise typer.Exit(EXIT_OK)
-    _confirm(yes, "Build?")
+    job = _shown_plan(facts, request, dry_run, yes, "Build?")
     with _action_errors("build"):
         kept = carry_out_build(job, folder, facts, _say, lambda line: _say(f"    | {line}"))
     for wheel in kept:
         _say(f"Kept {wheel}: proven for torch {facts.torch.version if facts.torch else '?'} and the GPUs built for.")
     _say(f"On each node: attn-doctor install {backend} --find-links {folder}")
+
+
+def _shown_plan(
+    facts: Facts, request: InstallRequest, dry_run: bool, yes: bool, question: str, here: bool = True
+) -> Install:
+    """install's or build's plan, shown; then stop (--dry-run) or ask `question` (unless --yes)."""
+    from attn_doctor.actions.install import plan_install
+    from attn_doctor.actions.plan import Refusal
+    from attn_doctor.render.actions import plan_lines
+
+    try:
+        job = plan_install(facts, request, here=here, say=_progress)
+    except Refusal as error:
+        raise Stop(str(error), EXIT_USAGE) from error
+    _say(*plan_lines(job.plan, "Plan:"))
+    if dry_run:
+        raise typer.Exit(EXIT_OK)
+    _confirm(yes, question)
+    return job
 
 
 def _local_wheels(find_links: Path | None, offline: bool, source: list[Path] | None) -> str | None:
