@@ -137,8 +137,10 @@ def test_a_hung_import_does_not_outlive_the_killed_doctor(venv: Venv, real: Real
     starts); killing the doctor must end that child too, not leave it hung for minutes."""
     venv.install(real.fa2_wheel)
     pid_file = venv.root / "import.pid"
+    # the pid written whole, then renamed into place: the test never reads a file half-written
     (venv.site / "flash_attn" / "__init__.py").write_text(
-        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+        f"import os, time\nopen({str(pid_file)!r} + '.new', 'w').write(str(os.getpid()))\n"
+        f"os.replace({str(pid_file)!r} + '.new', {str(pid_file)!r})\ntime.sleep(600)\n"
     )
     argv = [sys.executable, "-m", "attn_doctor", "check", "--deep", "--python", str(venv.python)]
     doctor_process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
