@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from attn_doctor.actions.install import plan_install
-from attn_doctor.actions.plan import Command
+from attn_doctor.actions.plan import Command, Refusal
 from attn_doctor.actions.recipes.context import InstallRequest
 from attn_doctor.facts.collect import collect
 from attn_doctor.facts.repairs import repairs_root
 from attn_doctor.registry.recipes import FA2_WHEEL_VERSION, FA3_VERSION
 from attn_doctor.registry.wheels import fa2_wheel_for
-from tests.conftest import REPO, RecordedNvml, cuda_toolkit, run, snapshot
+from tests.conftest import REPO, RecordedNvml, cuda_toolkit, pypi_wheel, run, snapshot
 from tests.test_binaries import EXTENSION, Machine, machine  # noqa: F401 (machine: FA2 next to a built torch)
 from tests.test_gpu_code import KERNEL, build, build_extension, gencode, make_wheel
 
@@ -165,7 +166,7 @@ def test_the_fetched_wheel_is_what_is_installed_and_undo_takes_it_back(
 @pytest.mark.parametrize(
     ("mirror", "said"),
     [
-        ("bogus=http://x", "NAME is one of dao-ailab, pytorch, windreamer"),
+        ("bogus=http://x", "NAME is one of dao-ailab, pytorch, pypi, windreamer"),
         ("pytorch=/srv/wheels", "URL must be http(s)://"),
         ("pytorch", "give NAME=URL"),
     ],
@@ -310,3 +311,83 @@ def test_the_newest_release_a_source_publishes_is_taken_not_only_the_one_these_r
     job = plan_install(facts, InstallRequest("fa3", mirrors=(("pytorch", root),)), here=True)
     (step,) = [s for s in job.plan.steps if isinstance(s, Command)]
     assert str(step.argv).count("flash_attn_3-3.1.0-") == 1 and job.version == "3.1.0", step.argv
+
+
+def serve_index(mirror: Path, folder: str, wheels: list[Path], metadata_only: tuple[Path, ...] = ()) -> str:
+    """A PEP 503 project page at <mirror>/<folder>/ listing these wheels; each of `metadata_only` is
+    listed with its METADATA served beside it (PEP 658) and its own file absent. Its root URL."""
+    page = mirror / folder
+    shutil.rmtree(page, ignore_errors=True)
+    page.mkdir(parents=True)
+    links = []
+    for wheel in wheels:
+        shutil.copy(wheel, page / wheel.name)
+        links.append(f'<a href="{wheel.name}#sha256={hashlib.sha256(wheel.read_bytes()).hexdigest()}">{wheel.name}</a>')
+    for wheel in metadata_only:
+        with zipfile.ZipFile(wheel) as archive:
+            [info] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+            (page / f"{wheel.name}.metadata").write_bytes(archive.read(info))
+        links.append(f'<a href="{wheel.name}" data-dist-info-metadata="true">{wheel.name}</a>')
+    (page / "index.html").write_text("<html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+    return (mirror / "url").read_text() + "/" + folder.rsplit("/", 2)[0]
+
+
+def xformers_wheel(made: Machine, folder: Path, version: str, *targets: str, torch: str = "torch>=2.10") -> Path:
+    """An xFormers wheel as its releases are laid out (`xformers/_C.so`, py39-none), its extension
+    built here against the machine's torch."""
+    build_extension(made, *targets)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"xformers/_C.so": made.extension.read_bytes(), "xformers/__init__.py": b""}
+    return make_wheel(folder, "xformers", version, files, "py39-none-manylinux_2_28_x86_64", (torch, "numpy"))
+
+
+def test_xformers_wheels_are_proven_and_pypis_cuda_12_build_is_passed_over(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    mirror: Path,
+    tmp_path: Path,
+) -> None:
+    """The real xFormers 0.0.35 wheel from PyPI (a CUDA 12.8 build: DT_NEEDED libcudart.so.12) on a
+    CUDA 13 torch: pip would install it and its import would fail. It is read and passed over; with
+    nothing else, the install is refused naming why; PyTorch's cu130 folder's build is proven and
+    installed by its path. A release requiring another torch is passed over by the metadata the index
+    serves beside it, without fetching the wheel."""
+    info = machine.venv.site / "torch-2.99.0+cu130.dist-info"  # the torch the requirements are held to
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
+    (info / "RECORD").write_text("")
+    facts = collect(str(machine.venv.python), nvml=h100)
+    real = pypi_wheel("xformers==0.0.35")
+    pypi = serve_index(mirror, "simple/xformers", [real])
+    pytorch = serve_index(mirror, "whl/cu130/xformers", [])  # lists nothing yet
+
+    def planned() -> tuple[list[str], str]:
+        request = InstallRequest("xformers", mirrors=(("pytorch", pytorch), ("pypi", pypi)))
+        job = plan_install(facts, request, here=True)
+        return [" ".join(map(str, s.argv)) for s in job.plan.steps if isinstance(s, Command)], "\n".join(job.plan.notes)
+
+    with pytest.raises(Refusal) as refused:
+        planned()
+    said = str(refused.value)
+    assert said.startswith("no xFormers wheel fits here") and f"{real.name} from PyPI (pypi) passed over" in said
+    assert "_C.so needs " in said, said
+    if "libcudart.so.12" not in run("ldconfig", "-p").stdout:
+        assert "libcudart.so.12" in said, said
+
+    good = xformers_wheel(machine, tmp_path / "good", "0.0.35", "sm_90a")
+    pinned = xformers_wheel(machine, tmp_path / "pinned", "0.0.36", "sm_90a", torch="torch==2.10.0")
+    serve_index(mirror, "whl/cu130/xformers", [good], metadata_only=(pinned,))
+    (step,), notes = planned()
+    assert f"/{good.name} " in step and "xformers==" not in step, step  # installed by its path
+    assert (
+        f"{pinned.name} from PyTorch's own index, this torch's CUDA build (pytorch) passed over: it requires "
+        "torch==2.10.0, and torch 2.99.0+cu130 is installed" in notes
+    ), notes
+    assert "PyPI (pypi)" not in notes  # the index made for this torch's CUDA build is asked first
+
+    # without the index's metadata, the fetched wheel's own METADATA says the same
+    serve_index(mirror, "whl/cu130/xformers", [pinned])
+    with pytest.raises(
+        Refusal, match=r"xformers-0\.0\.36-py39-none-manylinux_2_28_x86_64\.whl from PyTorch.*requires torch==2\.10\.0"
+    ):
+        planned()

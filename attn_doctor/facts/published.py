@@ -17,6 +17,7 @@ from pathlib import Path
 
 TIMEOUT_S = 30.0  # one read: a source that answers nothing in this long is unreachable
 PAGE_LIMIT_BYTES = 16 << 20  # a project page, however many files it lists
+METADATA_LIMIT_BYTES = 1 << 20
 WHEEL_LIMIT_BYTES = 4 << 30  # FA2's wheels are ~250 MB; a file past this is not a wheel we take
 
 
@@ -31,6 +32,7 @@ class Listed:
     filename: str
     url: str
     sha256: str | None
+    metadata: bool = False  # the index serves its METADATA beside it, at url + ".metadata" (PEP 658)
 
 
 class _Links(HTMLParser):
@@ -47,7 +49,10 @@ class _Links(HTMLParser):
         url, _, fragment = urllib.parse.urljoin(self.base, href).partition("#")
         filename = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
         algorithm, _, digest = fragment.partition("=")
-        self.found.append(Listed(filename, url, digest.lower() if algorithm == "sha256" and digest else None))
+        sha256 = digest.lower() if algorithm == "sha256" and digest else None
+        # PEP 714's name, and PEP 658's before it; "true" or the metadata file's own hash
+        metadata = named.get("data-core-metadata", named.get("data-dist-info-metadata"))
+        self.found.append(Listed(filename, url, sha256, metadata not in (None, "false")))
 
 
 def _open(url: str) -> urllib.response.addinfourl:
@@ -76,6 +81,19 @@ def listed(page: str) -> list[Listed]:
     parser = _Links(response.geturl())
     parser.feed(body.decode(charset, errors="replace"))
     return parser.found
+
+
+def metadata(file: Listed) -> str:
+    """The core metadata an index serves beside a wheel (PEP 658): its requirements read without
+    downloading the wheel. NotFetched when it cannot be read."""
+    with _open(file.url + ".metadata") as response:
+        try:
+            body = response.read(METADATA_LIMIT_BYTES + 1)
+        except OSError as error:
+            raise NotFetched(f"{file.url}.metadata: {error}") from error
+    if len(body) > METADATA_LIMIT_BYTES:
+        raise NotFetched(f"{file.url}.metadata: over {METADATA_LIMIT_BYTES >> 20} MiB, not a METADATA file")
+    return body.decode("utf-8", errors="replace")
 
 
 def fetch(file: Listed, folder: Path) -> Path:

@@ -5,6 +5,7 @@ installed or imported."""
 
 from __future__ import annotations
 
+import email.parser
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from attn_doctor.facts.model import Binary
 from attn_doctor.registry.backends import FileMark
 
 MAX_UNPACKED_BYTES = 8 << 30  # a wheel whose shared objects unpack to more is not read
+MAX_METADATA_BYTES = 1 << 20  # a METADATA file past this is not read
 
 
 class WheelError(Exception):
@@ -66,3 +68,23 @@ def wheel_marks(path: str, distribution: str, marks: list[FileMark]) -> tuple[st
     except (OSError, zipfile.BadZipFile):
         return ()
     return tuple(found)
+
+
+def wheel_requires(path: str) -> tuple[str, ...]:
+    """The Requires-Dist lines of the wheel's own `*.dist-info/METADATA` (none where it has none
+    that can be read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [i for i in archive.infolist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", i.filename)]
+            if len(infos) != 1 or infos[0].file_size > MAX_METADATA_BYTES:
+                return ()
+            return requires_dist(archive.read(infos[0]).decode("utf-8", errors="replace"))
+    except (OSError, zipfile.BadZipFile):
+        return ()
+
+
+def requires_dist(metadata: str) -> tuple[str, ...]:
+    """The Requires-Dist lines of a core-metadata text (a wheel's METADATA, or the copy an index
+    serves beside the wheel, PEP 658)."""
+    headers = email.parser.HeaderParser().parsestr(metadata[:MAX_METADATA_BYTES])
+    return tuple(str(line) for line in headers.get_all("Requires-Dist") or ())

@@ -1,5 +1,6 @@
 """Where prebuilt wheels of the compiled backends are published, in the order they are trusted:
-upstream's own releases, then PyTorch's index, then community indexes (only with --community, and
+upstream's own releases, then PyTorch's index (for xFormers, which publishes to both, its index for
+this torch's CUDA build before PyPI's one build), then community indexes (only with --community, and
 always named in the plan). A wheel's name says its release, Python and platform; which torch and
 which GPUs it fits, only its files say: `install` fetches each candidate and proves it before
 choosing it (actions/recipes/prebuilt.py).
@@ -19,6 +20,7 @@ from attn_doctor.registry.recipes import FA2_WHEEL_VERSION
 from attn_doctor.registry.versions import release
 from attn_doctor.registry.wheels import (
     FA2_RELEASES,
+    PYPI_INDEX,
     PYTORCH_INDEX,
     cuda_build,
     fa2_wheel_for,
@@ -58,6 +60,15 @@ def _pytorch(root: str, distribution: str, torch: Torch, python: Interpreter) ->
     return fa3_pytorch_index(torch, root)
 
 
+def _pytorch_xformers(root: str, distribution: str, torch: Torch, python: Interpreter) -> str | None:
+    # xFormers' CI publishes each release to PyTorch's index per CUDA build (cu126, cu128, cu130)
+    return f"{root}/{cuda_build(torch.cuda)}" if torch.cuda else None
+
+
+def _pypi(root: str, distribution: str, torch: Torch, python: Interpreter) -> str | None:
+    return root if torch.cuda else None  # its xFormers wheels are CUDA builds, for a CUDA torch
+
+
 def _windreamer(root: str, distribution: str, torch: Torch, python: Interpreter) -> str | None:
     # one page of links per CUDA build and torch release: cu128_torch280
     torch_release = "".join(str(n) for n in release(torch.version)[:3])
@@ -84,6 +95,26 @@ SOURCES = (
         "https://github.com/pytorch/pytorch/blob/4c8b2b20/.github/workflows/_binary-upload-flash-attention-wheel.yml",
     ),
     WheelSource(
+        "pytorch",
+        "PyTorch's own index, this torch's CUDA build",
+        ("xformers",),
+        PYTORCH_INDEX,
+        Layout.INDEX,
+        _pytorch_xformers,
+        "https://github.com/facebookresearch/xformers/blob/v0.0.35/README.md",
+    ),
+    WheelSource(
+        "pypi",
+        "PyPI",
+        # PyPI keeps one build of each release, for one CUDA (12.8 for 0.0.35): after the index made
+        # for this torch's CUDA build
+        ("xformers",),
+        PYPI_INDEX,
+        Layout.INDEX,
+        _pypi,
+        "https://pypi.org/project/xformers/",
+    ),
+    WheelSource(
         "windreamer",
         "windreamer/flash-attention3-wheels, a community index",
         ("flash-attn-3",),
@@ -102,4 +133,4 @@ def sources_for(distribution: str, community: bool) -> list[WheelSource]:
 
 
 def source_names() -> list[str]:
-    return [s.name for s in SOURCES]
+    return list(dict.fromkeys(s.name for s in SOURCES))

@@ -136,6 +136,7 @@ def fa2_wheel_url(fa2_version: str, wheel: str, root: str = FA2_RELEASES) -> str
 # TORCH_TARGET_VERSION). `install fa3` fetches it from there and proves it (registry/sources.py).
 FA3_PYTORCH_INDEX_BUILDS = ("cu126", "cu128", "cu129", "cu130")
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
+PYPI_INDEX = "https://pypi.org/simple"
 
 
 def cuda_build(cuda: str) -> str:

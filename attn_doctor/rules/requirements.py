@@ -42,11 +42,17 @@ class Unmet:
 def unmet(package: Package, facts: Facts) -> list[Unmet]:
     """The requirements of `package` that the target does not meet. Empty when the facts hold no
     list of installed distributions (a report saved before they were read)."""
+    return unmet_lines(package.requires, facts)
+
+
+def unmet_lines(requires: tuple[str, ...], facts: Facts) -> list[Unmet]:
+    """The Requires-Dist lines (an installed package's, or a wheel's not yet installed) that the
+    target does not meet."""
     if not facts.installed or facts.python.markers is None:
         return []
     versions = {i.name: i.version for i in facts.installed}
     found = []
-    for line in package.requires:
+    for line in requires:
         settled = _settled(line, versions)
         result = _parsed(line, versions, facts) if settled is False else settled
         if result is not None:

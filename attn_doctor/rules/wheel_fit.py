@@ -10,6 +10,7 @@ from pathlib import Path
 from attn_doctor.facts.model import Binary, Facts
 from attn_doctor.registry import cuda
 from attn_doctor.registry.backends import Backend
+from attn_doctor.rules.requirements import unmet_lines
 
 
 def misfits(binaries: tuple[Binary, ...], facts: Facts) -> list[str]:
@@ -46,4 +47,14 @@ def broken_builds(backend: Backend, version: str, marked: tuple[str, ...], facts
         f"{bad.title.format(version=version)} ({bad.mark.path})"
         for bad in backend.bad_releases_found(version, as_installed)
         if bad.mark is not None
+    ]
+
+
+def torch_unmet(requires: tuple[str, ...], facts: Facts) -> list[str]:
+    """A wheel's requirement on torch that the installed torch does not meet (xFormers' wheels up to
+    0.0.34 each require one exact torch): pip would replace torch, or, held, refuse the wheel."""
+    return [
+        f"it requires {u.wanted}, and torch {u.installed} is installed: pip would replace torch"
+        for u in unmet_lines(requires, facts)
+        if u.name == "torch" and u.installed is not None
     ]

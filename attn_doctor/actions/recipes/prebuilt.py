@@ -9,6 +9,7 @@ was built against; its symbols can. What is passed over is said, with why.
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import tempfile
 import urllib.parse
@@ -17,22 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from packaging.tags import Tag
+from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from attn_doctor.actions.recipes.context import RecipeContext
 from attn_doctor.facts.model import Facts
-from attn_doctor.facts.published import Listed, NotFetched, fetch, listed
-from attn_doctor.facts.wheels import WheelError, read_wheel, wheel_marks
+from attn_doctor.facts.published import Listed, NotFetched, fetch, listed, metadata
+from attn_doctor.facts.wheels import WheelError, read_wheel, requires_dist, wheel_marks, wheel_requires
 from attn_doctor.registry.backends import backend_of_distribution
 from attn_doctor.registry.sources import Layout, WheelSource, sources_for
+from attn_doctor.registry.versions import release
 from attn_doctor.registry.wheels import cpython_tag, machine_of
-from attn_doctor.rules.wheel_fit import broken_builds, misfits
+from attn_doctor.rules.wheel_fit import broken_builds, misfits, torch_unmet
 
 T = TypeVar("T")
 
 PROVEN = "its shared objects load next to this torch and carry code for every GPU here"
+# each candidate is a download (FA2's are ~250 MB): a source's older releases are not all fetched
+# when its newest do not fit (they were built alike, as a rule)
+MAX_FETCHED_PER_SOURCE = 3
+PASSED_OVER = " passed over: "  # how a note names a candidate read and found not to fit
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ def built_here(context: RecipeContext, distribution: str) -> tuple[Kept | None, 
     ]
     ordered = _newest_first(context, sorted(files, reverse=True), lambda w: w.name, distribution)
     passed_over = [
-        f"{w.name} passed over: not a release to plan here (known bad, another backend's, or a pre-release "
+        f"{w.name}{PASSED_OVER}not a release to plan here (known bad, another backend's, or a pre-release "
         "beside final releases)"
         for w in files
         if w not in {wheel for wheel, _ in ordered}
@@ -71,7 +77,7 @@ def built_here(context: RecipeContext, distribution: str) -> tuple[Kept | None, 
         reasons = misfit_reasons(context.facts, wheel, distribution, found)
         if not reasons:
             return Kept(wheel, found), [*passed_over, f"{wheel.name} proven before installing: {PROVEN}"]
-        passed_over.append(f"{wheel.name} passed over: {'; '.join(reasons)}")
+        passed_over.append(f"{wheel.name}{PASSED_OVER}{'; '.join(reasons)}")
     return None, passed_over
 
 
@@ -102,14 +108,33 @@ def fetched(context: RecipeContext, distribution: str, version: str | None) -> t
         if not candidates:
             release = f"{distribution} {version}" if version else f"{distribution} release not known bad here"
             tried.append(f"{named} lists no {release} wheel for this Python and machine")
+        fetches = 0
         for file, found_version in candidates:
+            unmet = _requirements_unmet(context, file)
+            if unmet:  # told by the metadata the index serves beside the wheel: nothing downloaded
+                tried.append(f"{file.filename} from {named}{PASSED_OVER}{'; '.join(unmet)}")
+                continue
+            if fetches == MAX_FETCHED_PER_SOURCE:
+                tried.append(f"{named}: older candidates not fetched ({MAX_FETCHED_PER_SOURCE} were, none fits)")
+                break
+            fetches += 1
             found, reason = _proven(context, file, distribution, found_version)
             if found is not None:
                 origin = f"{named}: {file.url}"
                 proof = f"{file.filename} from {origin}: proven before installing, {PROVEN}"
                 return Fetched(found, origin, found_version), [*tried, proof]
-            tried.append(f"{file.filename} from {named} passed over: {reason}")
+            tried.append(f"{file.filename} from {named}{PASSED_OVER}{reason}")
     return None, tried
+
+
+def _requirements_unmet(context: RecipeContext, file: Listed) -> list[str]:
+    """Why the wheel's own requirements rule it out here, where the index serves its metadata."""
+    if not file.metadata:
+        return []
+    try:
+        return torch_unmet(requires_dist(metadata(file)), context.facts)
+    except NotFetched:
+        return []  # the wheel itself is read then
 
 
 def _newest_first(
@@ -163,32 +188,37 @@ def installs_here(filename: str, distribution: str, version: str | None, context
         return False
     if wanted is not None and (found.public != wanted.public or wanted.local not in (None, found.local)):
         return False
-    python, machine = cpython_tag(context.facts.python.version), machine_of(context.facts.python)
-    glibc = context.facts.python.glibc
-    return any(_runs_on(t, python) and t.platform.endswith(machine) and _glibc_fits(t, glibc) for t in tags)
+    python = context.facts.python
+    return not tags.isdisjoint(_supported_tags(python.version, machine_of(python), python.glibc))
 
 
-def _runs_on(tag: Tag, python: str) -> bool:
-    """Whether a wheel's tag installs on this CPython (`cp312`): its own tag, or a stable-ABI
-    (abi3) build for this or an older CPython 3, as FA3's `cp39-abi3` wheels are."""
-    if tag.interpreter == python:
-        return True
-    minor = python[3:]
-    if tag.abi == "abi3" and tag.interpreter.startswith("cp3") and tag.interpreter[3:].isdigit() and minor.isdigit():
-        return int(tag.interpreter[3:]) <= int(minor)
-    return tag.abi == "none" and tag.interpreter in ("py3", f"py3{minor}")
-
-
-def _glibc_fits(tag: Tag, glibc: str | None) -> bool:
-    """A manylinux_2_28 wheel needs glibc 2.28 at least (PEP 600); manylinux2014 is 2.17."""
-    platform = tag.platform.replace("manylinux2014", "manylinux_2_17")
-    if glibc is None or not platform.startswith("manylinux_"):
-        return True
-    major, minor = platform.split("_")[1:3]
+@functools.cache
+def _supported_tags(python_version: str, machine: str, glibc: str | None) -> frozenset[Tag]:
+    """The tags pip installs on that CPython, machine and glibc, by packaging's own generators
+    (cp312-cp312, cp312-abi3 down to cp32-abi3, py312-none down to py30-none, ...), given the
+    target's platforms: manylinux_2_N for every N up to its glibc (PEP 600) and the legacy names of
+    those (manylinux2014 is 2.17, manylinux2010 2.12, manylinux1 2.5)."""
+    major_minor = release(python_version)[:2]
     try:
-        return (int(major), int(minor)) <= tuple(int(n) for n in glibc.split(".")[:2])
-    except ValueError:
-        return True
+        newest = int(glibc.split(".")[1]) if glibc else _GLIBC_UNKNOWN
+    except (IndexError, ValueError):
+        newest = _GLIBC_UNKNOWN
+    platforms = []
+    for minor in range(newest, 4, -1):
+        platforms.append(f"manylinux_2_{minor}_{machine}")
+        if minor in _LEGACY_MANYLINUX:
+            platforms.append(f"{_LEGACY_MANYLINUX[minor]}_{machine}")
+    platforms.append(f"linux_{machine}")
+    interpreter = cpython_tag(python_version)
+    return frozenset(cpython_tags(major_minor, platforms=platforms)) | frozenset(
+        compatible_tags(major_minor, interpreter, platforms)
+    )
+
+
+_LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+# a target whose glibc the probe could not read: any manylinux wheel is let through to the proof
+# (and to pip), as before the glibc was read
+_GLIBC_UNKNOWN = 99
 
 
 def misfit_reasons(facts: Facts, wheel: Path, distribution: str, version: str) -> list[str]:
@@ -201,6 +231,7 @@ def misfit_reasons(facts: Facts, wheel: Path, distribution: str, version: str) -
         reasons = misfits(binaries, facts) if binaries else ["it carries no compiled extension"]
     except WheelError as error:
         reasons = [str(error)]
+    reasons += torch_unmet(wheel_requires(str(wheel)), facts)
     backend = backend_of_distribution(distribution)
     if backend is not None:
         marks = [b.mark for b in backend.bad_releases if b.mark is not None]

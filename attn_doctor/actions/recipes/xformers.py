@@ -1,4 +1,6 @@
-"""xFormers: the newest release that installs beside the installed torch, as the installer's index
+"""xFormers: a wheel proven to fit before it is installed (the wheelhouse's, else one fetched from
+PyTorch's index for this torch's CUDA build or PyPI), the newest release first. Where no source can
+be asked, the newest release that installs beside the installed torch as the installer's index
 resolves it (each release up to 0.0.34 requires one exact torch), else the release these rules know
 for this torch; from PyTorch's index for a CUDA 13 torch."""
 
@@ -8,6 +10,7 @@ from packaging.version import Version
 
 from attn_doctor.actions.plan import Refusal
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.recipes.prebuilt import PASSED_OVER, built_here, fetched
 from attn_doctor.facts.index import resolved_version
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import XFORMERS_DISTRIBUTION, by_name
@@ -16,6 +19,34 @@ from attn_doctor.registry.wheels import PYTORCH_INDEX
 
 
 def xformers(context: RecipeContext) -> Recipe:
+    kept, proof = built_here(context, XFORMERS_DISTRIBUTION)
+    if kept is not None:
+        notes = [f"{kept.wheel.name} in --find-links: xFormers {kept.version}, proven to fit here", *proof]
+        return (
+            [pip_step(context, "xFormers, from the wheelhouse", str(kept.wheel))],
+            notes,
+            XFORMERS_DISTRIBUTION,
+            kept.version,
+        )
+    found, tried = fetched(context, XFORMERS_DISTRIBUTION, None)
+    if found is not None:
+        notes = [f"xFormers {found.version}, proven to fit here", *proof, *tried]
+        step = pip_step(context, f"xFormers, fetched from {found.origin}", str(found.wheel))
+        return [step], notes, XFORMERS_DISTRIBUTION, found.version
+    judged = [n for n in [*proof, *tried] if PASSED_OVER in n]
+    if judged:
+        # pip would install one of the wheels just read and passed over: the doctor installs none
+        raise Refusal(
+            "no xFormers wheel fits here: " + "; ".join(judged) + ". Use SDPA, or give a wheel that fits "
+            "with --find-links DIR"
+        )
+    steps, notes, distribution, version = _resolved(context)
+    return steps, [*notes, *proof, *tried], distribution, version
+
+
+def _resolved(context: RecipeContext) -> Recipe:
+    """Where no wheel could be fetched and read (offline, no source reached, another machine's
+    plan): the release the installer's index resolves beside torch, else the rules' table."""
     flags: tuple[str, ...] = ()
     notes: list[str] = []
     if release(context.torch.cuda)[:1] >= (13,) and not (context.request.offline or context.request.find_links):
