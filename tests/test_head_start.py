@@ -14,7 +14,7 @@ from attn_doctor.entry import _head_start
 from attn_doctor.facts import head_start
 from attn_doctor.facts.locate import start_probe
 from attn_doctor.facts.target import RunningProbe
-from tests.conftest import REPO, RealPackages, Venv, run
+from tests.conftest import REPO, RealPackages, RecordedNvml, Venv, run
 
 
 def report(*argv: str | Path) -> dict[str, Any]:
@@ -93,3 +93,64 @@ def test_collect_takes_over_what_was_started(venv: Venv) -> None:
     facts = collect(str(venv.python))
     assert head_start.take(str(venv.python), False) is None  # collect took it
     assert facts.python.executable
+
+
+RECORDED_PYNVML = """import json, sys
+sys.path.insert(0, {repo!r})
+from tests.conftest import RecordedNvml
+
+
+class NVMLError(Exception):  # what RecordedNvml raises a recorded error as
+    def __init__(self, value):
+        super().__init__(f"NVML error {{value}}")
+        self.value = value
+
+
+_recorded = RecordedNvml(json.load(open({recording!r})))
+{broken}
+
+
+def __getattr__(name):
+    return getattr(_recorded, name)
+"""
+
+
+def recorded_pynvml(folder: Path, broken: bool = False) -> Path:
+    """A `pynvml` module answering as NVML did on a real H100 (tests/fixtures/nvml-h100.json), for
+    a child process: there is no GPU here. `broken`: one that fails at its import."""
+    folder.mkdir()
+    recording = REPO / "tests" / "fixtures" / "nvml-h100.json"
+    source = RECORDED_PYNVML.format(repo=str(REPO), recording=str(recording), broken="1 / 0" if broken else "")
+    (folder / "pynvml.py").write_text(source)
+    return folder
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_the_gpus_read_by_the_head_starts_child_are_the_gpus_read_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, h100: RecordedNvml, no_cuda_visible: None, broken: bool
+) -> None:
+    """NVML read in a process of its own (the doctor's interpreter, with the doctor's sys.path) gives
+    the reading `collect` would make itself, field for field; a child that fails (here its pynvml
+    cannot be imported) leaves `collect` to read the GPUs itself."""
+    from attn_doctor.facts import collect as collecting
+    from attn_doctor.facts import gpu_child
+    from attn_doctor.facts.gpu import read_gpus
+
+    monkeypatch.syspath_prepend(str(recorded_pynvml(tmp_path / "nvml", broken)))
+    device = tmp_path / "nvidiactl"  # the device node the child is started for
+    device.touch()
+    child = gpu_child.start(str(device))
+    assert child is not None
+    reading = gpu_child.taken(child)
+    expected = read_gpus(h100)
+    if broken:
+        assert reading is None
+    else:
+        assert reading == expected and reading[1][0].name == "NVIDIA H100 80GB HBM3"
+
+    # collect's side: what the head start started, taken once
+    monkeypatch.setattr(head_start, "_gpus", gpu_child.start(str(device)))
+    monkeypatch.setattr(collecting, "read_gpus", lambda nvml: read_gpus(h100))  # its own reading: the H100's
+    assert collecting._read_gpus(None) == expected
+    assert head_start.take_gpus() is None
+    assert gpu_child.start(str(tmp_path / "absent")) is None  # no NVIDIA device node: nothing started

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from attn_doctor import __version__
-from attn_doctor.facts import head_start
+from attn_doctor.facts import gpu_child, head_start
 from attn_doctor.facts.binaries import check_binaries, torch_abi
 from attn_doctor.facts.fatbin import FatbinError, torch_cuda_code
 from attn_doctor.facts.gpu import read_gpus
 from attn_doctor.facts.hub_cache import read_hub_kernels
 from attn_doctor.facts.imports import import_all
 from attn_doctor.facts.locate import find_target
-from attn_doctor.facts.model import Facts, Package, Ptxas, Variable
+from attn_doctor.facts.model import Driver, Facts, Gpu, Package, Ptxas, Variable
 from attn_doctor.facts.ptxas import read_ptxas
 from attn_doctor.facts.repairs import unfinished
 from attn_doctor.facts.target import ProbeResult, RunningProbe
@@ -39,13 +39,14 @@ def collect(
     """Raises TargetError when the target interpreter cannot be inspected. `modules` are imported
     in child processes too (what --require needs), `deep` adds every installed backend."""
     executable, found_by = find_target(python)
-    # The waits overlap: the probe's interpreter start-up, NVML's initialisation (0.14 s on an
-    # H100, mostly in C, so a thread suits it), the toolkit's version files, and the readings that need
-    # the probe's answer: the extensions' ELF files, torch's fatbins, Triton's ptxas.
+    # The waits overlap: the probe's interpreter start-up, NVML's initialisation (read by the head
+    # start's child where `check` started one, else here: mostly in C, so a thread suits it), the
+    # toolkit's version files, and the readings that need the probe's answer: the extensions' ELF
+    # files, torch's fatbins, Triton's ptxas.
     early = head_start.take(executable, deep)  # started by the entry point, before the CLI's imports
     probe = RunningProbe(executable, deep, early.probe if early else None)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        gpus = pool.submit(read_gpus, nvml)
+        gpus = pool.submit(_read_gpus, nvml)
         toolchain = pool.submit(read_toolchain, str(Path(executable).parent))
         seen = probe.result()
         # torch's C++ ABI (what FA2's wheel names encode): known from the extensions' reading where
@@ -163,3 +164,11 @@ def marked_files(packages: tuple[Package, ...]) -> tuple[str, ...]:
 def unfinished_repairs(prefix: str) -> tuple[str, ...]:
     """Repairs of this environment whose journal says they were interrupted."""
     return tuple(str(folder) for folder in unfinished(prefix))
+
+
+def _read_gpus(nvml: Any | None) -> tuple[Driver, tuple[Gpu, ...]]:
+    """The GPUs as the head start's child read them (a real run, not a test's recorded NVML), else
+    read here."""
+    started = head_start.take_gpus() if nvml is None else None
+    reading = gpu_child.taken(started) if started is not None else None
+    return reading if reading is not None else read_gpus(nvml)

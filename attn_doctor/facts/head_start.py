@@ -10,14 +10,15 @@ the renderers. `collect` takes it over when it was started for the target and re
 about; one it does not take ends on its own, or its process group is killed with the doctor
 (`attn_doctor.keeper`).
 
-NVML is not started here too: measured on an H100 (tests/fixtures/h100-head-start-timeline-*.txt),
-reading it in a thread beside the doctor's imports slowed those imports more than it saved
-(0.225 s against 0.201 s for the probe alone, by the image's python3; 0.192 s against 0.174 s from a
-venv of its own); `collect` reads it beside the probe's answer as before.
+NVML is read here too, in a process of its own (`facts/gpu_child.py`), not a thread: measured on
+an H100 (tests/fixtures/h100-head-start-timeline-*.txt), reading it in a thread beside the doctor's
+imports slowed those imports more than it saved (0.225 s against 0.201 s for the probe alone, by
+the image's python3; 0.192 s against 0.174 s from a venv of its own).
 """
 
 from __future__ import annotations
 
+from attn_doctor.facts import gpu_child
 from attn_doctor.facts.child import Child
 from attn_doctor.facts.locate import TargetError, find_target, start_probe
 
@@ -33,6 +34,7 @@ class Started:
 
 
 _started: Started | None = None
+_gpus: Child | None = None
 
 
 def start(python: str | None, deep: bool) -> None:
@@ -40,12 +42,13 @@ def start(python: str | None, deep: bool) -> None:
     probe its request: it then reads the target while the doctor imports the rest (typer, the
     rules, the renderers). Anything that goes wrong here is left for `collect` to meet and report
     in its own words."""
-    global _started
+    global _started, _gpus
     try:
         executable, _ = find_target(python)
         child, marker = start_probe(executable)
     except (TargetError, OSError):
         return
+    _gpus = gpu_child.start()
     try:
         from attn_doctor.facts.target import probe_request
 
@@ -61,4 +64,11 @@ def take(executable: str, deep: bool) -> Started | None:
     started, _started = _started, None
     if started is None or started.executable != executable or started.deep != deep:
         return None
+    return started
+
+
+def take_gpus() -> Child | None:
+    """The GPU reading started beside the probe, once; None when none was."""
+    global _gpus
+    started, _gpus = _gpus, None
     return started
