@@ -2,7 +2,7 @@
 
 NVML's initialisation is the longest wait of `collect` once the probe answers before the doctor's
 imports end (on an H100, from a venv of the doctor's own: `import pynvml; nvmlInit()` 46 ms of a
-0.064 s collect, tests/fixtures/h100-head-start-timeline-tool-2026-12-06.txt). In a thread it
+0.064 s collect, tests/fixtures/h100-head-start-round-2-2026-12-06.txt). In a thread it
 competes with the doctor's imports for the interpreter (measured slower); in a process of its own,
 started before those imports, it is done before `collect` asks. The child is the doctor's own
 interpreter with the doctor's own `sys.path` (not the working folder's modules), runs
