@@ -119,6 +119,14 @@ def test_fa2_without_a_release_wheel_compiles_for_this_gpu_only() -> None:
     }
     assert any("compiles" in note and "16 jobs" in note for note in job.plan.notes)
     assert any("expect a peak near 80 GiB" in note for note in job.plan.notes)
+    # the route around the compile, named where the plan compiles; not when a build was asked for
+    assert any(
+        "or no compile at all, FlashAttention 2 from the Hub" in n and "explain hub-fa2" in n for n in job.plan.notes
+    )
+    built = plan(machine("h100"), "fa2", wheelhouse="/srv/wheels")
+    assert not any("no compile at all" in n for n in built.plan.notes)
+    released = plan(with_given_torch(machine("h100"), "2.8.0", "12.8"), "fa2")  # a release wheel: no compile
+    assert not any("no compile at all" in n for n in released.plan.notes)
 
 
 def test_fa2_for_two_gpu_generations_builds_both() -> None:
