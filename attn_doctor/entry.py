@@ -2,7 +2,8 @@
 
 Before the doctor's imports (typer, the registry: about a third of `check`'s time), the probe of
 the target is started for a `check` whose command line names its target plainly, and given its
-request as soon as the registry is imported (`facts/head_start.py`). Anything this reading of the
+request as soon as the registry is imported (`facts/head_start.py`); the GPUs are read beside it,
+in a process of their own (`facts/gpu_child.py`). Anything this reading of the
 command line gets wrong costs only the head start: the CLI parses the command line as always, and
 `collect` uses what was started only when it was started for the same target and request.
 """
