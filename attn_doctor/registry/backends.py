@@ -46,8 +46,9 @@ RULES_CHECKED = "2026-12-06"
 TORCH_CHECKED_UP_TO = "2.15.0"  # the newest torch these rules know (its builds, SDPA's kernels, flex)
 # the newest releases of the dependencies whose combinations the bad releases name (FA4's).
 # nvidia-cutlass-dsl 4.8.1: FA4 4.0.0b36 verified with it on an H100 (torch 2.11.0+cu130, against
-# the float32 reference: tests/fixtures/h100-fa2-sage-fa3-fa4.txt); the 4.8 development wheels' regressions were fixed before the release
-# (https://github.com/NVIDIA/cutlass/issues/3594, https://github.com/NVIDIA/cutlass/issues/3595)
+# the float32 reference: tests/fixtures/h100-fa2-sage-fa3-fa4.txt); the 4.8 development wheels'
+# regressions were fixed before the release (https://github.com/NVIDIA/cutlass/issues/3594,
+# https://github.com/NVIDIA/cutlass/issues/3595)
 DEPENDENCIES_CHECKED_UP_TO = {"nvidia-cutlass-dsl": "4.8.1", "quack-kernels": "0.6.5", "triton": "3.9.0"}
 
 # the distributions whose files and collisions some checks and actions handle by name
