@@ -115,12 +115,13 @@ def __getattr__(name):
 """
 
 
-def recorded_pynvml(folder: Path, broken: bool = False) -> Path:
+def recorded_pynvml(folder: Path, broken: str = "") -> Path:
     """A `pynvml` module answering as NVML did on a real H100 (tests/fixtures/nvml-h100.json), for
-    a child process: there is no GPU here. `broken`: one that fails at its import."""
+    a child process: there is no GPU here. `broken`: a statement its import runs after loading
+    the recording (one that fails; one that replaces nvmlInit with a hang)."""
     folder.mkdir()
     recording = REPO / "tests" / "fixtures" / "nvml-h100.json"
-    source = RECORDED_PYNVML.format(repo=str(REPO), recording=str(recording), broken="1 / 0" if broken else "")
+    source = RECORDED_PYNVML.format(repo=str(REPO), recording=str(recording), broken=broken)
     (folder / "pynvml.py").write_text(source)
     return folder
 
@@ -136,7 +137,7 @@ def test_the_gpus_read_by_the_head_starts_child_are_the_gpus_read_here(
     from attn_doctor.facts import gpu_child
     from attn_doctor.facts.gpu import read_gpus
 
-    monkeypatch.syspath_prepend(str(recorded_pynvml(tmp_path / "nvml", broken)))
+    monkeypatch.syspath_prepend(str(recorded_pynvml(tmp_path / "nvml", "1 / 0" if broken else "")))
     device = tmp_path / "nvidiactl"  # the device node the child is started for
     device.touch()
     child = gpu_child.start(str(device))
@@ -154,3 +155,27 @@ def test_the_gpus_read_by_the_head_starts_child_are_the_gpus_read_here(
     assert collecting._read_gpus(None) == expected
     assert head_start.take_gpus() is None
     assert gpu_child.start(str(tmp_path / "absent")) is None  # no NVIDIA device node: nothing started
+
+
+def test_nvml_that_never_answers_is_an_nvml_failure_not_a_hung_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_cuda_visible: None
+) -> None:
+    """A driver that hangs NVML (nvmlInit never returns): read in-process it would hang `check`;
+    the head start's child is killed after its time and the reading says NVML gave no answer."""
+    import time
+
+    from attn_doctor.facts import gpu_child
+
+    hang = "_recorded.nvmlInit = lambda: __import__('time').sleep(3600)"
+    monkeypatch.syspath_prepend(str(recorded_pynvml(tmp_path / "nvml", hang)))
+    monkeypatch.setattr(gpu_child, "TIMEOUT_S", 2.0)
+    device = tmp_path / "nvidiactl"
+    device.touch()
+    child = gpu_child.start(str(device))
+    assert child is not None
+    started = time.monotonic()
+    reading = gpu_child.taken(child)
+    assert time.monotonic() - started < 10
+    assert reading is not None
+    driver, gpus = reading
+    assert driver.nvidia_status == "nvml-error" and "no answer in 2 s" in driver.nvidia_detail and gpus == ()

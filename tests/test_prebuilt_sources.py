@@ -380,7 +380,7 @@ def test_xformers_wheels_are_proven_and_pypis_cuda_12_build_is_passed_over(
     (step,), notes = planned()
     assert f"/{good.name} " in step and "xformers==" not in step, step  # installed by its path
     assert (
-        f"{pinned.name} from PyTorch's own index, this torch's CUDA build (pytorch) passed over: it requires "
+        f"{pinned.name} from PyTorch's own index (pytorch) passed over: it requires "
         "torch==2.10.0, and torch 2.99.0+cu130 is installed" in notes
     ), notes
     assert "PyPI (pypi)" not in notes  # the index made for this torch's CUDA build is asked first

@@ -218,6 +218,18 @@ def _first_line(path: Path) -> str | None:
     return lines[0].strip() if lines else None
 
 
+def nvml_unanswered(detail: str, root: Path = Path("/")) -> tuple[Driver, tuple[Gpu, ...]]:
+    """NVML gave no answer (a hung driver): a status, as any NVML failure is; AMD's GPUs as read."""
+    amd, rocm = read_amd(root)
+    driver = Driver(
+        nvidia_status="nvml-error",
+        nvidia_detail=detail,
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        rocm_version=rocm,
+    )
+    return driver, amd
+
+
 def read_gpus(nvml: Any | None = None, root: Path = Path("/")) -> tuple[Driver, tuple[Gpu, ...]]:
     """Both vendors. `nvml` defaults to the real `pynvml`; a missing binding is a status too."""
     cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -8,7 +8,8 @@ started before those imports, it is done before `collect` asks. The child is the
 interpreter with the doctor's own `sys.path` (not the working folder's modules), runs
 `read_gpus()` and prints its reading as JSON. Whatever goes wrong with it (no answer in time, a
 crash, unreadable output) leaves `collect` to read the GPUs itself, as before: the head start
-never changes an answer, only when it comes.
+never changes an answer, only when it comes. One thing it adds: NVML that gives no answer (a hung
+driver) is an NVML failure after 10 s, where read in-process it would hang `check`.
 
 Started only where an NVIDIA device node exists: without one NVML fails at once and in-process.
 """
@@ -26,7 +27,9 @@ if TYPE_CHECKING:  # the head start imports this module: the facts' classes only
     from attn_doctor.facts.model import Driver, Gpu
 
 NVIDIA_DEVICE = "/dev/nvidiactl"
-TIMEOUT_S = 10.0  # a driver that hangs NVML: collect then reads it itself, and says what it finds
+# NVML answers in well under a second; a driver that hangs it is said as an NVML failure after this
+# long (read in-process, it would hang `check` itself)
+TIMEOUT_S = 10.0
 
 _SOURCE = """import sys
 sys.path[:] = {path!r}
@@ -56,14 +59,19 @@ def answer() -> None:
 
 
 def taken(child: Child) -> tuple[Driver, tuple[Gpu, ...]] | None:
-    """The child's reading as (Driver, tuple of Gpu); None where it gave none in time."""
+    """The child's reading as (Driver, tuple of Gpu): an NVML failure where it gave no answer in
+    TIMEOUT_S (it is then killed); None where it failed otherwise (read the GPUs here)."""
+    from attn_doctor.facts.gpu import nvml_unanswered
     from attn_doctor.facts.model import Driver, Gpu, from_data
 
     try:
         finished = child.finish(TIMEOUT_S)
-        if finished.returncode != 0:
-            return None
+    except ChildTimeout:
+        return nvml_unanswered(f"NVML gave no answer in {TIMEOUT_S:.0f} s (a hung driver?); nvidia-smi may hang too")
+    if finished.returncode != 0:
+        return None
+    try:
         data = json.loads(finished.stdout)
         return from_data(Driver, data["driver"]), tuple(from_data(Gpu, g) for g in data["gpus"])
-    except (ChildTimeout, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None

@@ -57,10 +57,8 @@ def _dao_ailab(root: str, distribution: str, torch: Torch, python: Interpreter) 
 
 
 def _pytorch(root: str, distribution: str, torch: Torch, python: Interpreter) -> str | None:
-    return fa3_pytorch_index(torch, root)
-
-
-def _pytorch_xformers(root: str, distribution: str, torch: Torch, python: Interpreter) -> str | None:
+    if distribution == "flash-attn-3":
+        return fa3_pytorch_index(torch, root)
     # xFormers' CI publishes each release to PyTorch's index per CUDA build (cu126, cu128, cu130)
     return f"{root}/{cuda_build(torch.cuda)}" if torch.cuda else None
 
@@ -88,19 +86,11 @@ SOURCES = (
     WheelSource(
         "pytorch",
         "PyTorch's own index",
-        ("flash-attn-3",),
+        ("flash-attn-3", "xformers"),
         PYTORCH_INDEX,
         Layout.INDEX,
         _pytorch,
-        "https://github.com/pytorch/pytorch/blob/4c8b2b20/.github/workflows/_binary-upload-flash-attention-wheel.yml",
-    ),
-    WheelSource(
-        "pytorch",
-        "PyTorch's own index, this torch's CUDA build",
-        ("xformers",),
-        PYTORCH_INDEX,
-        Layout.INDEX,
-        _pytorch_xformers,
+        "https://github.com/pytorch/pytorch/blob/4c8b2b20/.github/workflows/_binary-upload-flash-attention-wheel.yml; "
         "https://github.com/facebookresearch/xformers/blob/v0.0.35/README.md",
     ),
     WheelSource(
@@ -133,4 +123,4 @@ def sources_for(distribution: str, community: bool) -> list[WheelSource]:
 
 
 def source_names() -> list[str]:
-    return list(dict.fromkeys(s.name for s in SOURCES))
+    return [s.name for s in SOURCES]
