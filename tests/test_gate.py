@@ -90,9 +90,9 @@ def test_without_a_gpu_the_gate_fails_unless_told(venv: Venv, real: RealPackages
     ("gpu", "runs"),
     [
         ("T4", {"sdpa", "flex", "xformers"}),
-        ("A100", {"sdpa", "flex", "fa2", "hub-fa2", "fa3", "fa4", "sage", "xformers"}),
-        ("RTX 4090", {"sdpa", "flex", "fa2", "hub-fa2", "fa3", "fa4", "sage", "xformers"}),
-        ("H100", {"sdpa", "flex", "fa2", "hub-fa2", "fa3", "fa4", "sage", "xformers"}),
+        ("A100", {"sdpa", "flex", "fa2", "hub-fa2", "fa3", "hub-fa3", "fa4", "sage", "xformers"}),
+        ("RTX 4090", {"sdpa", "flex", "fa2", "hub-fa2", "fa3", "hub-fa3", "fa4", "sage", "xformers"}),
+        ("H100", {"sdpa", "flex", "fa2", "hub-fa2", "fa3", "hub-fa3", "fa4", "sage", "xformers"}),
         ("B200", {"sdpa", "flex", "fa2", "hub-fa2", "fa4", "xformers"}),
         ("RTX 5090", {"sdpa", "flex", "fa2", "hub-fa2", "fa4", "sage", "xformers"}),
         ("MI300X", {"sdpa", "flex", "fa2"}),

@@ -486,3 +486,12 @@ def test_a_wheelhouse_offers_only_releases_worth_planning(tmp_path: Path) -> Non
         (tmp_path / wheel).write_bytes(b"")  # only the names are read when planning for another machine
     (step,) = commands(plan(machine("h100"), "fa2", find_links=str(tmp_path), offline=True))
     assert str(tmp_path / "flash_attn-2.8.3.post2-cp312-cp312-linux_x86_64.whl") in step.argv
+
+
+def test_fa3s_compile_names_the_hub_build_where_it_serves() -> None:
+    """kernels-community/flash-attn3 serves Hopper and Ampere from torch 2.9 on: the compile plan
+    names it there, and not for a torch the Hub builds nothing for."""
+    job = plan(machine("h100"), "fa3")
+    assert any("or no compile at all, FlashAttention 3 from the Hub" in n for n in job.plan.notes), job.plan.notes
+    older = with_tools(with_given_torch(machine("h100"), "2.8.0", "12.8"), nvcc="12.8")
+    assert not any("no compile at all" in n for n in plan(older, "fa3").plan.notes)

@@ -362,3 +362,46 @@ def test_a_hub_kernel_needs_the_kernels_package(tmp_path: Path, repo: str) -> No
     with_kernels = dataclasses.replace(facts, installed=(*facts.installed, Installed("kernels", "0.11.0")))
     found = [f for f in judge(with_kernels, CheckRequest(workload=work)).findings if f.code.startswith("config-")]
     assert [f.code for f in found] == ["config-hub-kernel-not-cached"]  # fetched at load: said, not an error
+
+
+@pytest.mark.parametrize(
+    ("repo", "gpu", "unfit"),
+    [
+        ("kernels-community/flash-attn3", "B200", "carries no code for GPU 0 (B200 (given), sm_100)"),
+        ("kernels-community/flash-attn3", "H100", ""),
+        ("kernels-community/flash-attn3@v2", "A100", ""),  # its sm80 build, a revision named
+        ("kernels-community/flash-attn2", "T4", "carries no code for GPU 0 (T4 (given), sm_75)"),
+    ],
+)
+def test_a_hub_kernel_is_judged_by_the_gpus_its_builds_carry(tmp_path: Path, repo: str, gpu: str, unfit: str) -> None:
+    """kernels-community/flash-attn3 is built for sm_80 and sm_90a only (its build.toml): on a B200
+    the model loads and the first attention call fails, whether `kernels` is installed or not, so
+    that is what is said (not the install of `kernels`)."""
+    config = write(tmp_path / "axolotl.yml", f"base_model: m\nattn_implementation: {repo}\nadapter: lora\n")
+    _, out, _ = doctor(
+        "check", "--facts", FIXTURES / "h100-check.json", "--gpu", gpu, "--config", config, "--format", "json"
+    )
+    [found] = [f for f in json.loads(out)["findings"] if f["code"] == "config-backend-unavailable"]
+    if unfit:
+        assert unfit in found["title"] and found["fix"] == ["use attn_implementation: sdpa"], found
+    else:
+        assert "`kernels` package, which is not installed" in found["title"], found  # what stands in the way
+
+
+def test_the_hub_kernel_for_fa3_needs_the_torch_its_builds_are_made_for(tmp_path: Path) -> None:
+    config = write(tmp_path / "axolotl.yml", "base_model: m\nattn_implementation: kernels-community/flash-attn3\n")
+    _, out, _ = doctor(
+        "check",
+        "--facts",
+        FIXTURES / "h100-check.json",
+        "--torch",
+        "2.8.0",
+        "--cuda",
+        "12.8",
+        "--config",
+        config,
+        "--format",
+        "json",
+    )
+    [found] = [f for f in json.loads(out)["findings"] if f["code"] == "config-backend-unavailable"]
+    assert "the Hub builds kernels-community/flash-attn3 for torch 2.9 on; this is torch 2.8.0" in found["title"]

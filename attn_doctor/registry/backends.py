@@ -542,6 +542,7 @@ BACKENDS: tuple[Backend, ...] = (
         ),
         installable=True,
         verifiable=True,
+        hub_route="hub-fa3",
     ),
     Backend(
         name="fa4",
@@ -748,6 +749,35 @@ BACKENDS: tuple[Backend, ...] = (
         ranks=_ranks(hopper=4.5, blackwell=2.5, ampere=1.5),
         why="FA2's kernels, prebuilt on the Hugging Face Hub for this torch and CUDA: no compiler and no "
         "flash-attn wheel needed (fetched once at the first load, then from the local cache)",
+        caveats=("the first load needs the network (huggingface.co), unless the kernel is in the local Hub cache",),
+    ),
+    Backend(
+        name="hub-fa3",
+        label="FlashAttention 3 from the Hub (kernels)",
+        distribution=KERNELS_DISTRIBUTION,
+        module="kernels",
+        requires=(TRANSFORMERS_DISTRIBUTION,),
+        min_torch="2.9",  # the Hub builds it for torch 2.9 on ([torch] minver in its build.toml, below)
+        support=(
+            Support(
+                "",
+                ("8", "9.0"),
+                (),
+                "https://github.com/huggingface/kernels-community/blob/1331b1465f9172fb8a7df2b0c904e96b3df8a6a7/"
+                "flash-attn3/build.toml (cuda-capabilities 8.0 and 9.0a: no code for Blackwell); the build for this "
+                f"torch and CUDA is chosen at load: {KERNELS_SOURCE}",
+            ),
+        ),
+        install="pip install 'transformers[kernels]'  # the kernels release this transformers loads Hub kernels with",
+        source="https://github.com/huggingface/transformers/blob/v5.25.0/src/transformers/integrations/"
+        "hub_kernels.py (load_and_register_attn_kernel)",
+        varlen=True,
+        axolotl="attn_implementation: kernels-community/flash-attn3",
+        axolotl_names=("kernels-community/flash-attn3",),
+        # no rank: never recommended over what it serves (its builds are not proven here); judged where a
+        # config names it, and named by `install fa3` as the route around the compile
+        why="FA3's kernels, prebuilt on the Hugging Face Hub for this torch and CUDA: no compiler and no "
+        "flash-attn-3 wheel needed (fetched once at the first load, then from the local cache)",
         caveats=("the first load needs the network (huggingface.co), unless the kernel is in the local Hub cache",),
     ),
     Backend(

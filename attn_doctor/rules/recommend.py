@@ -256,10 +256,41 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     return found
 
 
+def _hub_kernel_unfit(facts: Facts, repo: str) -> list[str]:
+    """Why a Hub kernel the registry knows (hub-fa2, hub-fa3) cannot serve here, whatever is
+    installed or cached: a GPU its builds carry no code for, a torch older than its builds."""
+    known = backend_of_implementation(repo)
+    if known is None:
+        return []
+    reasons = [
+        f"{known.label} carries no code for GPU {gpu.index} ({gpu.name}, {gpu.target}): the model loads and its "
+        "first attention call fails"
+        for gpu in facts.gpus
+        if not known.runs_on(gpu)
+    ]
+    if facts.torch is not None and known.needs_newer_torch(facts.torch.version):
+        reasons.append(f"the Hub builds {repo} for torch {known.min_torch} on; this is torch {facts.torch.version}")
+    return reasons
+
+
 def _hub_path_findings(facts: Facts, chosen: str) -> list[Finding]:
     """An attn_implementation of the form org/name[@revision][:function]: loaded by transformers
     through `kernels`, in the build for this torch that the local cache holds or the Hub gives."""
     subject = Subject(Kind.CONFIG, "attn_implementation")
+    repo = chosen.split("@")[0].split(":")[0]
+    unfit = _hub_kernel_unfit(facts, repo)
+    if unfit:  # no `kernels` release and no fetch changes what its builds carry
+        known = backend_of_implementation(repo)
+        assert known is not None
+        return [
+            finding(
+                CONFIG_BACKEND_UNAVAILABLE,
+                f"the config asks for {chosen}: {unfit[0]}",
+                [f"use {by_name()['sdpa'].axolotl}"],
+                [*unfit[1:], known.support_for(None).source],
+                subject=subject,
+            )
+        ]
     if KERNELS_DISTRIBUTION not in {i.name for i in facts.installed}:
         return [
             finding(
@@ -271,7 +302,6 @@ def _hub_path_findings(facts: Facts, chosen: str) -> list[Finding]:
                 subject=subject,
             )
         ]
-    repo = chosen.split("@")[0].split(":")[0]
     cached = facts.hub_kernel(repo)
     torch = facts.torch
     if torch is None:

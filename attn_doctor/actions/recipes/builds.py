@@ -9,6 +9,7 @@ from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.context import RecipeContext, compile_step, pip_step
 from attn_doctor.actions.source import Source, SourceError, declared_version, git_head, read_source, unpack_argv
 from attn_doctor.registry import recipes
+from attn_doctor.registry.backends import by_name
 from attn_doctor.registry.versions import release
 from attn_doctor.rules.checks.toolchain import nvcc_unusable
 
@@ -169,3 +170,18 @@ def from_sources(context: RecipeContext, tree: recipes.SourceTree) -> list[Step]
 def build_tree(context: RecipeContext, tree: recipes.SourceTree, why: str, env: dict[str, str]) -> Command:
     path = str(Path(source_folder(context, tree), tree.subdirectory))  # "" adds nothing
     return compile_step(context, why, path, env)
+
+
+def no_compile_at_all(context: RecipeContext, backend: str) -> list[str]:
+    """The route around a compile, where the backend's record names one (`hub_route`): its kernels
+    prebuilt on the Hugging Face Hub, loaded by `kernels` for this torch and CUDA. Nothing where a
+    wheelhouse build is what was asked for."""
+    route = by_name()[backend].hub_route
+    if not route or context.request.wheelhouse is not None:
+        return []
+    hub = by_name()[route]
+    if hub.needs_newer_torch(context.torch.version) or not all(hub.runs_on(g) for g in context.facts.gpus):
+        return []  # not a route here either
+    return [
+        f"or no compile at all, {hub.label}: {hub.why}. Its install and config lines: `attn-doctor explain {hub.name}`"
+    ]

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
-from attn_doctor.actions.recipes.builds import build_setup, read_tree_file
+from attn_doctor.actions.recipes.builds import build_setup, no_compile_at_all, read_tree_file
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, compile_step, newest_fitting, pip_step
 from attn_doctor.actions.recipes.prebuilt import built_here, fetched
 from attn_doctor.actions.source import declared_version, unpack_argv
 from attn_doctor.registry import recipes
-from attn_doctor.registry.backends import FA2_DISTRIBUTION, by_name
+from attn_doctor.registry.backends import FA2_DISTRIBUTION
 from attn_doctor.registry.wheels import fa2_wheel_for, fa2_wheel_url
 
 
@@ -60,7 +60,7 @@ def fa2(context: RecipeContext) -> Recipe:
         *proof,  # the kept wheels passed over, each with why
         *notes,
     ]
-    notes += _no_compile_at_all(context)
+    notes += no_compile_at_all(context, "fa2")
     env.update(FLASH_ATTN_CUDA_ARCHS=";".join(archs), FLASH_ATTENTION_FORCE_BUILD="TRUE")
     if context.request.sources:
         version = recipes.FA2_VERSION
@@ -73,19 +73,6 @@ def fa2(context: RecipeContext) -> Recipe:
         notes += asked
     steps.append(compile_step(context, f"compile FA2 {version} for sm {';'.join(archs)} only", requirement, env))
     return steps, notes, FA2_DISTRIBUTION, version
-
-
-def _no_compile_at_all(context: RecipeContext) -> list[str]:
-    """The route around the compile, where FA2's record names one: its kernels prebuilt on the
-    Hugging Face Hub, loaded by `kernels` for this torch and CUDA (a wheelhouse build is what was
-    asked for: nothing to say there)."""
-    route = by_name()["fa2"].hub_route
-    if not route or context.request.wheelhouse is not None:
-        return []
-    hub = by_name()[route]
-    return [
-        f"or no compile at all, {hub.label}: {hub.why}. Its install and config lines: `attn-doctor explain {hub.name}`"
-    ]
 
 
 def fa2_rocm(context: RecipeContext) -> Recipe:

@@ -4,7 +4,7 @@ compiled from the hopper/ tree at its pinned commit, narrowed to the head dims a
 from __future__ import annotations
 
 from attn_doctor.actions.plan import Refusal
-from attn_doctor.actions.recipes.builds import build_setup, build_tree, tree_steps
+from attn_doctor.actions.recipes.builds import build_setup, build_tree, no_compile_at_all, tree_steps
 from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
 from attn_doctor.actions.recipes.prebuilt import built_here, fetched
 from attn_doctor.registry import recipes
@@ -58,6 +58,7 @@ def fa3(context: RecipeContext) -> Recipe:
     jobs = int(env["MAX_JOBS"])
     minutes = recipes.fa3_build_minutes(sm90 + sm80, jobs)
     notes += narrowed
+    notes += no_compile_at_all(context, "fa3")
     notes.append(
         f"FA3 compiles {sm90 + sm80} kernel files ({sm90} sm90a, {sm80} sm80; everything is {full90 + full80}): "
         f"roughly {minutes} min with {jobs} jobs"
