@@ -7,6 +7,7 @@ not there (machine fixtures recorded on real machines)."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from attn_doctor.report import CheckRequest, judge
 from attn_doctor.rules.recommend import Recommendation
 from attn_doctor.workload import Workload, axolotl_workload
 from tests.conftest import CACHE, FIXTURES, RealPackages, RecordedNvml, Venv, h100_recording, pypi_wheel
+from tests.test_binaries import Machine, machine  # noqa: F401 (machine: a torch built here)
 from tests.test_fixes import run_fix
 
 TORCH_210_CU128 = Torch("2.10.0+cu128", "12.8", None, "/x/torch", cxx11_abi=True)
@@ -157,3 +159,43 @@ def test_without_a_compiler_the_recommendation_takes_fa2_prebuilt_from_the_hub()
     ready = a100(nvcc=False, kernels=True)
     assert ready.backend == "hub-fa2" and ready.better is None
     assert ready.config == "attn_implementation: kernels-community/flash-attn2"
+
+
+def test_the_cached_build_kernels_would_load_is_read_as_an_installed_extension(
+    machine: Machine,  # noqa: F811
+    h100: RecordedNvml,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any Hub kernel, not only those the registry knows: the build that `kernels` would load for this
+    torch (torch299-cxx11-cu130 for the machine's torch 2.99.0+cu130) is a shared object like any
+    extension. One built here with nvcc for sm_80 only, cached as the Hub lays it out: on the H100 the
+    config that names it is told it carries no code for sm_90; rebuilt for sm_90a, nothing is said."""
+    from tests.test_gpu_code import build_extension
+
+    info = machine.venv.site / "kernels-0.19.1.dist-info"  # what loads Hub kernels, installed
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kernels\nVersion: 0.19.1\n")
+    (info / "RECORD").write_text("")
+    cache = tmp_path / "hub"
+    variant = "torch299-cxx11-cu130-x86_64-linux"
+    cached_kernel(cache, "acme/attention", variant, "torch299-cxx11-cu128-x86_64-linux")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    build = cache / "kernels--acme--attention" / "snapshots" / "3f9c2b1" / "build" / variant / "attention"
+    build.mkdir()
+    config = tmp_path / "axolotl.yaml"
+    config.write_text("base_model: m\nattn_implementation: acme/attention\nadapter: lora\n")
+
+    def judged(*targets: str) -> list[str]:
+        build_extension(machine, *targets)
+        shutil.copy(machine.extension, build / "_attention_3f9c2b1.abi3.so")
+        facts = collect(str(machine.venv.python), nvml=h100)
+        [kernel] = facts.hub_kernels
+        assert [Path(b.path).parent.parent.name for b in kernel.binaries] == [variant]  # not the cu128 build
+        report = judge(facts, CheckRequest(workload=axolotl_workload(config)))
+        return [f.title for f in report.findings if f.code.startswith("config-")]
+
+    [said] = judged("sm_80")
+    assert "acme/attention: the cached build `kernels` would load here does not fit" in said
+    assert "carries no code for sm_90 (it has sm_80)" in said, said
+    assert judged("sm_90a") == []

@@ -16,16 +16,17 @@ from attn_doctor.facts import gpu_child, head_start
 from attn_doctor.facts.binaries import check_binaries, torch_abi
 from attn_doctor.facts.fatbin import FatbinError, torch_cuda_code
 from attn_doctor.facts.gpu import read_gpus
-from attn_doctor.facts.hub_cache import read_hub_kernels
+from attn_doctor.facts.hub_cache import compiled_files, read_hub_kernels
 from attn_doctor.facts.imports import import_all
 from attn_doctor.facts.locate import find_target
-from attn_doctor.facts.model import Driver, Facts, Gpu, Package, Ptxas, Variable
+from attn_doctor.facts.model import Driver, Facts, Gpu, HubKernel, Interpreter, Package, Ptxas, Torch, Variable
 from attn_doctor.facts.ptxas import read_ptxas
 from attn_doctor.facts.repairs import unfinished
 from attn_doctor.facts.target import ProbeResult, RunningProbe
 from attn_doctor.facts.toolchain import read_toolchain
 from attn_doctor.inputs import MIB, InputError, read_text
 from attn_doctor.registry.backends import KERNELS_DISTRIBUTION, VARIABLES, file_marks, import_checks, packaged
+from attn_doctor.registry.hub import variant_fits
 from attn_doctor.registry.versions import in_range
 
 
@@ -71,6 +72,7 @@ def collect(
     if deep:
         wanted += [m for d, m in import_checks().items() if d in installed and m not in wanted]
     imports = import_all(executable, wanted)
+    hub = read_hub_kernels(os.environ) if KERNELS_DISTRIBUTION in installed else ()
     return Facts(
         gpus=found_gpus,
         driver=driver,
@@ -88,7 +90,7 @@ def collect(
         unfinished_repairs=unfinished_repairs(seen.python.prefix),
         marked_files=marked_files(seen.packages),
         ptxas=ptxas.result(),
-        hub_kernels=read_hub_kernels(os.environ) if KERNELS_DISTRIBUTION in installed else (),
+        hub_kernels=tuple(_with_binaries(k, torch, seen.python) for k in hub),
         target_found_by=found_by,
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -172,3 +174,12 @@ def _read_gpus(nvml: Any | None) -> tuple[Driver, tuple[Gpu, ...]]:
     started = head_start.take_gpus() if nvml is None else None
     reading = gpu_child.taken(started) if started is not None else None
     return reading if reading is not None else read_gpus(nvml)
+
+
+def _with_binaries(kernel: HubKernel, torch: Torch | None, python: Interpreter) -> HubKernel:
+    """A cached Hub kernel with the compiled files of the builds `kernels` would load for this torch
+    read, as installed extensions are."""
+    if torch is None:
+        return kernel
+    files = compiled_files(kernel, lambda variant: variant_fits(variant, torch, python) is True)
+    return dataclasses.replace(kernel, binaries=check_binaries([(f, kernel.repo) for f in files], torch.location))

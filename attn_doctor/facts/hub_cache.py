@@ -7,19 +7,21 @@ can load without the network.
 snapshot keeps only the build variants fetched, under `build/VARIANT/`
 (https://github.com/huggingface/kernels/blob/v0.16.0/docs/source/env.md;
 huggingface_hub's `repo_folder_name`). Read only where `kernels` is installed; folder names only,
-bounded.
+bounded. The shared objects of the builds `kernels` would load for this torch are listed
+(`compiled_files`) for the collector to read as it reads installed extensions.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from attn_doctor.facts.model import HubKernel
 
 MAX_REPOSITORIES = 200
 MAX_VARIANTS = 200  # per repository, over its snapshots
+MAX_COMPILED_FILES = 32  # per repository: the shared objects of its fitting builds read
 
 
 def hub_cache(environ: Mapping[str, str]) -> Path:
@@ -68,3 +70,20 @@ def _variants(snapshots: Path) -> tuple[str, ...]:
         if len(names) >= MAX_VARIANTS:
             break
     return tuple(sorted(names)[:MAX_VARIANTS])
+
+
+def compiled_files(kernel: HubKernel, fits: Callable[[str], bool | None]) -> list[str]:
+    """The shared objects under each cached build of `kernel` that `fits` (the variants `kernels`
+    would load here), at most MAX_COMPILED_FILES, without following links out of the folder walk."""
+    found: list[str] = []
+    try:
+        revisions = sorted(e.path for e in os.scandir(kernel.cache) if e.is_dir())
+    except OSError:
+        return []
+    for revision in revisions:
+        for variant in (v for v in kernel.variants if fits(v)):
+            for folder, _, files in os.walk(Path(revision) / "build" / variant):
+                found += [os.path.join(folder, f) for f in sorted(files) if f.endswith(".so")]
+                if len(found) >= MAX_COMPILED_FILES:
+                    return found[:MAX_COMPILED_FILES]
+    return found

@@ -268,6 +268,9 @@ class HubKernel:
     repo: str  # "kernels-community/flash-attn3"
     variants: tuple[str, ...]  # build/ folder names: "torch-stable-abi29-cu130-x86_64-linux"
     cache: str  # the snapshots' folder
+    # the compiled files of the cached builds `kernels` would load for this torch, read as ELF files
+    # (the libraries they need, torch's symbols, their GPU code), as an installed extension is
+    binaries: tuple[Binary, ...] = ()
 
 
 @dataclass(frozen=True)

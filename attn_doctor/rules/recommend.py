@@ -42,6 +42,7 @@ from attn_doctor.registry.hub import KERNELS_SOURCE, OFFLINE_VARIABLES, variant_
 from attn_doctor.rules.assess import Assessment
 from attn_doctor.rules.fixes import pip_install
 from attn_doctor.rules.ranking import major, ranking, weakest
+from attn_doctor.rules.wheel_fit import misfits
 from attn_doctor.workload import CANONICAL, Workload
 
 
@@ -307,6 +308,17 @@ def _hub_path_findings(facts: Facts, chosen: str) -> list[Finding]:
     if torch is None:
         return []  # torch-missing says what comes first
     fitting = [v for v in cached.variants if variant_fits(v, torch, facts.python)] if cached else []
+    misfit = misfits(cached.binaries, facts) if cached else []
+    if cached and fitting and misfit:  # the build `kernels` would load, read as an installed extension is
+        return [
+            finding(
+                CONFIG_BACKEND_UNAVAILABLE,
+                f"the config asks for {chosen}: the cached build `kernels` would load here does not fit: {misfit[0]}",
+                [f"use {by_name()['sdpa'].axolotl}"],
+                [*misfit[1:], *(b.path for b in cached.binaries)],
+                subject=subject,
+            )
+        ]
     if fitting:
         return []
     offline = [v for v in OFFLINE_VARIABLES if (facts.variable(v) or "0").lower() not in ("0", "false", "no", "")]
