@@ -90,7 +90,7 @@ def collect(
         unfinished_repairs=unfinished_repairs(seen.python.prefix),
         marked_files=marked_files(seen.packages),
         ptxas=ptxas.result(),
-        hub_kernels=tuple(_with_binaries(k, torch, seen.python) for k in hub),
+        hub_kernels=_with_binaries(hub, torch, seen.python),
         target_found_by=found_by,
         hostname=socket.gethostname(),
         collected_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -176,10 +176,15 @@ def _read_gpus(nvml: Any | None) -> tuple[Driver, tuple[Gpu, ...]]:
     return reading if reading is not None else read_gpus(nvml)
 
 
-def _with_binaries(kernel: HubKernel, torch: Torch | None, python: Interpreter) -> HubKernel:
-    """A cached Hub kernel with the compiled files of the builds `kernels` would load for this torch
-    read, as installed extensions are."""
-    if torch is None:
-        return kernel
-    files = compiled_files(kernel, lambda variant: variant_fits(variant, torch, python) is True)
-    return dataclasses.replace(kernel, binaries=check_binaries([(f, kernel.repo) for f in files], torch.location))
+def _with_binaries(kernels: tuple[HubKernel, ...], torch: Torch | None, python: Interpreter) -> tuple[HubKernel, ...]:
+    """The cached Hub kernels, each with the compiled files of the builds `kernels` would load for
+    this torch read as installed extensions are (in one reading of torch's libraries)."""
+    if torch is None or not kernels:
+        return kernels
+    files = [
+        (path, kernel.repo)
+        for kernel in kernels
+        for path in compiled_files(kernel, lambda variant: variant_fits(variant, torch, python) is True)
+    ]
+    read = check_binaries(files, torch.location)
+    return tuple(dataclasses.replace(k, binaries=tuple(b for b in read if b.package == k.repo)) for k in kernels)
