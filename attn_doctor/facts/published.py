@@ -71,12 +71,7 @@ def _open(url: str) -> urllib.response.addinfourl:
 def listed(page: str) -> list[Listed]:
     """The files a project page or page of links lists. NotFetched when it cannot be read."""
     with _open(page) as response:
-        try:
-            body = response.read(PAGE_LIMIT_BYTES + 1)
-        except OSError as error:
-            raise NotFetched(f"{page}: {error}") from error
-        if len(body) > PAGE_LIMIT_BYTES:
-            raise NotFetched(f"{page}: over {PAGE_LIMIT_BYTES >> 20} MiB, not a page of links")
+        body = _bounded(response, page, PAGE_LIMIT_BYTES, "a page of links")
         charset = response.headers.get_content_charset() or "utf-8"
     parser = _Links(response.geturl())
     parser.feed(body.decode(charset, errors="replace"))
@@ -86,14 +81,21 @@ def listed(page: str) -> list[Listed]:
 def metadata(file: Listed) -> str:
     """The core metadata an index serves beside a wheel (PEP 658): its requirements read without
     downloading the wheel. NotFetched when it cannot be read."""
-    with _open(file.url + ".metadata") as response:
-        try:
-            body = response.read(METADATA_LIMIT_BYTES + 1)
-        except OSError as error:
-            raise NotFetched(f"{file.url}.metadata: {error}") from error
-    if len(body) > METADATA_LIMIT_BYTES:
-        raise NotFetched(f"{file.url}.metadata: over {METADATA_LIMIT_BYTES >> 20} MiB, not a METADATA file")
-    return body.decode("utf-8", errors="replace")
+    url = file.url + ".metadata"
+    with _open(url) as response:
+        return _bounded(response, url, METADATA_LIMIT_BYTES, "a METADATA file").decode("utf-8", errors="replace")
+
+
+def _bounded(response: urllib.response.addinfourl, url: str, limit: int, what: str) -> bytes:
+    """The response's body, up to `limit` bytes: NotFetched past that (it is not `what`) or when
+    the read fails."""
+    try:
+        body = response.read(limit + 1)
+    except OSError as error:
+        raise NotFetched(f"{url}: {error}") from error
+    if len(body) > limit:
+        raise NotFetched(f"{url}: over {limit >> 20} MiB, not {what}")
+    return body
 
 
 def fetch(file: Listed, folder: Path) -> Path:
