@@ -337,8 +337,12 @@ def xformers_wheel(made: Machine, folder: Path, version: str, *targets: str, tor
     built here against the machine's torch."""
     build_extension(made, *targets)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"xformers/_C.so": made.extension.read_bytes(), "xformers/__init__.py": b""}
-    return make_wheel(folder, "xformers", version, files, "py39-none-manylinux_2_28_x86_64", (torch, "numpy"))
+    files = {
+        "xformers/_C.so": made.extension.read_bytes(),
+        "xformers/__init__.py": b"",
+        "xformers/ops/__init__.py": b"",
+    }
+    return make_wheel(folder, "xformers", version, files, "py39-none-manylinux_2_28_x86_64", (torch,))
 
 
 def test_xformers_wheels_are_proven_and_pypis_cuda_12_build_is_passed_over(
@@ -391,3 +395,30 @@ def test_xformers_wheels_are_proven_and_pypis_cuda_12_build_is_passed_over(
         Refusal, match=r"xformers-0\.0\.36-py39-none-manylinux_2_28_x86_64\.whl from PyTorch.*requires torch==2\.10\.0"
     ):
         planned()
+
+
+def test_the_proven_xformers_wheel_is_installed_by_its_path_and_undone(
+    machine: Machine,  # noqa: F811
+    mirror: Path,
+    tmp_path: Path,
+) -> None:
+    """`install xformers` as a user runs it, against a mirror of PyTorch's index: the wheel fetched,
+    proven, installed by its path (its origin journaled), imported next to the machine's torch, and
+    `undo` takes it back byte for byte."""
+    good = xformers_wheel(machine, tmp_path / "good", "0.0.35", "sm_90a")
+    root = serve_index(mirror, "whl/cu130/xformers", [good])
+    info = machine.venv.site / "torch-2.99.0+cu130.dist-info"  # pip holds the machine's torch where it is
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
+    (info / "RECORD").write_text("")
+    env = {**os.environ, "PIP_NO_DEPS": "1", "PIP_CONFIG_FILE": os.devnull}
+    before = snapshot(machine.venv)
+    argv = ["install", "xformers", "--python", machine.venv.python, "--mirror", f"pytorch={root}", "--force", "--yes"]
+    done = run(sys.executable, "-m", "attn_doctor", *argv, env=env, check=False, cwd=REPO)
+    assert done.returncode == 0 and "Successfully installed xformers-0.0.35" in done.stdout, done.stdout + done.stderr
+    (journal,) = repairs_root(str(machine.venv.root)).glob("*/journal.json")
+    [command] = [s for s in json.loads(journal.read_text())["steps"] if s["kind"] == "command"]
+    assert any(a.endswith(good.name) for a in command["argv"]), command
+    assert f"{root}/cu130/xformers/{good.name}" in command["why"]
+    run(sys.executable, "-m", "attn_doctor", "undo", "--python", machine.venv.python, env=env, cwd=REPO)
+    assert snapshot(machine.venv) == before
