@@ -119,7 +119,8 @@ NoGpuOkOption = Annotated[
 TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds per backend.", min=1)]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")]
 FindLinksOption = Annotated[
-    Path | None, typer.Option("--find-links", help="Also look for packages in this folder of wheels.")
+    Path | None,
+    typer.Option("--find-links", "--wheel-dir", help="Also look for packages in this folder of wheels (a wheelhouse)."),
 ]
 OfflineOption = Annotated[
     bool, typer.Option("--offline", help="Use no package index, only --find-links (or --source).")

@@ -133,6 +133,7 @@ def test_the_systems_python_is_refused_unless_asked() -> None:
         (["--gpu", "H100"], "add --dry-run"),
         (["--offline"], "--offline needs --find-links"),
         (["--find-links", "/nonexistent"], "is not a folder"),
+        (["--wheel-dir", "/nonexistent"], "is not a folder"),  # the same option, the name issue 28 gives it
         (["--installer", "conda"], "'conda' is not one of"),
     ],
 )
