@@ -350,6 +350,7 @@ def test_xformers_wheels_are_proven_and_pypis_cuda_12_build_is_passed_over(
     h100: RecordedNvml,
     mirror: Path,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The real xFormers 0.0.35 wheel from PyPI (a CUDA 12.8 build: DT_NEEDED libcudart.so.12) on a
     CUDA 13 torch: pip would install it and its import would fail. It is read and passed over; with
@@ -373,6 +374,12 @@ def test_xformers_wheels_are_proven_and_pypis_cuda_12_build_is_passed_over(
     with pytest.raises(Refusal) as refused:
         planned()
     said = str(refused.value)
+    # --force: what the installer's index resolves all the same (here no index answers: the rules' release)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    request = InstallRequest("xformers", force=True, mirrors=(("pytorch", pytorch), ("pypi", pypi)))
+    forced = plan_install(facts, request, here=True)
+    [step] = [" ".join(map(str, s.argv)) for s in forced.plan.steps if isinstance(s, Command)]
+    assert "xformers==0.0.35" in step and any(real.name in n and "passed over" in n for n in forced.plan.notes)
     assert said.startswith("no xFormers wheel fits here") and f"{real.name} from PyPI (pypi) passed over" in said
     assert "_C.so needs " in said, said
     if "libcudart.so.12" not in run("ldconfig", "-p").stdout:

@@ -34,11 +34,11 @@ def xformers(context: RecipeContext) -> Recipe:
         step = pip_step(context, f"xFormers, fetched from {found.origin}", str(found.wheel))
         return [step], notes, XFORMERS_DISTRIBUTION, found.version
     judged = [n for n in [*proof, *tried] if PASSED_OVER in n]
-    if judged:
+    if judged and not context.request.force:
         # pip would install one of the wheels just read and passed over: the doctor installs none
         raise Refusal(
             "no xFormers wheel fits here: " + "; ".join(judged) + ". Use SDPA, or give a wheel that fits "
-            "with --find-links DIR"
+            "with --find-links DIR (--force installs what the index resolves all the same)"
         )
     steps, notes, distribution, version = _resolved(context)
     return steps, [*notes, *proof, *tried], distribution, version
