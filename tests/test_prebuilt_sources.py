@@ -429,3 +429,32 @@ def test_the_proven_xformers_wheel_is_installed_by_its_path_and_undone(
     assert f"{root}/cu130/xformers/{good.name}" in command["why"]
     run(sys.executable, "-m", "attn_doctor", "undo", "--python", machine.venv.python, env=env, cwd=REPO)
     assert snapshot(machine.venv) == before
+
+
+def test_a_proven_wheel_replaces_a_broken_build_of_the_same_release(
+    machine: Machine,  # noqa: F811
+    mirror: Path,
+    tmp_path: Path,
+) -> None:
+    """PyPI's xFormers 0.0.35 installed on a CUDA 13 machine cannot load (libcudart.so.12). The fix is
+    the same release built for CUDA 13, which pip, given its wheel, takes as installed already ("already
+    installed with the same version as the provided wheel") and changes nothing. The plan puts the
+    proven wheel's files in over it; undo puts the broken build back, byte for byte."""
+    env = {**os.environ, "PIP_NO_DEPS": "1", "PIP_CONFIG_FILE": os.devnull}
+    machine.venv.install(pypi_wheel("xformers==0.0.35"))
+    info = machine.venv.site / "torch-2.99.0+cu130.dist-info"  # the torch its requirement is held to
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
+    (info / "RECORD").write_text("")
+    good = xformers_wheel(machine, tmp_path / "good", "0.0.35", "sm_90a")
+    root = serve_index(mirror, "whl/cu130/xformers", [good])
+    before = snapshot(machine.venv)
+    argv = ["install", "xformers", "--python", machine.venv.python, "--mirror", f"pytorch={root}", "--force", "--yes"]
+    done = run(sys.executable, "-m", "attn_doctor", *argv, env=env, check=False, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "--force-reinstall" in done.stdout and "over the installed xformers 0.0.35" in done.stdout
+    installed = machine.venv.site / "xformers" / "_C.so"
+    with zipfile.ZipFile(good) as wheel:
+        assert installed.read_bytes() == wheel.read("xformers/_C.so")  # the proven build, not PyPI's
+    run(sys.executable, "-m", "attn_doctor", "undo", "--python", machine.venv.python, env=env, cwd=REPO)
+    assert snapshot(machine.venv) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
@@ -67,6 +68,29 @@ Recipe = tuple[list[Step], list[str], str, str | None]
 def pip_step(context: RecipeContext, why: str, *requirements: str, flags: tuple[str, ...] = (), **env: str) -> Command:
     argv = context.installer.install(*requirements, context.torch_pin, flags=flags)
     return Command(argv, context.watch, why, tuple(sorted(env.items())))
+
+
+def wheel_step(
+    context: RecipeContext, why: str, wheel: Path, distribution: str, version: str, *requirements: str
+) -> Command:
+    """This very wheel file installed by its path, beside `requirements`. pip takes a wheel of the
+    release already installed as installed ("already installed with the same version as the provided
+    wheel") and changes nothing, while replacing a broken build of that release is what was asked:
+    then the wheel's files go in again (--force-reinstall --no-deps), torch and the release's
+    dependencies, there already, untouched."""
+    package = context.facts.package(distribution)
+    try:
+        same = (
+            package is not None
+            and package.version is not None
+            and (Version(package.version).public == Version(version).public)
+        )
+    except InvalidVersion:
+        same = False
+    if same:
+        why = f"{why}, over the installed {distribution} {package.version if package else ''}"
+        return Command(context.installer.reinstall(str(wheel)), context.watch, why)
+    return pip_step(context, why, str(wheel), *requirements)
 
 
 def compile_step(context: RecipeContext, why: str, requirement: str, env: dict[str, str]) -> Command:

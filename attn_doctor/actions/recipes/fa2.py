@@ -8,7 +8,14 @@ from pathlib import Path
 
 from attn_doctor.actions.plan import Command, MoveAside, Refusal, Step
 from attn_doctor.actions.recipes.builds import build_setup, no_compile_at_all, read_tree_file
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, compile_step, newest_fitting, pip_step
+from attn_doctor.actions.recipes.context import (
+    Recipe,
+    RecipeContext,
+    compile_step,
+    newest_fitting,
+    pip_step,
+    wheel_step,
+)
 from attn_doctor.actions.recipes.prebuilt import built_here, fetched
 from attn_doctor.actions.source import declared_version, unpack_argv
 from attn_doctor.registry import recipes
@@ -27,7 +34,9 @@ def fa2(context: RecipeContext) -> Recipe:
     built, proof = built_here(context, FA2_DISTRIBUTION)
     if built is not None:
         notes = [f"{built.wheel.name} in --find-links: FA2 {built.version}, installed without compiling", *proof]
-        step = pip_step(context, "FA2 prebuilt, from the wheelhouse", str(built.wheel), "einops")
+        step = wheel_step(
+            context, "FA2 prebuilt, from the wheelhouse", built.wheel, FA2_DISTRIBUTION, built.version, "einops"
+        )
         return [step], notes, FA2_DISTRIBUTION, built.version
     if wheel is not None and not context.compiles and not context.here:
         # another machine's plan names the release's wheel (by its URL, or in its wheelhouse by
@@ -42,7 +51,14 @@ def fa2(context: RecipeContext) -> Recipe:
         found, tried = fetched(context, FA2_DISTRIBUTION, recipes.FA2_WHEEL_VERSION)
         if found is not None:
             notes = [f"FA2 {recipes.FA2_WHEEL_VERSION} prebuilt for this torch/CUDA/Python/ABI (no compiling)", *tried]
-            step = pip_step(context, f"FA2 prebuilt, fetched from {found.origin}", str(found.wheel), "einops")
+            step = wheel_step(
+                context,
+                f"FA2 prebuilt, fetched from {found.origin}",
+                found.wheel,
+                FA2_DISTRIBUTION,
+                found.version,
+                "einops",
+            )
             return [step], notes, FA2_DISTRIBUTION, recipes.FA2_WHEEL_VERSION
     archs = recipes.fa2_cuda_archs(facts.gpus)
     steps, notes, env = build_setup(context, recipes.FA2_MIN_NVCC)

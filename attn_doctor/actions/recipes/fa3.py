@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from attn_doctor.actions.plan import Refusal
 from attn_doctor.actions.recipes.builds import build_setup, build_tree, no_compile_at_all, tree_steps
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, wheel_step
 from attn_doctor.actions.recipes.prebuilt import built_here, fetched
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA3_DISTRIBUTION
@@ -20,12 +20,14 @@ def fa3(context: RecipeContext) -> Recipe:
     kept, proof = built_here(context, FA3_DISTRIBUTION)
     if kept is not None:
         notes = [f"{kept.wheel.name} in --find-links: FA3 {kept.version} prebuilt, installed without compiling", *proof]
-        step = pip_step(context, "FA3 prebuilt, from the wheelhouse", str(kept.wheel))
+        step = wheel_step(context, "FA3 prebuilt, from the wheelhouse", kept.wheel, FA3_DISTRIBUTION, kept.version)
         return [step], notes, FA3_DISTRIBUTION, kept.version
     found, tried = fetched(context, FA3_DISTRIBUTION, None)
     if found is not None:
         notes = [f"FA3 {found.version} prebuilt, installed without compiling", *proof, *tried]
-        step = pip_step(context, f"FA3 prebuilt, fetched from {found.origin}", str(found.wheel))
+        step = wheel_step(
+            context, f"FA3 prebuilt, fetched from {found.origin}", found.wheel, FA3_DISTRIBUTION, found.version
+        )
         return [step], notes, FA3_DISTRIBUTION, found.version
     steps, notes, env = build_setup(context, recipes.FA3_MIN_NVCC)
     notes += [*proof, *tried]  # the wheels passed over and the sources tried, each with why

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from attn_doctor.actions.plan import Refusal
 from attn_doctor.actions.recipes.builds import build_setup, build_tree, tree_steps
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, wheel_step
 from attn_doctor.actions.recipes.prebuilt import built_here
 from attn_doctor.registry import recipes
 from attn_doctor.registry.versions import release
@@ -18,7 +18,13 @@ def sage(context: RecipeContext) -> Recipe:
             f"{built.wheel.name} in --find-links: SageAttention {built.version}, installed without compiling",
             *proof,
         ]
-        step = pip_step(context, "SageAttention 2 as built before, from the wheelhouse", str(built.wheel))
+        step = wheel_step(
+            context,
+            "SageAttention 2 as built before, from the wheelhouse",
+            built.wheel,
+            "sageattention",
+            built.version,
+        )
         return [step], notes, "sageattention", built.version
     steps, notes, env = build_setup(context, "12.0")
     nvcc = release(context.facts.toolchain.nvcc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from packaging.version import Version
 
 from attn_doctor.actions.plan import Refusal
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step, wheel_step
 from attn_doctor.actions.recipes.prebuilt import PASSED_OVER, built_here, fetched
 from attn_doctor.facts.index import resolved_version
 from attn_doctor.registry import recipes
@@ -23,7 +23,7 @@ def xformers(context: RecipeContext) -> Recipe:
     if kept is not None:
         notes = [f"{kept.wheel.name} in --find-links: xFormers {kept.version}, proven to fit here", *proof]
         return (
-            [pip_step(context, "xFormers, from the wheelhouse", str(kept.wheel))],
+            [wheel_step(context, "xFormers, from the wheelhouse", kept.wheel, XFORMERS_DISTRIBUTION, kept.version)],
             notes,
             XFORMERS_DISTRIBUTION,
             kept.version,
@@ -31,7 +31,9 @@ def xformers(context: RecipeContext) -> Recipe:
     found, tried = fetched(context, XFORMERS_DISTRIBUTION, None)
     if found is not None:
         notes = [f"xFormers {found.version}, proven to fit here", *proof, *tried]
-        step = pip_step(context, f"xFormers, fetched from {found.origin}", str(found.wheel))
+        step = wheel_step(
+            context, f"xFormers, fetched from {found.origin}", found.wheel, XFORMERS_DISTRIBUTION, found.version
+        )
         return [step], notes, XFORMERS_DISTRIBUTION, found.version
     judged = [n for n in [*proof, *tried] if PASSED_OVER in n]
     if judged and not context.request.force:
