@@ -495,3 +495,16 @@ def test_fa3s_compile_names_the_hub_build_where_it_serves() -> None:
     assert any("or no compile at all, FlashAttention 3 from the Hub" in n for n in job.plan.notes), job.plan.notes
     older = with_tools(with_given_torch(machine("h100"), "2.8.0", "12.8"), nvcc="12.8")
     assert not any("no compile at all" in n for n in plan(older, "fa3").plan.notes)
+
+
+def test_a_compile_over_the_same_release_installed_builds_it_again() -> None:
+    """FA2 2.8.3.post2 installed and broken (an undefined symbol after a torch upgrade): pip, asked
+    for flash-attn==2.8.3.post2, answers "Requirement already satisfied" and compiles nothing. The
+    plan builds it again over the installed files, with torch and FA2's dependencies left alone."""
+    facts = load_facts(FIXTURES / "h100-fa2-over-fa4.json")
+    (_, build) = commands(plan(facts, "fa2", force=True))
+    assert build.argv[-1] == "flash-attn==2.8.3.post2" and "--force-reinstall" in build.argv
+    assert "--no-deps" in build.argv and not any(a.startswith("torch==") for a in build.argv)
+    assert "over the installed flash-attn 2.8.3.post2" in build.why
+    (_, fresh) = commands(plan(machine("h100"), "fa2"))  # nothing installed: the plain compile, torch held
+    assert "--force-reinstall" not in fresh.argv and fresh.argv[-1].startswith("torch==")

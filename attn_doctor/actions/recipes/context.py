@@ -73,30 +73,50 @@ def pip_step(context: RecipeContext, why: str, *requirements: str, flags: tuple[
 def wheel_step(
     context: RecipeContext, why: str, wheel: Path, distribution: str, version: str, *requirements: str
 ) -> Command:
-    """This very wheel file installed by its path, beside `requirements`. pip takes a wheel of the
-    release already installed as installed ("already installed with the same version as the provided
-    wheel") and changes nothing, while replacing a broken build of that release is what was asked:
-    then the wheel's files go in again (--force-reinstall --no-deps), torch and the release's
-    dependencies, there already, untouched."""
-    package = context.facts.package(distribution)
-    try:
-        same = (
-            package is not None
-            and package.version is not None
-            and (Version(package.version).public == Version(version).public)
-        )
-    except InvalidVersion:
-        same = False
-    if same:
-        why = f"{why}, over the installed {distribution} {package.version if package else ''}"
-        return Command(context.installer.reinstall(str(wheel)), context.watch, why)
+    """This very wheel file installed by its path, beside `requirements`; over the same release
+    installed, its files go in again (`over_installed`)."""
+    installed = over_installed(context, distribution, version)
+    if installed:
+        argv = context.installer.reinstall(str(wheel))
+        return Command(argv, context.watch, f"{why}, over the installed {distribution} {installed}")
     return pip_step(context, why, str(wheel), *requirements)
 
 
-def compile_step(context: RecipeContext, why: str, requirement: str, env: dict[str, str]) -> Command:
-    """The step that compiles: into the environment, or (`build`) into a wheel in the wheelhouse."""
+def over_installed(context: RecipeContext, distribution: str, version: str | None) -> str | None:
+    """The installed release of `distribution` where it is `version` (the same public version), else
+    None. pip takes that release as installed and changes nothing ("Requirement already
+    satisfied"; for a wheel file, "already installed with the same version as the provided wheel"),
+    while replacing a broken build of it is what was asked (an undefined symbol after a torch
+    upgrade, a build for another CUDA): the step then puts its files in again with
+    `--force-reinstall --no-deps` and no torch pin, so that torch and the release's dependencies,
+    there already, are left alone. A local source folder pip always installs again."""
+    package = context.facts.package(distribution)
+    if package is None or package.version is None or version is None:
+        return None
+    try:
+        same = Version(package.version).public == Version(version).public
+    except InvalidVersion:
+        return None
+    return package.version if same else None
+
+
+def compile_step(
+    context: RecipeContext,
+    why: str,
+    requirement: str,
+    env: dict[str, str],
+    distribution: str | None = None,
+    version: str | None = None,
+) -> Command:
+    """The step that compiles: into the environment (over the same release installed: built and put
+    in again, `over_installed`), or (`build`) into a wheel in the wheelhouse."""
     flags = ("--no-build-isolation", "--no-cache-dir")  # the target's torch is what it builds against
     if context.request.wheelhouse is None:
+        installed = over_installed(context, distribution, version) if distribution else None
+        if installed:
+            argv = context.installer.install(requirement, flags=("--force-reinstall", "--no-deps", *flags))
+            why = f"{why}, over the installed {distribution} {installed}"
+            return Command(argv, context.watch, why, tuple(sorted(env.items())))
         return pip_step(context, why, requirement, flags=flags, **env)
     argv = context.installer.wheel(requirement, context.request.wheelhouse, flags)
     why = f"{why}, into a wheel in {context.request.wheelhouse}"

@@ -87,7 +87,8 @@ def fa2(context: RecipeContext) -> Recipe:
         version, asked = newest_fitting(context, FA2_DISTRIBUTION, recipes.FA2_VERSION)
         requirement = f"flash-attn=={version}"
         notes += asked
-    steps.append(compile_step(context, f"compile FA2 {version} for sm {';'.join(archs)} only", requirement, env))
+    what = f"compile FA2 {version} for sm {';'.join(archs)} only"
+    steps.append(compile_step(context, what, requirement, env, FA2_DISTRIBUTION, version))
     return steps, notes, FA2_DISTRIBUTION, version
 
 
