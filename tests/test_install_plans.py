@@ -459,8 +459,9 @@ def with_fa4(facts: Facts, version: str) -> Facts:
 def test_a_newer_working_fa4_is_never_downgraded_to_the_pin() -> None:
     """Seen on the H200: flash-attn-4 4.0.0b40 installed and verified, and `install fa4` planned b36."""
     newer = plan(with_fa4(load_facts(FIXTURES / "h100-check.json"), "4.0.0b40"), "fa4")
-    (step,) = commands(newer)
+    step, again = commands(newer)  # the release kept, and its own files put in again
     assert "flash-attn-4[cu13]==4.0.0b40" in step.argv and newer.version == "4.0.0b40"
+    assert "--force-reinstall" in again.argv and "flash-attn-4[cu13]==4.0.0b40" in again.argv
     assert any("kept, not downgraded" in note and "verify fa4" in note for note in newer.plan.notes)
     older = plan(with_fa4(load_facts(FIXTURES / "h100-check.json"), "4.0.0b30"), "fa4")
     assert "flash-attn-4[cu13]==4.0.0b36" in commands(older)[0].argv  # an older one is upgraded
@@ -508,3 +509,14 @@ def test_a_compile_over_the_same_release_installed_builds_it_again() -> None:
     assert "over the installed flash-attn 2.8.3.post2" in build.why
     (_, fresh) = commands(plan(machine("h100"), "fa2"))  # nothing installed: the plain compile, torch held
     assert "--force-reinstall" not in fresh.argv and fresh.argv[-1].startswith("torch==")
+
+
+def test_an_install_over_the_same_release_puts_its_files_in_again() -> None:
+    """FA4 4.0.0b36 installed (its files damaged, say): pip, asked for it, answers "Requirement already
+    satisfied". The plan resolves what is missing first, then puts the release's own files in again."""
+    facts = load_facts(FIXTURES / "h100-fa2-over-fa4.json")
+    resolve, again = commands(plan(facts, "fa4", force=True))
+    assert "--force-reinstall" not in resolve.argv and resolve.argv[-1].startswith("torch==")
+    assert again.argv[-3:] == ("--force-reinstall", "--no-deps", "flash-attn-4[cu13]==4.0.0b36"), again.argv
+    (only,) = commands(plan(load_facts(FIXTURES / "h100-check.json"), "fa4"))  # not installed: one step
+    assert "--force-reinstall" not in only.argv

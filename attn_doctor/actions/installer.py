@@ -30,10 +30,10 @@ class Installer:
             raise Refusal("a wheel is built with pip (uv has no `pip wheel`): pass --installer pip")
         return (*self.command[:-1], "wheel", *self.options, "--no-deps", "--wheel-dir", folder, *flags, requirement)
 
-    def reinstall(self, requirement: str) -> tuple[str, ...]:
+    def reinstall(self, requirement: str, flags: tuple[str, ...] = ()) -> tuple[str, ...]:
         """This exact requirement's files again, its dependencies untouched (uv spells
         `--force-reinstall` as `--reinstall` and takes both)."""
-        return self.install(requirement, flags=("--force-reinstall", "--no-deps"))
+        return self.install(requirement, flags=("--force-reinstall", "--no-deps", *flags))
 
 
 def may_write(python: Interpreter, folder: str | None, allow_system: bool) -> None:

@@ -100,6 +100,18 @@ def over_installed(context: RecipeContext, distribution: str, version: str | Non
     return package.version if same else None
 
 
+def files_again(
+    context: RecipeContext, distribution: str, version: str, requirement: str, flags: tuple[str, ...] = ()
+) -> list[Step]:
+    """After a step that installs `requirement` (which resolves what is missing), the release's own
+    files put in again where that very release is installed (`over_installed`): none otherwise."""
+    installed = over_installed(context, distribution, version)
+    if not installed:
+        return []
+    why = f"{distribution} {installed}'s own files again: pip takes the installed release as installed"
+    return [Command(context.installer.reinstall(requirement, flags), context.watch, why)]
+
+
 def compile_step(
     context: RecipeContext,
     why: str,

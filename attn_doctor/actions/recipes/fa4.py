@@ -3,7 +3,7 @@ of torch's build."""
 
 from __future__ import annotations
 
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, newest_fitting, pip_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, files_again, newest_fitting, pip_step
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA2_DISTRIBUTION, FA4_DISTRIBUTION
 from attn_doctor.registry.versions import release
@@ -27,4 +27,5 @@ def fa4(context: RecipeContext) -> Recipe:
             "that collision with fix-shadow's plan, shown and undoable on its own"
         )
     why = "FA4 and its CuTe DSL dependencies" + (" for CUDA 13" if extra else "")
-    return [pip_step(context, why, requirement)], notes, FA4_DISTRIBUTION, version
+    steps = [pip_step(context, why, requirement), *files_again(context, FA4_DISTRIBUTION, version, requirement)]
+    return steps, notes, FA4_DISTRIBUTION, version

@@ -9,7 +9,7 @@ from __future__ import annotations
 from packaging.version import Version
 
 from attn_doctor.actions.plan import Refusal
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, pip_step, wheel_step
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, files_again, pip_step, wheel_step
 from attn_doctor.actions.recipes.prebuilt import PASSED_OVER, built_here, fetched
 from attn_doctor.facts.index import resolved_version
 from attn_doctor.registry import recipes
@@ -88,7 +88,7 @@ def _resolved(context: RecipeContext) -> Recipe:
             f"no xFormers release is built for torch {context.torch.version}: each wheel requires its own torch "
             f"({listed}); installing one would replace torch. Use SDPA, or move torch to a supported release"
         )
-    step = pip_step(
-        context, f"the xFormers release built for torch {context.torch.version}", f"xformers=={version}", flags=flags
-    )
-    return [step], notes, XFORMERS_DISTRIBUTION, version
+    requirement = f"xformers=={version}"
+    step = pip_step(context, f"the xFormers release built for torch {context.torch.version}", requirement, flags=flags)
+    again = files_again(context, XFORMERS_DISTRIBUTION, version, requirement, flags)
+    return [step, *again], notes, XFORMERS_DISTRIBUTION, version
