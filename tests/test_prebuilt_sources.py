@@ -420,7 +420,16 @@ def test_the_proven_xformers_wheel_is_installed_by_its_path_and_undone(
     (info / "RECORD").write_text("")
     env = {**os.environ, "PIP_NO_DEPS": "1", "PIP_CONFIG_FILE": os.devnull}
     before = snapshot(machine.venv)
-    argv = ["install", "xformers", "--python", machine.venv.python, "--mirror", f"pytorch={root}", "--force", "--yes"]
+    argv: list[str | Path] = [
+        "install",
+        "xformers",
+        "--python",
+        machine.venv.python,
+        "--mirror",
+        f"pytorch={root}",
+        "--force",
+        "--yes",
+    ]
     done = run(sys.executable, "-m", "attn_doctor", *argv, env=env, check=False, cwd=REPO)
     assert done.returncode == 0 and "Successfully installed xformers-0.0.35" in done.stdout, done.stdout + done.stderr
     (journal,) = repairs_root(str(machine.venv.root)).glob("*/journal.json")
@@ -449,7 +458,16 @@ def test_a_proven_wheel_replaces_a_broken_build_of_the_same_release(
     good = xformers_wheel(machine, tmp_path / "good", "0.0.35", "sm_90a")
     root = serve_index(mirror, "whl/cu130/xformers", [good])
     before = snapshot(machine.venv)
-    argv = ["install", "xformers", "--python", machine.venv.python, "--mirror", f"pytorch={root}", "--force", "--yes"]
+    argv: list[str | Path] = [
+        "install",
+        "xformers",
+        "--python",
+        machine.venv.python,
+        "--mirror",
+        f"pytorch={root}",
+        "--force",
+        "--yes",
+    ]
     done = run(sys.executable, "-m", "attn_doctor", *argv, env=env, check=False, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "--force-reinstall" in done.stdout and "over the installed xformers 0.0.35" in done.stdout
