@@ -257,12 +257,9 @@ def config_findings(facts: Facts, work: Workload, verdicts: Mapping[str, Assessm
     return found
 
 
-def _hub_kernel_unfit(facts: Facts, repo: str) -> list[str]:
+def _hub_kernel_unfit(facts: Facts, known: Backend) -> list[str]:
     """Why a Hub kernel the registry knows (hub-fa2, hub-fa3) cannot serve here, whatever is
     installed or cached: a GPU its builds carry no code for, a torch older than its builds."""
-    known = backend_of_implementation(repo)
-    if known is None:
-        return []
     reasons = [
         f"{known.label} carries no code for GPU {gpu.index} ({gpu.name}, {gpu.target}): the model loads and its "
         "first attention call fails"
@@ -270,7 +267,10 @@ def _hub_kernel_unfit(facts: Facts, repo: str) -> list[str]:
         if not known.runs_on(gpu)
     ]
     if facts.torch is not None and known.needs_newer_torch(facts.torch.version):
-        reasons.append(f"the Hub builds {repo} for torch {known.min_torch} on; this is torch {facts.torch.version}")
+        reasons.append(
+            f"the Hub builds {known.axolotl_names[0]} for torch {known.min_torch} on; "
+            f"this is torch {facts.torch.version}"
+        )
     return reasons
 
 
@@ -279,10 +279,9 @@ def _hub_path_findings(facts: Facts, chosen: str) -> list[Finding]:
     through `kernels`, in the build for this torch that the local cache holds or the Hub gives."""
     subject = Subject(Kind.CONFIG, "attn_implementation")
     repo = chosen.split("@")[0].split(":")[0]
-    unfit = _hub_kernel_unfit(facts, repo)
-    if unfit:  # no `kernels` release and no fetch changes what its builds carry
-        known = backend_of_implementation(repo)
-        assert known is not None
+    known = backend_of_implementation(repo)
+    unfit = _hub_kernel_unfit(facts, known) if known else []
+    if known and unfit:  # no `kernels` release and no fetch changes what its builds carry
         return [
             finding(
                 CONFIG_BACKEND_UNAVAILABLE,
