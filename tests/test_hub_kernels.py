@@ -199,3 +199,24 @@ def test_the_cached_build_kernels_would_load_is_read_as_an_installed_extension(
     assert "acme/attention: the cached build `kernels` would load here does not fit" in said
     assert "carries no code for sm_90 (it has sm_80)" in said, said
     assert judged("sm_90a") == []
+
+
+def test_a_hub_cache_build_folder_is_walked_within_bounds(tmp_path: Path) -> None:
+    """A build folder holding 20,000 files and no shared object (a hostile or broken cache) is
+    looked through up to the bound, not to its end."""
+    from attn_doctor.facts import hub_cache
+
+    cache = tmp_path / "hub"
+    cached_kernel(cache, "acme/huge", "torch299-cxx11-cu130-x86_64-linux")
+    build = cache / "kernels--acme--huge" / "snapshots" / "3f9c2b1" / "build" / "torch299-cxx11-cu130-x86_64-linux"
+    for index in range(20):
+        folder = build / f"d{index:02}"
+        folder.mkdir()
+        for name in range(1000):
+            (folder / f"{name}.py").touch()
+    (build / "zz").mkdir()
+    (build / "zz" / "_late.so").touch()  # past the bound
+    [kernel] = hub_cache.read_hub_kernels({"HF_HUB_CACHE": str(cache)})
+    assert hub_cache.compiled_files(kernel, lambda variant: True) == []
+    (build / "_early.so").touch()
+    assert [Path(f).name for f in hub_cache.compiled_files(kernel, lambda variant: True)] == ["_early.so"]

@@ -22,6 +22,7 @@ from attn_doctor.facts.model import HubKernel
 MAX_REPOSITORIES = 200
 MAX_VARIANTS = 200  # per repository, over its snapshots
 MAX_COMPILED_FILES = 32  # per repository: the shared objects of its fitting builds read
+MAX_WALKED = 10_000  # per repository: entries looked at to find them (a build holds tens)
 
 
 def hub_cache(environ: Mapping[str, str]) -> Path:
@@ -74,16 +75,20 @@ def _variants(snapshots: Path) -> tuple[str, ...]:
 
 def compiled_files(kernel: HubKernel, fits: Callable[[str], bool | None]) -> list[str]:
     """The shared objects under each cached build of `kernel` that `fits` (the variants `kernels`
-    would load here), at most MAX_COMPILED_FILES, without following links out of the folder walk."""
+    would load here): at most MAX_COMPILED_FILES, looking at MAX_WALKED entries at most, without
+    following links to folders."""
     found: list[str] = []
+    walked = 0
     try:
         revisions = sorted(e.path for e in os.scandir(kernel.cache) if e.is_dir())
     except OSError:
         return []
     for revision in revisions:
         for variant in (v for v in kernel.variants if fits(v)):
-            for folder, _, files in os.walk(Path(revision) / "build" / variant):
+            for folder, folders, files in os.walk(Path(revision) / "build" / variant):
+                folders.sort()  # walked in name order, whatever the file system lists first
+                walked += len(folders) + len(files)
                 found += [os.path.join(folder, f) for f in sorted(files) if f.endswith(".so")]
-                if len(found) >= MAX_COMPILED_FILES:
+                if len(found) >= MAX_COMPILED_FILES or walked > MAX_WALKED:
                     return found[:MAX_COMPILED_FILES]
     return found
