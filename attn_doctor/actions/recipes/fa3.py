@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from attn_doctor.actions.plan import Refusal
 from attn_doctor.actions.recipes.builds import build_setup, build_tree, no_compile_at_all, tree_steps
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, wheel_step
-from attn_doctor.actions.recipes.prebuilt import built_here, fetched
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext
+from attn_doctor.actions.recipes.prebuilt import prebuilt_recipe
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import FA3_DISTRIBUTION
 from attn_doctor.registry.versions import release
@@ -17,22 +17,13 @@ def fa3(context: RecipeContext) -> Recipe:
     # a prebuilt FA3 (a cluster's own build in the wheelhouse, else one PyTorch's index publishes),
     # proven to fit this torch and these GPUs, spares a compile of up to an hour
     # of any release worth planning here: a newer one than the tree these rules compile is welcome
-    kept, proof = built_here(context, FA3_DISTRIBUTION)
-    if kept is not None:
-        notes = [f"{kept.wheel.name} in --find-links: FA3 {kept.version} prebuilt, installed without compiling", *proof]
-        step = wheel_step(context, "FA3 prebuilt, from the wheelhouse", kept.wheel, FA3_DISTRIBUTION, kept.version)
-        return [step], notes, FA3_DISTRIBUTION, kept.version
-    found, tried = fetched(context, FA3_DISTRIBUTION, None)
-    if found is not None:
-        notes = [f"FA3 {found.version} prebuilt, installed without compiling", *proof, *tried]
-        step = wheel_step(
-            context, f"FA3 prebuilt, fetched from {found.origin}", found.wheel, FA3_DISTRIBUTION, found.version
-        )
-        return [step], notes, FA3_DISTRIBUTION, found.version
+    planned, tried = prebuilt_recipe(context, FA3_DISTRIBUTION, "FA3")
+    if planned is not None:
+        return planned
     steps, notes, env = build_setup(context, recipes.FA3_MIN_NVCC)
-    notes += [*proof, *tried]  # the wheels passed over and the sources tried, each with why
+    notes += tried  # the wheels passed over and the sources tried, each with why
     index = fa3_pytorch_index(context.torch)
-    if index is not None and not proof and not tried:  # not asked: offline, or another machine's plan
+    if index is not None and not tried:  # not asked: offline, or another machine's plan
         notes.append(
             f"PyTorch's index publishes FA3 {recipes.FA3_VERSION} prebuilt for this torch's CUDA build: "
             f"`python -m pip download --no-deps --only-binary=:all: flash-attn-3=={recipes.FA3_VERSION} "

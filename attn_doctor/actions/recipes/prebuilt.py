@@ -22,7 +22,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from attn_doctor.actions.recipes.context import RecipeContext
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, wheel_step
 from attn_doctor.facts.model import Facts
 from attn_doctor.facts.published import Listed, NotFetched, fetch, listed, metadata
 from attn_doctor.facts.wheels import WheelError, read_wheel, requires_dist, wheel_marks, wheel_requires
@@ -52,6 +52,24 @@ class Fetched:
 class Kept:
     wheel: Path  # in the --find-links wheelhouse: installed by its path, the very file proven
     version: str
+
+
+def prebuilt_recipe(context: RecipeContext, distribution: str, label: str) -> tuple[Recipe | None, list[str]]:
+    """The plan that installs a prebuilt wheel of `distribution` proven to fit here, by its path:
+    the wheelhouse's (`built_here`), else one a source publishes (`fetched`). None where none fits,
+    with what was tried and passed over, each with why."""
+    kept, proof = built_here(context, distribution)
+    if kept is not None:
+        note = f"{kept.wheel.name} in --find-links: {label} {kept.version} prebuilt, installed without compiling"
+        step = wheel_step(context, f"{label} prebuilt, from the wheelhouse", kept.wheel, distribution, kept.version)
+        return ([step], [note, *proof], distribution, kept.version), []
+    found, tried = fetched(context, distribution, None)
+    if found is not None:
+        note = f"{label} {found.version} prebuilt, installed without compiling"
+        why = f"{label} prebuilt, fetched from {found.origin}"
+        step = wheel_step(context, why, found.wheel, distribution, found.version)
+        return ([step], [note, *proof, *tried], distribution, found.version), []
+    return None, [*proof, *tried]
 
 
 def built_here(context: RecipeContext, distribution: str) -> tuple[Kept | None, list[str]]:

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 from attn_doctor.actions.plan import Refusal
 from attn_doctor.actions.recipes.builds import build_setup, build_tree, tree_steps
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, wheel_step
-from attn_doctor.actions.recipes.prebuilt import built_here
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext
+from attn_doctor.actions.recipes.prebuilt import prebuilt_recipe
 from attn_doctor.registry import recipes
 from attn_doctor.registry.versions import release
 
 
 def sage(context: RecipeContext) -> Recipe:
     # of any release not known bad here (the v2.2.0 tag's build is told by its files; 1.x has no extension)
-    built, proof = built_here(context, "sageattention")
-    if built is not None:
-        notes = [
-            f"{built.wheel.name} in --find-links: SageAttention {built.version}, installed without compiling",
-            *proof,
-        ]
-        step = wheel_step(
-            context,
-            "SageAttention 2 as built before, from the wheelhouse",
-            built.wheel,
-            "sageattention",
-            built.version,
-        )
-        return [step], notes, "sageattention", built.version
+    planned, proof = prebuilt_recipe(context, "sageattention", "SageAttention")
+    if planned is not None:
+        return planned
     steps, notes, env = build_setup(context, "12.0")
     nvcc = release(context.facts.toolchain.nvcc)
     for gpu in context.facts.gpus:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from packaging.version import Version
 
 from attn_doctor.actions.plan import Refusal
-from attn_doctor.actions.recipes.context import Recipe, RecipeContext, files_again, pip_step, wheel_step
-from attn_doctor.actions.recipes.prebuilt import PASSED_OVER, built_here, fetched
+from attn_doctor.actions.recipes.context import Recipe, RecipeContext, files_again, pip_step
+from attn_doctor.actions.recipes.prebuilt import PASSED_OVER, prebuilt_recipe
 from attn_doctor.facts.index import resolved_version
 from attn_doctor.registry import recipes
 from attn_doctor.registry.backends import XFORMERS_DISTRIBUTION, by_name
@@ -19,23 +19,10 @@ from attn_doctor.registry.wheels import PYTORCH_INDEX
 
 
 def xformers(context: RecipeContext) -> Recipe:
-    kept, proof = built_here(context, XFORMERS_DISTRIBUTION)
-    if kept is not None:
-        notes = [f"{kept.wheel.name} in --find-links: xFormers {kept.version}, proven to fit here", *proof]
-        return (
-            [wheel_step(context, "xFormers, from the wheelhouse", kept.wheel, XFORMERS_DISTRIBUTION, kept.version)],
-            notes,
-            XFORMERS_DISTRIBUTION,
-            kept.version,
-        )
-    found, tried = fetched(context, XFORMERS_DISTRIBUTION, None)
-    if found is not None:
-        notes = [f"xFormers {found.version}, proven to fit here", *proof, *tried]
-        step = wheel_step(
-            context, f"xFormers, fetched from {found.origin}", found.wheel, XFORMERS_DISTRIBUTION, found.version
-        )
-        return [step], notes, XFORMERS_DISTRIBUTION, found.version
-    judged = [n for n in [*proof, *tried] if PASSED_OVER in n]
+    planned, tried = prebuilt_recipe(context, XFORMERS_DISTRIBUTION, "xFormers")
+    if planned is not None:
+        return planned
+    judged = [n for n in tried if PASSED_OVER in n]
     if judged and not context.request.force:
         # pip would install one of the wheels just read and passed over: the doctor installs none
         raise Refusal(
@@ -43,7 +30,7 @@ def xformers(context: RecipeContext) -> Recipe:
             "with --find-links DIR (--force installs what the index resolves all the same)"
         )
     steps, notes, distribution, version = _resolved(context)
-    return steps, [*notes, *proof, *tried], distribution, version
+    return steps, [*notes, *tried], distribution, version
 
 
 def _resolved(context: RecipeContext) -> Recipe:
