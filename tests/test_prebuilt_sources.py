@@ -62,6 +62,15 @@ def publish(mirror: Path, wheels: list[tuple[Path, str | None]]) -> None:
     (page / "index.html").write_text("<html><body>\n" + "\n".join(links) + "\n</body></html>\n")
 
 
+def torch_installed(made: Machine) -> None:
+    """The machine's torch (built here) given the dist-info pip and the requirement checks read: pip
+    then holds it where it is, and a wheel's Requires-Dist on torch is judged against it."""
+    info = made.venv.site / "torch-2.99.0+cu130.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
+    (info / "RECORD").write_text("")
+
+
 def fa3_wheel(made: Machine, folder: Path, platform: str, *targets: str, version: str = FA3_VERSION) -> Path:
     build_extension(made, *targets)
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,10 +142,7 @@ def test_the_fetched_wheel_is_what_is_installed_and_undo_takes_it_back(
     temporary.mkdir()
     # the machine's torch is built here: pip is told it is installed, so that the plan's torch pin
     # holds it; the wheel's own requirements and this machine's pip configuration are left out
-    info = machine.venv.site / "torch-2.99.0+cu130.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
-    (info / "RECORD").write_text("")
+    torch_installed(machine)
     env = {**os.environ, "PIP_NO_DEPS": "1", "PIP_CONFIG_FILE": os.devnull, "TMPDIR": str(temporary)}
     before = snapshot(machine.venv)
     argv: list[str | Path] = [
@@ -357,10 +363,7 @@ def test_xformers_wheels_are_proven_and_pypis_cuda_12_build_is_passed_over(
     nothing else, the install is refused naming why; PyTorch's cu130 folder's build is proven and
     installed by its path. A release requiring another torch is passed over by the metadata the index
     serves beside it, without fetching the wheel."""
-    info = machine.venv.site / "torch-2.99.0+cu130.dist-info"  # the torch the requirements are held to
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
-    (info / "RECORD").write_text("")
+    torch_installed(machine)
     facts = collect(str(machine.venv.python), nvml=h100)
     real = pypi_wheel("xformers==0.0.35")
     pypi = serve_index(mirror, "simple/xformers", [real])
@@ -404,20 +407,26 @@ def test_xformers_wheels_are_proven_and_pypis_cuda_12_build_is_passed_over(
         planned()
 
 
+@pytest.mark.parametrize("broken_build_installed", [False, True])
 def test_the_proven_xformers_wheel_is_installed_by_its_path_and_undone(
     machine: Machine,  # noqa: F811
     mirror: Path,
     tmp_path: Path,
+    broken_build_installed: bool,
 ) -> None:
     """`install xformers` as a user runs it, against a mirror of PyTorch's index: the wheel fetched,
     proven, installed by its path (its origin journaled), imported next to the machine's torch, and
-    `undo` takes it back byte for byte."""
+    `undo` takes it back byte for byte.
+
+    Over PyPI's xFormers 0.0.35 (a CUDA 12.8 build that cannot load on CUDA 13: libcudart.so.12)
+    the fix is the same release built for CUDA 13, which pip, given its wheel, takes as installed
+    already ("already installed with the same version as the provided wheel") and changes nothing:
+    the plan puts the proven wheel's files in over it, and undo puts the broken build back."""
+    if broken_build_installed:
+        machine.venv.install(pypi_wheel("xformers==0.0.35"))
+    torch_installed(machine)
     good = xformers_wheel(machine, tmp_path / "good", "0.0.35", "sm_90a")
     root = serve_index(mirror, "whl/cu130/xformers", [good])
-    info = machine.venv.site / "torch-2.99.0+cu130.dist-info"  # pip holds the machine's torch where it is
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
-    (info / "RECORD").write_text("")
     env = {**os.environ, "PIP_NO_DEPS": "1", "PIP_CONFIG_FILE": os.devnull}
     before = snapshot(machine.venv)
     argv: list[str | Path] = [
@@ -432,47 +441,13 @@ def test_the_proven_xformers_wheel_is_installed_by_its_path_and_undone(
     ]
     done = run(sys.executable, "-m", "attn_doctor", *argv, env=env, check=False, cwd=REPO)
     assert done.returncode == 0 and "Successfully installed xformers-0.0.35" in done.stdout, done.stdout + done.stderr
+    if broken_build_installed:
+        assert "--force-reinstall" in done.stdout and "over the installed xformers 0.0.35" in done.stdout
+    with zipfile.ZipFile(good) as wheel:  # the proven build, not PyPI's
+        assert (machine.venv.site / "xformers" / "_C.so").read_bytes() == wheel.read("xformers/_C.so")
     (journal,) = repairs_root(str(machine.venv.root)).glob("*/journal.json")
     [command] = [s for s in json.loads(journal.read_text())["steps"] if s["kind"] == "command"]
     assert any(a.endswith(good.name) for a in command["argv"]), command
     assert f"{root}/cu130/xformers/{good.name}" in command["why"]
-    run(sys.executable, "-m", "attn_doctor", "undo", "--python", machine.venv.python, env=env, cwd=REPO)
-    assert snapshot(machine.venv) == before
-
-
-def test_a_proven_wheel_replaces_a_broken_build_of_the_same_release(
-    machine: Machine,  # noqa: F811
-    mirror: Path,
-    tmp_path: Path,
-) -> None:
-    """PyPI's xFormers 0.0.35 installed on a CUDA 13 machine cannot load (libcudart.so.12). The fix is
-    the same release built for CUDA 13, which pip, given its wheel, takes as installed already ("already
-    installed with the same version as the provided wheel") and changes nothing. The plan puts the
-    proven wheel's files in over it; undo puts the broken build back, byte for byte."""
-    env = {**os.environ, "PIP_NO_DEPS": "1", "PIP_CONFIG_FILE": os.devnull}
-    machine.venv.install(pypi_wheel("xformers==0.0.35"))
-    info = machine.venv.site / "torch-2.99.0+cu130.dist-info"  # the torch its requirement is held to
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0+cu130\n")
-    (info / "RECORD").write_text("")
-    good = xformers_wheel(machine, tmp_path / "good", "0.0.35", "sm_90a")
-    root = serve_index(mirror, "whl/cu130/xformers", [good])
-    before = snapshot(machine.venv)
-    argv: list[str | Path] = [
-        "install",
-        "xformers",
-        "--python",
-        machine.venv.python,
-        "--mirror",
-        f"pytorch={root}",
-        "--force",
-        "--yes",
-    ]
-    done = run(sys.executable, "-m", "attn_doctor", *argv, env=env, check=False, cwd=REPO)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "--force-reinstall" in done.stdout and "over the installed xformers 0.0.35" in done.stdout
-    installed = machine.venv.site / "xformers" / "_C.so"
-    with zipfile.ZipFile(good) as wheel:
-        assert installed.read_bytes() == wheel.read("xformers/_C.so")  # the proven build, not PyPI's
     run(sys.executable, "-m", "attn_doctor", "undo", "--python", machine.venv.python, env=env, cwd=REPO)
     assert snapshot(machine.venv) == before
