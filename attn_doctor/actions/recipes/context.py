@@ -126,7 +126,7 @@ def compile_step(
     if context.request.wheelhouse is None:
         installed = over_installed(context, distribution, version) if distribution else None
         if installed:
-            argv = context.installer.install(requirement, flags=("--force-reinstall", "--no-deps", *flags))
+            argv = context.installer.reinstall(requirement, flags)
             why = f"{why}, over the installed {distribution} {installed}"
             return Command(argv, context.watch, why, tuple(sorted(env.items())))
         return pip_step(context, why, requirement, flags=flags, **env)
