@@ -220,19 +220,13 @@ def _first_line(path: Path) -> str | None:
 
 def nvml_unanswered(detail: str, root: Path = Path("/")) -> tuple[Driver, tuple[Gpu, ...]]:
     """NVML gave no answer (a hung driver): a status, as any NVML failure is; AMD's GPUs as read."""
-    amd, rocm = read_amd(root)
-    driver = Driver(
-        nvidia_status="nvml-error",
-        nvidia_detail=detail,
-        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-        rocm_version=rocm,
-    )
-    return driver, amd
+    driver = Driver(nvidia_status="nvml-error", nvidia_detail=detail, cuda_visible_devices=os.environ.get(_VISIBLE))
+    return _with_amd(driver, (), root)
 
 
 def read_gpus(nvml: Any | None = None, root: Path = Path("/")) -> tuple[Driver, tuple[Gpu, ...]]:
     """Both vendors. `nvml` defaults to the real `pynvml`; a missing binding is a status too."""
-    cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    cuda_visible = os.environ.get(_VISIBLE)
     if nvml is None:
         try:
             import pynvml
@@ -247,5 +241,13 @@ def read_gpus(nvml: Any | None = None, root: Path = Path("/")) -> tuple[Driver, 
             nvidia: tuple[Gpu, ...] = ()
     if nvml is not None:
         driver, nvidia = read_nvidia(nvml, cuda_visible)
+    return _with_amd(driver, nvidia, root)
+
+
+_VISIBLE = "CUDA_VISIBLE_DEVICES"
+
+
+def _with_amd(driver: Driver, nvidia: tuple[Gpu, ...], root: Path) -> tuple[Driver, tuple[Gpu, ...]]:
+    """NVIDIA's reading with AMD's GPUs and ROCm's version added, as every reading ends."""
     amd, rocm = read_amd(root)
     return dataclasses.replace(driver, rocm_version=rocm), nvidia + amd
