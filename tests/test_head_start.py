@@ -140,7 +140,7 @@ def test_the_gpus_read_by_the_head_starts_child_are_the_gpus_read_here(
     monkeypatch.syspath_prepend(str(recorded_pynvml(tmp_path / "nvml", "1 / 0" if broken else "")))
     device = tmp_path / "nvidiactl"  # the device node the child is started for
     device.touch()
-    child = gpu_child.start(str(device))
+    child = head_start.start_gpu_reading(str(device))
     assert child is not None
     reading = gpu_child.taken(child)
     expected = read_gpus(h100)
@@ -150,11 +150,11 @@ def test_the_gpus_read_by_the_head_starts_child_are_the_gpus_read_here(
         assert reading == expected and reading[1][0].name == "NVIDIA H100 80GB HBM3"
 
     # collect's side: what the head start started, taken once
-    monkeypatch.setattr(head_start, "_gpus", gpu_child.start(str(device)))
+    monkeypatch.setattr(head_start, "_gpus", head_start.start_gpu_reading(str(device)))
     monkeypatch.setattr(collecting, "read_gpus", lambda nvml: read_gpus(h100))  # its own reading: the H100's
     assert collecting._read_gpus(None) == expected
     assert head_start.take_gpus() is None
-    assert gpu_child.start(str(tmp_path / "absent")) is None  # no NVIDIA device node: nothing started
+    assert head_start.start_gpu_reading(str(tmp_path / "absent")) is None  # no NVIDIA device node: nothing started
 
 
 def test_nvml_that_never_answers_is_an_nvml_failure_not_a_hung_check(
@@ -171,7 +171,7 @@ def test_nvml_that_never_answers_is_an_nvml_failure_not_a_hung_check(
     monkeypatch.setattr(gpu_child, "TIMEOUT_S", 2.0)
     device = tmp_path / "nvidiactl"
     device.touch()
-    child = gpu_child.start(str(device))
+    child = head_start.start_gpu_reading(str(device))
     assert child is not None
     started = time.monotonic()
     reading = gpu_child.taken(child)

@@ -18,7 +18,9 @@ the image's python3; 0.192 s against 0.174 s from a venv of its own).
 
 from __future__ import annotations
 
-from attn_doctor.facts import gpu_child
+import os
+import sys
+
 from attn_doctor.facts.child import Child
 from attn_doctor.facts.locate import TargetError, find_target, start_probe
 
@@ -36,6 +38,26 @@ class Started:
 _started: Started | None = None
 _gpus: Child | None = None
 
+NVIDIA_DEVICE = "/dev/nvidiactl"
+# the GPU reading's child: the doctor's interpreter with the doctor's own sys.path (not the working
+# folder's modules), running facts/gpu_child.py
+_GPU_READING = """import sys
+sys.path[:] = {path!r}
+from attn_doctor.facts.gpu_child import answer
+answer()
+"""
+
+
+def start_gpu_reading(device: str = NVIDIA_DEVICE) -> Child | None:
+    """The child reading the GPUs (facts/gpu_child.py), or None where there is no NVIDIA device
+    node (NVML then fails at once, in-process) or no process could be started."""
+    if not os.path.exists(device):
+        return None
+    try:
+        return Child([sys.executable, "-B", "-c", _GPU_READING.format(path=sys.path)])
+    except OSError:
+        return None
+
 
 def start(python: str | None, deep: bool) -> None:
     """Start the probe of the target `check` will judge, then import the registry and give the
@@ -48,7 +70,7 @@ def start(python: str | None, deep: bool) -> None:
         child, marker = start_probe(executable)
     except (TargetError, OSError):
         return
-    _gpus = gpu_child.start()
+    _gpus = start_gpu_reading()
     try:
         from attn_doctor.facts.target import probe_request
 
