@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from attn_doctor.facts.model import Interpreter, Torch
+from attn_doctor.registry.backends import FA2_DISTRIBUTION, FA3_DISTRIBUTION, XFORMERS_DISTRIBUTION
 from attn_doctor.registry.recipes import FA2_WHEEL_VERSION
 from attn_doctor.registry.versions import release
 from attn_doctor.registry.wheels import (
@@ -57,7 +58,7 @@ def _dao_ailab(root: str, distribution: str, torch: Torch, python: Interpreter) 
 
 
 def _pytorch(root: str, distribution: str, torch: Torch, python: Interpreter) -> str | None:
-    if distribution == "flash-attn-3":
+    if distribution == FA3_DISTRIBUTION:
         return fa3_pytorch_index(torch, root)
     # xFormers' CI publishes each release to PyTorch's index per CUDA build (cu126, cu128, cu130)
     return f"{root}/{cuda_build(torch.cuda)}" if torch.cuda else None
@@ -77,7 +78,7 @@ SOURCES = (
     WheelSource(
         "dao-ailab",
         "FlashAttention's own GitHub release",
-        ("flash-attn",),
+        (FA2_DISTRIBUTION,),
         FA2_RELEASES,
         Layout.FILE,
         _dao_ailab,
@@ -86,7 +87,7 @@ SOURCES = (
     WheelSource(
         "pytorch",
         "PyTorch's own index",
-        ("flash-attn-3", "xformers"),
+        (FA3_DISTRIBUTION, XFORMERS_DISTRIBUTION),
         PYTORCH_INDEX,
         Layout.INDEX,
         _pytorch,
@@ -98,7 +99,7 @@ SOURCES = (
         "PyPI",
         # PyPI keeps one build of each release, for one CUDA (12.8 for 0.0.35): after the index made
         # for this torch's CUDA build
-        ("xformers",),
+        (XFORMERS_DISTRIBUTION,),
         PYPI_INDEX,
         Layout.INDEX,
         _pypi,
@@ -107,7 +108,7 @@ SOURCES = (
     WheelSource(
         "windreamer",
         "windreamer/flash-attention3-wheels, a community index",
-        ("flash-attn-3",),
+        (FA3_DISTRIBUTION,),
         "https://windreamer.github.io/flash-attention3-wheels",
         Layout.LINKS,
         _windreamer,
